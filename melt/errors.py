@@ -1,0 +1,95 @@
+"""Errors melt raises.
+
+Every error a user can cause or meet derives from :class:`MeltError`. The CLI
+turns them into a one-line message and an exit code; nothing below the CLI
+calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from melt.transports.base import CommandResult
+
+
+class MeltError(Exception):
+    """Root of every error melt raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(MeltError):
+    """A YAML file is malformed or does not validate.
+
+    ``path`` is the file, ``problems`` a list of ``"field.path: message"``.
+    """
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = list(problems)
+        super().__init__(f"{path}: " + "; ".join(self.problems))
+
+
+class UnknownNameError(MeltError):
+    """A name (framework, device, workload kind, ...) is not registered."""
+
+    def __init__(self, kind: str, name: str, available: list[str]):
+        import difflib
+
+        self.kind, self.name, self.available = kind, name, sorted(available)
+        close = difflib.get_close_matches(name, self.available, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        super().__init__(
+            f"Unknown {kind} '{name}'.{hint} Available: {', '.join(self.available) or '(none)'}"
+        )
+
+
+class TransportError(MeltError):
+    """A device could not be reached, or a transfer failed."""
+
+
+class DeviceUnavailableError(TransportError):
+    """The device is gone (unplugged, offline, killed)."""
+
+
+class RemoteCommandError(MeltError):
+    """A command on a device exited non-zero (``check=True``)."""
+
+    def __init__(self, result: "CommandResult"):
+        self.result = result
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+        super().__init__(
+            f"command exited {result.returncode}: {result.command_line()}"
+            + (f": {tail[0][:300]}" if tail[0] else "")
+        )
+
+
+class CommandTimeout(MeltError):
+    """A command on a device ran past its timeout and was killed."""
+
+
+class BuildError(MeltError):
+    """A framework build failed or its toolchain is missing."""
+
+
+class ParseError(MeltError):
+    """Text could not be recognised as any known output kind."""
+
+
+class JobFailed(MeltError):
+    """A job could not produce its metrics; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ResultsError(MeltError):
+    """A results folder or index is missing, unreadable or too new."""
+
+
+class RegressionFound(MeltError):
+    """``melt compare`` found a regression (exit code 2)."""
+
+    exit_code = 2

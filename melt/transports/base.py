@@ -1,0 +1,102 @@
+"""The one small interface through which melt reaches every device.
+
+Callers never see subprocess, adbutils or paramiko: they hold a
+:class:`Transport` and call ``run``, ``start``, ``push``, ``pull`` and
+``kill``. Arguments are argv lists; a transport that goes through a remote
+shell quotes each one with :func:`shlex.join`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a finished command left behind."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def command_line(self) -> str:
+        """The command as a shell would read it (every argument quoted)."""
+        return shlex.join(self.argv)
+
+
+@runtime_checkable
+class RemoteProcess(Protocol):
+    """A process started in the background on a device."""
+
+    pid: int
+
+    def poll(self) -> int | None:
+        """Exit status, or ``None`` while it runs."""
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit status; raises ``CommandTimeout`` past ``timeout`` s."""
+
+    def kill(self) -> None:
+        """Stop the process and its children."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Run commands on a device and move files to and from it."""
+
+    name: str
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> CommandResult:
+        """Run ``argv`` to completion.
+
+        Raises ``RemoteCommandError`` on a non-zero exit when ``check`` is true,
+        ``CommandTimeout`` past ``timeout`` seconds, ``DeviceUnavailableError``
+        when the device is gone.
+        """
+
+    def shell(self, script: str, *, timeout: float = 60, check: bool = True) -> CommandResult:
+        """Run a shell script written by melt itself (never user text unquoted)."""
+
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdout_path: str | None = None,
+        stderr_path: str | None = None,
+    ) -> RemoteProcess:
+        """Start ``argv`` in the background, headless; output to the given device files."""
+
+    def push(self, local: Path, remote: str) -> None:
+        """Copy a local file to ``remote`` on the device (parents created)."""
+
+    def pull(self, remote: str, local: Path) -> None:
+        """Copy ``remote`` from the device to ``local`` (parents created)."""
+
+    def kill(self, pid: int, signal: str = "TERM") -> None:
+        """Send ``signal`` to a process on the device; a process already gone is fine."""
+
+
+def env_prefix(env: Mapping[str, str] | None) -> list[str]:
+    """``env K=V ...`` argv prefix for transports that only take a command line."""
+    if not env:
+        return []
+    return ["env", *(f"{k}={v}" for k, v in env.items())]
