@@ -1,0 +1,44 @@
+# Two commands set everything up on a fresh Debian machine:
+#   make demo   build llama.cpp, make the tiny model, run the quickstart
+#   make test   run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+MELT   := $(VENV)/bin/melt
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test bench deps venv clean help
+
+help:
+	@echo "make demo   run the quickstart on this machine and the virtual devices"
+	@echo "make test   run the tests (installs what they need)"
+	@echo "make bench  benchmarks of melt itself (figures: docs/benchmarks.md)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+deps:
+	@sh scripts/system-deps.sh
+
+models/tiny.gguf: $(VENV)/.installed
+	$(MELT) model tiny $@
+
+demo: venv deps models/tiny.gguf
+	$(MELT) build
+	$(MELT) run experiments/quickstart.yaml
+	$(MELT) results show latest
+	@echo
+	@echo "Results are in ./results/ (melt results list; melt report latest -o report.html)"
+
+test: venv deps
+	$(VENV)/bin/pytest -q
+
+bench: venv deps
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,44 @@
+"""Options and helpers shared by the CLI command modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from melt.store.paths import default_results_dir
+
+
+def results_option(f):
+    return click.option(
+        "--results",
+        "results_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Results folder (default: $MELT_RESULTS_DIR or ./results).",
+    )(f)
+
+
+def results_path(value: Path | None) -> Path:
+    return value if value is not None else default_results_dir()
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def is_interactive() -> bool:
+    return sys.stderr.isatty()

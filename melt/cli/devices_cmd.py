@@ -1,0 +1,75 @@
+"""``melt devices``: configured devices, and whether they answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from melt.cli.common import echo_json, json_option
+
+
+def _describe(ref: str) -> dict:
+    from melt.config.loader import load_device
+    from melt.devices.registry import open_device
+    from melt.errors import MeltError
+
+    row: dict = {"name": ref}
+    try:
+        spec = load_device(ref)
+        row.update(kind=spec.kind, simulated=spec.simulated)
+        device = open_device(spec)
+    except MeltError as exc:
+        row.update(status="missing", reason=str(exc))
+        return row
+    try:
+        row.update(status="ready", properties=device.properties())
+        health = getattr(device, "health", None)
+        if callable(health):
+            row["health"] = health()
+    except MeltError as exc:
+        row.update(status="error", reason=str(exc))
+    finally:
+        device.close()
+    return row
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@json_option
+def devices(names: tuple[str, ...], as_json: bool) -> None:
+    """List configured devices (device_configs/*.yaml) and whether they are reachable.
+
+    Give NAMES to check only those; `--json` prints properties and health.
+    """
+    from melt.config.loader import available_devices
+
+    rows = [_describe(n) for n in (names or available_devices())]
+    extra = []
+    try:
+        from melt.devices.android import attached_unconfigured
+
+        extra = attached_unconfigured(rows)
+    except ImportError:
+        pass
+    if as_json:
+        echo_json({"devices": rows, "attached_unconfigured": extra})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "kind", "status", "model / os", "battery", "temp", "note")
+    for r in rows:
+        p = r.get("properties") or {}
+        h = r.get("health") or {}
+        table.add_row(
+            r["name"] + (" (sim)" if r.get("simulated") else ""), r.get("kind", "?"), r["status"],
+            str(p.get("model") or p.get("cpu_model") or "") + " / " + str(p.get("android_version") or p.get("os") or ""),
+            f"{h['battery_pct']:.0f}%" if h.get("battery_pct") is not None else "-",
+            f"{h['temp_c']:.1f} °C" if h.get("temp_c") is not None else "-",
+            (r.get("reason") or "")[:80],
+        )
+    for e in extra:
+        table.add_row(e.get("serial", "?"), "android", "attached, not configured",
+                      str(e.get("model", "")), "-", "-", "add a device config to use it")
+    Console().print(table)

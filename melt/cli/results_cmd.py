@@ -1,0 +1,127 @@
+"""``melt results``: list, show and export stored runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from melt.cli.common import echo_json, json_option, results_option, results_path
+from melt.store.runs import ResultsStore
+
+# Metrics shown in the terminal table, in this order, when present.
+SHOWN_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "load_ms", "energy_per_token_decode_j", "temp_max_c")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.0f}"
+    return str(v)
+
+
+@click.group()
+def results() -> None:
+    """Inspect and export stored runs."""
+
+
+@results.command("list")
+@results_option
+@json_option
+def list_runs(results_dir: Path | None, as_json: bool) -> None:
+    """List runs, oldest first."""
+    store = ResultsStore(results_path(results_dir))
+    rows = []
+    for run in store.runs():
+        jobs = run.journal()
+        rows.append({
+            "run_id": run.run_id,
+            "experiment": (run.manifest.get("experiment") or {}).get("name"),
+            "created_at": run.manifest.get("created_at"),
+            "status": run.manifest.get("status"),
+            "jobs_ok": sum(1 for e in jobs.values() if e.get("status") == "ok"),
+            "jobs_total": run.manifest.get("total_jobs"),
+            "path": str(run.dir),
+        })
+    if as_json:
+        echo_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run id", "experiment", "created (UTC)", "status", "ok/total")
+    for r in rows:
+        table.add_row(r["run_id"], r["experiment"] or "", (r["created_at"] or "")[:19],
+                      r["status"] or "", f"{r['jobs_ok']}/{r['jobs_total'] or '?'}")
+    Console().print(table if rows else f"no runs in {store.root}/")
+
+
+@results.command("show")
+@click.argument("run_id")
+@results_option
+@json_option
+def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
+    """Show the jobs of RUN_ID (an id, a unique prefix, or `latest`)."""
+    run = ResultsStore(results_path(results_dir)).open_run(run_id)
+    data = run.as_dict()
+    if as_json:
+        echo_json(data)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"run [bold]{data['run_id']}[/bold] ({data['experiment']}, {data['status']}) in {run.dir}")
+    table = Table("device", "workload", "params", "rep", "status", *SHOWN_METRICS, "reason")
+    for job in data["jobs"]:
+        params = ", ".join(f"{k}={v}" for k, v in job["params"].items() if k != "prompt")
+        m = job.get("metrics") or {}
+        table.add_row(
+            job["device"] + (" (sim)" if job.get("simulated") else ""), job["workload"], params,
+            str(job["repetition"]), job["status"], *(_fmt(m.get(k)) for k in SHOWN_METRICS),
+            (job.get("reason") or "")[:120],
+        )
+    console.print(table)
+    if data["jobs"]:
+        prov = data["jobs"][0].get("provenance") or {}
+        build = prov.get("framework_build") or {}
+        console.print(f"[dim]provenance of the first job: melt {prov.get('melt_version')}, "
+                      f"llama.cpp {build.get('commit') or build.get('version') or '?'}, "
+                      f"model sha256 {(prov.get('model') or {}).get('sha256', '?')[:12]}…, "
+                      f"command: {prov.get('command', '?')}[/dim]")
+
+
+@results.command("export")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout for csv/json).")
+@results_option
+def export(run_ids: tuple[str, ...], fmt: str, output: Path | None, results_dir: Path | None) -> None:
+    """Export the jobs of RUN_IDS as one flat table (a row per job, a column per metric)."""
+    from melt.analysis.frames import jobs_frame
+
+    store = ResultsStore(results_path(results_dir))
+    frame = jobs_frame([store.open_run(r) for r in run_ids])
+    if fmt == "parquet":
+        if output is None:
+            raise click.UsageError("--format parquet needs -o FILE")
+        frame.to_parquet(output, index=False)
+    elif fmt == "csv":
+        text = frame.to_csv(index=False)
+        output.write_text(text) if output else click.echo(text, nl=False)
+    else:
+        text = json.dumps(json.loads(frame.to_json(orient="records")), indent=2)
+        output.write_text(text + "\n") if output else click.echo(text)
+    if output:
+        click.echo(f"wrote {len(frame)} jobs to {output}", err=True)
+
+
+@results.command("reindex")
+@results_option
+def reindex(results_dir: Path | None) -> None:
+    """Rebuild the SQLite index (results/melt.db) from the run folders."""
+    store = ResultsStore(results_path(results_dir))
+    n = store.reindex()
+    click.echo(f"indexed {n} jobs from {len(store.run_ids())} runs in {store.index.path}")

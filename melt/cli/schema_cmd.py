@@ -1,0 +1,19 @@
+"""``melt schema``: JSON Schemas of melt's file kinds."""
+
+from __future__ import annotations
+
+import click
+
+from melt.config.loader import SCHEMAS, json_schema
+
+
+@click.command()
+@click.argument("kind", type=click.Choice(sorted(SCHEMAS)))
+def schema(kind: str) -> None:
+    """Print the JSON Schema of KIND files, for editors to autocomplete.
+
+    \b
+    Example (VS Code with the YAML extension):
+      melt schema experiment > .vscode/melt-experiment.schema.json
+    """
+    click.echo(json_schema(kind))

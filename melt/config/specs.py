@@ -1,0 +1,198 @@
+"""Validated, immutable specs for the three file kinds melt reads.
+
+- a **device config** (``device_configs/*.yaml``): how to reach one device and
+  where its sensors live;
+- an **experiment** (``experiments/*.yaml``): devices x frameworks x models x
+  workloads, repetitions and pacing;
+- a **framework recipe** lives with its framework (``frameworks/<name>/``).
+
+Specs are frozen pydantic models: once loaded nothing deeper re-checks them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------- devices
+
+
+class AdbSpec(Spec):
+    """How to reach an Android device through the adb server."""
+
+    serial: str | None = Field(None, description="adb serial; defaults to `connect` when given")
+    connect: str | None = Field(None, description="host:port to `adb connect` to (network or virtual phones)")
+    server_host: str = "127.0.0.1"
+    server_port: int = Field(5037, ge=1, le=65535)
+
+
+class BatterySpec(Spec):
+    """Fuel gauge files and their units (vendors differ)."""
+
+    dir: str = "/sys/class/power_supply/battery"
+    current_unit: Literal["uA", "mA"] = "uA"
+    current_sign: Literal["positive-discharging", "negative-discharging"] = "negative-discharging"
+    voltage_unit: Literal["uV", "mV"] = "uV"
+
+
+class TelemetrySpec(Spec):
+    """Where the device's sensors are; the same paths on a phone and the virtual one."""
+
+    sample_hz: PositiveFloat = 50.0
+    battery: BatterySpec | None = None
+    thermal_zones: list[str] | Literal["all"] = "all"
+    thermal_dir: str = "/sys/class/thermal"
+    cpufreq_glob: str = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"
+    skin_zone: str | None = Field(None, description="thermal zone type used for cool-down and temp_* metrics")
+
+
+class CooldownSpec(Spec):
+    """Wait until the device is below a temperature before each job."""
+
+    max_temp_c: float = 40.0
+    timeout_s: PositiveFloat = 600.0
+    poll_s: PositiveFloat = 2.0
+
+
+class DeviceSpec(Spec):
+    """One device: what it is and how melt reaches it."""
+
+    name: NonEmptyStr
+    kind: Literal["local", "android"]
+    description: str = ""
+    workdir: str | None = Field(None, description="where binaries, models and job files go on the device")
+    build_profile: str = Field("host", description="llama.cpp build profile whose binaries run here")
+    adb: AdbSpec | None = None
+    telemetry: TelemetrySpec = TelemetrySpec()
+    cooldown: CooldownSpec | None = None
+    min_battery_pct: float | None = Field(None, ge=0, le=100)
+    virtual: dict[str, Any] | None = Field(
+        None, description="present on melt's virtual devices: their model parameters (data is simulated)"
+    )
+
+    @property
+    def simulated(self) -> bool:
+        return self.virtual is not None
+
+
+# ------------------------------------------------------------------ experiments
+
+
+class FrameworkRef(Spec):
+    name: NonEmptyStr = "llama.cpp"
+    source: str | None = Field(None, description="local path or git+URL@REF; default: the recipe's pinned source")
+    profile: str | None = Field(None, description="build profile; default: the device's")
+
+
+class ModelRef(Spec):
+    """A model file, or ``tiny`` for the small random model melt makes itself."""
+
+    name: NonEmptyStr
+    path: str | None = None
+    tiny_seed: int | None = Field(None, description="make melt's tiny model with this seed instead of a file")
+    quantization: str | None = None
+
+    @field_validator("tiny_seed")
+    @classmethod
+    def _seed(cls, v: int | None) -> int | None:
+        if v is not None and v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelRef":
+        if (self.path is None) == (self.tiny_seed is None):
+            raise ValueError("give exactly one of `path` or `tiny_seed`")
+        return self
+
+
+def _as_list(v: Any) -> Any:
+    return v if isinstance(v, list) else [v]
+
+
+def _sweep(minimum: int):
+    def check(values: list[int]) -> list[int]:
+        if not values:
+            raise ValueError("must not be empty")
+        for v in values:
+            if v < minimum:
+                raise ValueError(f"must be {'> 0' if minimum == 1 else f'>= {minimum}'} (got {v})")
+        return values
+
+    return check
+
+
+#: A scalar or a list of integers to sweep; a scalar is a list of one.
+IntList = Annotated[list[int], BeforeValidator(_as_list), AfterValidator(_sweep(1))]
+NonNegIntList = Annotated[list[int], BeforeValidator(_as_list), AfterValidator(_sweep(0))]
+TextList = Annotated[list[NonEmptyStr], BeforeValidator(_as_list), Field(min_length=1)]
+
+
+class BenchWorkload(Spec):
+    """A llama-bench sweep; every list is swept, like llama-bench itself."""
+
+    kind: Literal["bench"]
+    name: NonEmptyStr
+    n_prompt: NonNegIntList = [64]
+    n_gen: NonNegIntList = [16]
+    threads: IntList | None = None
+    batch: IntList | None = None
+    depth: NonNegIntList = [0]
+    repetitions: PositiveInt = Field(1, description="llama-bench -r inside one job")
+
+
+class GenerateWorkload(Spec):
+    """Prompt text in, completion out; the timing lines give the metrics."""
+
+    kind: Literal["generate"]
+    name: NonEmptyStr
+    prompt: TextList
+    n_predict: IntList = [32]
+    threads: IntList | None = None
+    ctx_size: PositiveInt = 512
+    seed: int = 42
+    temperature: Annotated[float, Field(ge=0)] = 0.0
+
+
+Workload = Annotated[Union[BenchWorkload, GenerateWorkload], Field(discriminator="kind")]
+
+
+class ExperimentSpec(Spec):
+    """What to measure: the job matrix and its pacing."""
+
+    name: NonEmptyStr
+    description: str = ""
+    devices: list[NonEmptyStr] = Field(min_length=1, description="device config names or paths")
+    frameworks: list[FrameworkRef] = Field(default_factory=lambda: [FrameworkRef()], min_length=1)
+    models: list[ModelRef] = Field(min_length=1)
+    workloads: list[Workload] = Field(min_length=1)
+    repetitions: PositiveInt = 3
+    warmup: Annotated[int, Field(ge=0)] = 1
+    timeout_s: PositiveFloat = Field(600.0, description="per job")
+
+    @field_validator("workloads")
+    @classmethod
+    def _unique_names(cls, v: list) -> list:
+        names = [w.name for w in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"workload names must be unique: {', '.join(dupes)}")
+        return v

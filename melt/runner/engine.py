@@ -1,0 +1,284 @@
+"""Run an experiment: build, stage, execute every job, journal as we go.
+
+One failed job is a row with its reason and the rest go on; a run stopped at
+any point (Ctrl-C, a crash, a dead device) is finished later with
+``resume_run``, which repeats only the jobs that have no ``ok`` result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from melt import __version__
+from melt.config.loader import load_device, load_experiment, validate
+from melt.config.specs import DeviceSpec, ExperimentSpec
+from melt.devices.base import Device
+from melt.devices.registry import open_device
+from melt.errors import JobFailed, MeltError, TransportError
+from melt.runner.execute import Executor, PlainExecutor
+from melt.runner.matrix import Job, expand
+from melt.runner.models import ResolvedModel, resolve_model
+from melt.store.runs import ResultsStore, Run, utc_now
+
+
+class RunEvents(Protocol):
+    """What a user interface hears about a run (all optional to act on)."""
+
+    def stage(self, message: str) -> None: ...
+    def run_started(self, run_id: str, total: int, done: int) -> None: ...
+    def job_started(self, job: Job, warmup: bool) -> None: ...
+    def job_finished(self, job: Job, record: dict[str, Any]) -> None: ...
+
+
+class QuietEvents:
+    def stage(self, message: str) -> None:
+        pass
+
+    def run_started(self, run_id: str, total: int, done: int) -> None:
+        pass
+
+    def job_started(self, job: Job, warmup: bool) -> None:
+        pass
+
+    def job_finished(self, job: Job, record: dict[str, Any]) -> None:
+        pass
+
+
+def host_properties() -> dict[str, Any]:
+    u = platform.uname()
+    return {"hostname": u.node, "os": f"{u.system} {u.release}", "machine": u.machine,
+            "python": platform.python_version(), "melt_version": __version__}
+
+
+@dataclass
+class Prepared:
+    """A device with a framework built and staged on it."""
+
+    device: Device
+    bin_dir: str
+    build_provenance: dict[str, Any]
+    models: dict[str, str]  # model name -> path on the device
+
+
+class Runner:
+    """Executes the jobs of one run."""
+
+    def __init__(
+        self,
+        run: Run,
+        experiment: ExperimentSpec,
+        base_dir: Path,
+        *,
+        events: RunEvents | None = None,
+        executor: Executor | None = None,
+    ):
+        self.run = run
+        self.experiment = experiment
+        self.base_dir = base_dir
+        self.events = events or QuietEvents()
+        self.executor = executor or PlainExecutor()
+        source = run.manifest.get("experiment_path") or "experiment"
+        self.models: dict[str, ResolvedModel] = {
+            m.name: resolve_model(m, base=base_dir, source=source, index=i)
+            for i, m in enumerate(experiment.models)
+        }
+        self.device_specs: dict[str, DeviceSpec] = {
+            ref: load_device(ref, relative_to=base_dir) for ref in experiment.devices
+        }
+        self.jobs = expand(experiment, {n: m.sha256 for n, m in self.models.items()})
+
+    # ------------------------------------------------------------------ driving
+
+    def execute(self) -> Run:
+        done = {jid for jid, e in self.run.journal().items() if e.get("status") == "ok"}
+        todo = [j for j in self.jobs if j.job_id not in done]
+        self.events.run_started(self.run.run_id, len(self.jobs), len(self.jobs) - len(todo))
+        self.run.update(status="running", total_jobs=len(self.jobs))
+        try:
+            groups: dict[tuple, list[Job]] = {}
+            for job in todo:
+                groups.setdefault((job.device, job.framework), []).append(job)
+            for (device_ref, fw_ref), jobs in groups.items():
+                self._run_group(device_ref, fw_ref, jobs)
+        except KeyboardInterrupt:
+            self.run.update(status="interrupted")
+            raise
+        statuses = [e.get("status") for e in self.run.journal().values()]
+        complete = len(statuses) >= len(self.jobs)
+        status = "complete" if complete and all(s == "ok" for s in statuses) else (
+            "complete-with-failures" if complete else "incomplete")
+        self.run.update(status=status, finished_at=utc_now())
+        return self.run
+
+    def _run_group(self, device_ref: str, fw_ref: Any, jobs: list[Job]) -> None:
+        spec = self.device_specs[device_ref]
+        try:
+            prepared = self._prepare(spec, fw_ref, jobs)
+        except MeltError as exc:
+            for job in jobs:
+                self._save(job, spec, status="failed", reason=str(exc))
+            return
+        seen_cells: set[str] = set()
+        device_error: str | None = None
+        try:
+            for job in jobs:
+                if device_error:
+                    self._save(job, spec, status="failed", reason=device_error)
+                    continue
+                if job.cell_id not in seen_cells:
+                    seen_cells.add(job.cell_id)
+                    for _ in range(self.experiment.warmup):
+                        self.events.job_started(job, True)
+                        try:
+                            self._measure(prepared, job)
+                        except MeltError:  # the counted run will say what is wrong
+                            break
+                try:
+                    record = self._run_job(prepared, spec, job)
+                except TransportError as exc:
+                    device_error = f"device {spec.name} unavailable: {exc}"
+                    self._save(job, spec, status="failed", reason=device_error)
+                    continue
+                self.events.job_finished(job, record)
+        finally:
+            prepared.device.close()
+
+    # ---------------------------------------------------------------- one job
+
+    def _prepare(self, spec: DeviceSpec, fw_ref: Any, jobs: list[Job]) -> Prepared:
+        from melt.frameworks.registry import get_framework
+
+        framework = get_framework(fw_ref.name)
+        profile = fw_ref.profile or spec.build_profile
+        self.events.stage(f"building {framework.name} ({profile})")
+        build = framework.build(profile, source=fw_ref.source)
+        self.events.stage(f"connecting to {spec.name}")
+        device = open_device(spec)
+        try:
+            self.events.stage(f"staging binaries and models on {spec.name}")
+            kinds = sorted({j.kind for j in jobs})
+            names = sorted({b for k in kinds for b in framework.binaries_for(k)})
+            key = Path(build.dir).name
+            staged = [device.stage(build.binaries[n], category=f"bin/{key}") for n in names]
+            bin_dir = str(Path(staged[0]).parent) if staged else str(build.bin_dir)
+            models = {
+                name: device.stage(self.models[name].path, category="models")
+                for name in sorted({j.model.name for j in jobs})
+            }
+        except BaseException:
+            device.close()
+            raise
+        self._framework = framework
+        return Prepared(device, bin_dir, dict(build.provenance), models)
+
+    def _measure(self, prepared: Prepared, job: Job):
+        inv = self._framework.invocation(
+            job.kind, job.params, bin_dir=prepared.bin_dir, model_path=prepared.models[job.model.name]
+        )
+        inv = dataclasses.replace(inv, timeout_s=min(inv.timeout_s, self.experiment.timeout_s))
+        execution = self.executor.execute(prepared.device, inv)
+        return inv, execution
+
+    def _run_job(self, prepared: Prepared, spec: DeviceSpec, job: Job) -> dict[str, Any]:
+        self.events.job_started(job, False)
+        started = utc_now()
+        provenance: dict[str, Any] = {
+            "melt_version": __version__,
+            "framework_build": prepared.build_provenance,
+            "device": prepared.device.properties(),
+            "model": self.models[job.model.name].provenance(),
+            "host": host_properties(),
+        }
+        files: dict[str, bytes] = {}
+        metrics: dict[str, Any] = {}
+        status, reason = "ok", None
+        try:
+            inv, execution = self._measure(prepared, job)
+            provenance["command"] = shlex.join(inv.argv)
+            provenance["env"] = dict(inv.env)
+            provenance.update(execution.provenance)
+            files = {"stdout.txt": execution.stdout.encode(), "stderr.txt": execution.stderr.encode(),
+                     **execution.files}
+            metrics = dict(self._framework.parse_metrics(
+                job.kind, job.params, execution.stdout, execution.stderr, execution.returncode))
+            metrics.update(execution.metrics)
+            metrics.setdefault("wall_s", round(execution.duration_s, 6))
+        except JobFailed as exc:
+            status, reason = "failed", exc.reason
+        except TransportError:
+            raise
+        except MeltError as exc:
+            status, reason = "failed", str(exc)
+        return self._save(job, spec, status=status, reason=reason, metrics=metrics,
+                          provenance=provenance, files=files, started=started)
+
+    def _save(self, job: Job, spec: DeviceSpec, *, status: str, reason: str | None,
+              metrics: dict | None = None, provenance: dict | None = None,
+              files: dict[str, bytes] | None = None, started: str | None = None) -> dict[str, Any]:
+        record = {
+            "job_id": job.job_id,
+            "cell_id": job.cell_id,
+            "status": status,
+            "reason": reason,
+            "device": job.device,
+            "framework": job.framework.name,
+            "model": job.model.name,
+            "workload": job.workload,
+            "kind": job.kind,
+            "params": job.params,
+            "repetition": job.repetition,
+            "simulated": spec.simulated,
+            "started_at": started or utc_now(),
+            "finished_at": utc_now(),
+            "metrics": metrics or {},
+            "provenance": provenance or {"model": self.models[job.model.name].provenance()},
+        }
+        self.run.save_job(record, files)
+        if status != "ok":
+            self.events.job_finished(job, record)
+        return record
+
+
+def run_experiment(path: str | Path, *, results_dir: Path, events: RunEvents | None = None,
+                   executor: Executor | None = None) -> Run:
+    """Run ``path`` into a new run folder under ``results_dir``; returns the run."""
+    path = Path(path)
+    experiment = load_experiment(path)
+    store = ResultsStore(results_dir)
+    base = path.resolve().parent
+    # Resolve everything that can fail on bad input before a run folder exists.
+    _validate_refs(experiment, base, str(path))
+    run = store.create_run(experiment.model_dump(mode="json"), experiment_path=str(path.resolve()),
+                           host=host_properties())
+    runner = Runner(run, experiment, base, events=events, executor=executor)
+    return runner.execute()
+
+
+def resume_run(run_ref: str, *, results_dir: Path, events: RunEvents | None = None,
+               executor: Executor | None = None) -> Run:
+    """Finish the jobs of an earlier run that have no ``ok`` result."""
+    store = ResultsStore(results_dir)
+    run = store.open_run(run_ref)
+    source = run.manifest.get("experiment_path") or run.run_id
+    experiment = validate(ExperimentSpec, run.manifest["experiment"], source)
+    base = Path(source).parent if run.manifest.get("experiment_path") else Path.cwd()
+    runner = Runner(run, experiment, base, events=events, executor=executor)
+    return runner.execute()
+
+
+def _validate_refs(experiment: ExperimentSpec, base: Path, source: str) -> None:
+    """Fail early, before any run folder, on unknown devices, frameworks or missing models."""
+    from melt.frameworks.registry import get_framework
+
+    for ref in experiment.devices:
+        load_device(ref, relative_to=base)
+    for fw in experiment.frameworks:
+        get_framework(fw.name)
+    for i, m in enumerate(experiment.models):
+        if m.path is not None:
+            resolve_model(m, base=base, source=source, index=i)

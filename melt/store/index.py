@@ -1,0 +1,97 @@
+"""SQLite index of every run and job, for history queries.
+
+The folders are the truth; the index can be rebuilt from them
+(``melt results reindex``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, created_at TEXT, finished_at TEXT, status TEXT,
+    experiment TEXT, melt_version TEXT, path TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    run_id TEXT, job_id TEXT, cell_id TEXT, status TEXT, reason TEXT,
+    device TEXT, framework TEXT, model TEXT, workload TEXT, kind TEXT,
+    params TEXT, repetition INTEGER, simulated INTEGER, started_at TEXT,
+    PRIMARY KEY (run_id, job_id)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT, job_id TEXT, name TEXT, value REAL,
+    PRIMARY KEY (run_id, job_id, name)
+);
+CREATE INDEX IF NOT EXISTS jobs_cell ON jobs (cell_id);
+CREATE INDEX IF NOT EXISTS metrics_name ON metrics (name);
+"""
+
+
+class Index:
+    """A thin wrapper over one SQLite file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._db = sqlite3.connect(str(self.path), timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_DDL)
+
+    def add_run(self, manifest: dict[str, Any], run_dir: Path) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?)",
+                (
+                    manifest["run_id"],
+                    manifest.get("created_at"),
+                    manifest.get("finished_at"),
+                    manifest.get("status"),
+                    (manifest.get("experiment") or {}).get("name"),
+                    manifest.get("melt_version"),
+                    str(Path(run_dir).resolve()),
+                ),
+            )
+
+    def add_job(self, run_id: str, job: dict[str, Any]) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    job["job_id"],
+                    job.get("cell_id"),
+                    job.get("status"),
+                    job.get("reason"),
+                    job.get("device"),
+                    job.get("framework"),
+                    job.get("model"),
+                    job.get("workload"),
+                    job.get("kind"),
+                    json.dumps(job.get("params"), sort_keys=True),
+                    job.get("repetition"),
+                    int(bool(job.get("simulated"))),
+                    job.get("started_at"),
+                ),
+            )
+            self._db.execute("DELETE FROM metrics WHERE run_id=? AND job_id=?", (run_id, job["job_id"]))
+            self._db.executemany(
+                "INSERT INTO metrics VALUES (?,?,?,?)",
+                [
+                    (run_id, job["job_id"], k, float(v))
+                    for k, v in (job.get("metrics") or {}).items()
+                    if isinstance(v, (int, float))  # bools count as 0/1
+                ],
+            )
+
+    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        self._db.row_factory = sqlite3.Row
+        try:
+            return list(self._db.execute(sql, params))
+        finally:
+            self._db.row_factory = None
+
+    def close(self) -> None:
+        self._db.close()

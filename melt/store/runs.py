@@ -1,0 +1,197 @@
+"""Run folders on disk: one folder per run, one sub-folder per job.
+
+::
+
+    results/
+      melt.db                      SQLite index of every run and job
+      20261122-193000-a1b2/
+        manifest.json              schema_version, experiment, host, status
+        journal.jsonl              one line per finished job, in order
+        jobs/<job_id>/result.json  the job record (metrics, provenance, ...)
+        jobs/<job_id>/stdout.txt   raw output of the inference process
+        jobs/<job_id>/stderr.txt
+        jobs/<job_id>/*.parquet    traces, when telemetry ran
+
+Everything is written atomically; the journal is append-only and a torn last
+line is ignored, so a crash at any moment leaves a loadable run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from melt import __version__
+from melt.errors import ResultsError
+from melt.store.atomic import append_line, atomic_write_bytes, atomic_write_json, read_json_lines
+from melt.store.index import Index
+from melt.store.schema import JOB_FIELDS, SCHEMA_VERSION, upgrade_manifest
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    """Sortable and unique: ``YYYYmmdd-HHMMSS-xxxx`` (UTC)."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+class Run:
+    """One run folder."""
+
+    def __init__(self, store: "ResultsStore", run_dir: Path, manifest: dict[str, Any]):
+        self.store = store
+        self.dir = run_dir
+        self.manifest = manifest
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest["run_id"]
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.dir / "jobs" / job_id
+
+    def journal(self) -> dict[str, dict]:
+        """Last journal entry per job id."""
+        return {e["job_id"]: e for e in read_json_lines(self.dir / "journal.jsonl") if "job_id" in e}
+
+    def save_job(self, record: dict[str, Any], files: dict[str, bytes] | None = None) -> None:
+        """Store a finished job: its files, its record, a journal line, its index rows."""
+        job_dir = self.job_dir(record["job_id"])
+        for name, data in (files or {}).items():
+            atomic_write_bytes(job_dir / name, data)
+        ordered = {k: record.get(k) for k in JOB_FIELDS}
+        ordered.update({k: v for k, v in record.items() if k not in ordered})
+        atomic_write_json(job_dir / "result.json", ordered)
+        append_line(
+            self.dir / "journal.jsonl",
+            json.dumps({"job_id": record["job_id"], "status": record["status"], "at": utc_now()}),
+        )
+        self.store.index.add_job(self.run_id, ordered)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Job records in the order they finished (last attempt of each)."""
+        order = list(self.journal())
+        out = []
+        for job_id in order:
+            path = self.job_dir(job_id) / "result.json"
+            try:
+                out.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue  # journal written, record lost: treated as not run
+        return out
+
+    def update(self, **fields: Any) -> None:
+        self.manifest.update(fields)
+        atomic_write_json(self.dir / "manifest.json", self.manifest)
+        self.store.index.add_run(self.manifest, self.dir)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable ``melt results show --json`` shape."""
+        return {
+            "run_id": self.run_id,
+            "schema_version": SCHEMA_VERSION,
+            "experiment": self.manifest.get("experiment", {}).get("name"),
+            "status": self.manifest.get("status"),
+            "created_at": self.manifest.get("created_at"),
+            "finished_at": self.manifest.get("finished_at"),
+            "melt_version": self.manifest.get("melt_version"),
+            "jobs": self.jobs(),
+        }
+
+
+class ResultsStore:
+    """All runs under one results folder, with their SQLite index."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._index: Index | None = None
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._index = Index(self.root / "melt.db")
+        return self._index
+
+    def create_run(self, experiment: dict[str, Any], *, experiment_path: str | None, host: dict) -> Run:
+        run_id = new_run_id()
+        run_dir = self.root / run_id
+        (run_dir / "jobs").mkdir(parents=True)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run_id,
+            "melt_version": __version__,
+            "created_at": utc_now(),
+            "finished_at": None,
+            "status": "running",
+            "experiment_path": experiment_path,
+            "experiment": experiment,
+            "host": host,
+        }
+        run = Run(self, run_dir, manifest)
+        run.update()
+        return run
+
+    def run_ids(self) -> list[str]:
+        """Run ids on disk, oldest first."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file())
+
+    def resolve(self, ref: str) -> str:
+        """A run id from ``ref``: an id, a unique prefix, ``latest``, or a run folder path."""
+        ids = self.run_ids()
+        p = Path(ref)
+        if (p / "manifest.json").is_file():
+            return p.resolve().name if p.resolve().parent == self.root.resolve() else str(p)
+        if ref == "latest" and ids:
+            return ids[-1]
+        if ref in ids:
+            return ref
+        matches = [i for i in ids if i.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ResultsError(f"run id '{ref}' is ambiguous: {', '.join(matches[:5])}")
+        raise ResultsError(f"no run '{ref}' in {self.root}/ (see `melt results list`)")
+
+    def open_run(self, ref: str) -> Run:
+        run_id = self.resolve(ref)
+        run_dir = Path(run_id) if os.sep in run_id else self.root / run_id
+        source = str(run_dir / "manifest.json")
+        try:
+            manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ResultsError(f"{source}: missing") from None
+        except ValueError as exc:
+            raise ResultsError(f"{source}: not valid JSON ({exc})") from None
+        manifest = upgrade_manifest(manifest, source)
+        store = self if run_dir.parent.resolve() == self.root.resolve() else ResultsStore(run_dir.parent)
+        return Run(store, run_dir, manifest)
+
+    def runs(self) -> list[Run]:
+        """Every readable run, oldest first."""
+        out = []
+        for run_id in self.run_ids():
+            try:
+                out.append(self.open_run(run_id))
+            except ResultsError:
+                continue
+        return out
+
+    def reindex(self, runs: Iterable[Run] | None = None) -> int:
+        """Rebuild the SQLite index from the folders; returns the number of jobs."""
+        n = 0
+        for run in runs if runs is not None else self.runs():
+            self.index.add_run(run.manifest, run.dir)
+            for job in run.jobs():
+                self.index.add_job(run.run_id, job)
+                n += 1
+        return n

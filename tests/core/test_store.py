@@ -1,0 +1,86 @@
+"""Results store: atomic files, torn journals, schema versions, the index."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from melt.errors import ResultsError
+from melt.store.atomic import atomic_write_json, read_json_lines
+from melt.store.runs import ResultsStore
+from melt.store.schema import SCHEMA_VERSION
+
+
+def record(job_id: str, status: str = "ok", **metrics) -> dict:
+    return {"job_id": job_id, "cell_id": "c", "status": status, "reason": None if status == "ok" else "boom",
+            "device": "d", "framework": "llama.cpp", "model": "m", "workload": "w", "kind": "bench",
+            "params": {"n_prompt": 8}, "repetition": 0, "simulated": False, "metrics": metrics,
+            "provenance": {}}
+
+
+def test_run_round_trip_and_index(tmp_path):
+    store = ResultsStore(tmp_path)
+    run = store.create_run({"name": "e"}, experiment_path=None, host={})
+    run.save_job(record("a", decode_tps=12.5), {"stdout.txt": b"out"})
+    run.save_job(record("b", "failed"))
+    again = store.open_run(run.run_id)
+    shown = again.as_dict()
+    assert shown["schema_version"] == SCHEMA_VERSION
+    assert [j["job_id"] for j in shown["jobs"]] == ["a", "b"]
+    assert shown["jobs"][0]["metrics"] == {"decode_tps": 12.5}
+    assert shown["jobs"][1]["reason"] == "boom"
+    assert (again.job_dir("a") / "stdout.txt").read_bytes() == b"out"
+    rows = store.index.query("SELECT value FROM metrics WHERE name='decode_tps'")
+    assert [r["value"] for r in rows] == [12.5]
+
+
+def test_torn_journal_line_is_ignored(tmp_path):
+    store = ResultsStore(tmp_path)
+    run = store.create_run({"name": "e"}, experiment_path=None, host={})
+    run.save_job(record("a"))
+    with open(run.dir / "journal.jsonl", "a") as f:
+        f.write('{"job_id": "b", "sta')  # a crash mid-write
+    assert list(store.open_run(run.run_id).journal()) == ["a"]
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1}
+
+
+def test_newer_schema_is_refused_clearly(tmp_path):
+    store = ResultsStore(tmp_path)
+    run = store.create_run({"name": "e"}, experiment_path=None, host={})
+    manifest = json.loads((run.dir / "manifest.json").read_text())
+    manifest["schema_version"] = SCHEMA_VERSION + 1
+    (run.dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ResultsError, match="upgrade melt"):
+        store.open_run(run.run_id)
+
+
+def test_resolve_prefix_latest_and_unknown(tmp_path):
+    store = ResultsStore(tmp_path)
+    a = store.create_run({"name": "e"}, experiment_path=None, host={})
+    assert store.resolve("latest") == a.run_id
+    assert store.resolve(a.run_id[:10]) == a.run_id
+    with pytest.raises(ResultsError, match="no run 'nope'"):
+        store.resolve("nope")
+
+
+def test_reindex_rebuilds_from_folders(tmp_path):
+    store = ResultsStore(tmp_path)
+    run = store.create_run({"name": "e"}, experiment_path=None, host={})
+    run.save_job(record("a", prefill_tps=100.0))
+    store.index.close()
+    (tmp_path / "melt.db").unlink()
+    fresh = ResultsStore(tmp_path)
+    assert fresh.reindex() == 1
+    assert fresh.index.query("SELECT count(*) AS n FROM jobs")[0]["n"] == 1
+
+
+def test_read_json_lines_skips_garbage(tmp_path):
+    p = tmp_path / "j.jsonl"
+    p.write_text('{"a": 1}\nnot json\n[1,2]\n{"b": 2}\n')
+    assert read_json_lines(p) == [{"a": 1}, {"b": 2}]
