@@ -88,7 +88,7 @@ def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
         prov = data["jobs"][0].get("provenance") or {}
         build = prov.get("framework_build") or {}
         console.print(f"[dim]provenance of the first job: melt {prov.get('melt_version')}, "
-                      f"llama.cpp {build.get('commit') or build.get('version') or '?'}, "
+                      f"llama.cpp {(build.get('llama_cpp_commit') or '?')[:12]} ({build.get('profile', '?')}), "
                       f"model sha256 {(prov.get('model') or {}).get('sha256', '?')[:12]}…, "
                       f"command: {prov.get('command', '?')}[/dim]")
 
