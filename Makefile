@@ -38,7 +38,7 @@ test: venv deps
 	$(VENV)/bin/pytest -q
 
 bench: venv deps
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_report.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

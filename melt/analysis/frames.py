@@ -1,10 +1,18 @@
-"""Stored runs as tidy pandas DataFrames, for notebooks and reports."""
+"""Stored runs as tidy pandas DataFrames, for notebooks and reports.
+
+Three frames, joined by ``run_id`` and ``job_id``:
+
+- ``jobs``: one row per job, identity columns then one column per metric;
+- ``metrics``: the same numbers in long form (one row per job and metric);
+- ``traces``: one row per telemetry sample, ``t_s`` in seconds on the
+  device clock, then one column per channel (unit in the name).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
@@ -13,8 +21,18 @@ from melt.store.runs import ResultsStore, Run
 
 JOB_COLUMNS = [
     "run_id", "job_id", "cell_id", "status", "reason", "device", "framework", "model",
-    "workload", "kind", "params", "repetition", "simulated", "started_at",
+    "quantization", "workload", "kind", "params", "repetition", "simulated", "started_at",
 ]
+
+#: Name of the telemetry file inside a job folder.
+TRACE_FILE = "trace.parquet"
+
+
+def quantization_of(job: dict[str, Any]) -> str | None:
+    """The model's quantization as recorded in the job's provenance (None when unknown)."""
+    model = (job.get("provenance") or {}).get("model") or {}
+    q = model.get("quantization")
+    return str(q) if q else None
 
 
 def _runs(refs: Iterable[str] | None, results_dir: Path | None) -> list[Run]:
@@ -31,6 +49,7 @@ def jobs_frame(runs: Iterable[Run]) -> pd.DataFrame:
         for job in run.jobs():
             row = {c: job.get(c) for c in JOB_COLUMNS if c != "run_id"}
             row["run_id"] = run.run_id
+            row["quantization"] = quantization_of(job)
             row["params"] = json.dumps(job.get("params"), sort_keys=True)
             for name, value in (job.get("metrics") or {}).items():
                 row[name] = value
@@ -50,8 +69,55 @@ def metrics_frame(jobs: pd.DataFrame) -> pd.DataFrame:
     return long.dropna(subset=["value"]).reset_index(drop=True)
 
 
-def load_results(runs: Iterable[str] | None = None, results_dir: Path | str | None = None) -> dict[str, pd.DataFrame]:
-    """``{"jobs": ..., "metrics": ...}`` for the given run ids (all runs when None)."""
+def read_trace(run: Run, job_id: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """The telemetry samples of one job, or None when it has no trace (or it is unreadable)."""
+    path = run.job_dir(job_id) / TRACE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except (OSError, ValueError):
+        return None
+
+
+def iter_traces(runs: Iterable[Run]) -> Iterator[tuple[Run, dict[str, Any], pd.DataFrame]]:
+    """``(run, job record, samples)`` for every job that has a trace, one at a time.
+
+    Use this instead of :func:`traces_frame` when the traces together would not
+    fit in memory (the report does).
+    """
+    for run in runs:
+        for job in run.jobs():
+            frame = read_trace(run, job["job_id"])
+            if frame is not None and not frame.empty:
+                yield run, job, frame
+
+
+def traces_frame(runs: Iterable[Run]) -> pd.DataFrame:
+    """Every sample of every job in one frame: run_id, job_id, t_s, then the channels.
+
+    A channel a job lacks is NaN in its rows.
+    """
+    parts = []
+    for run, job, frame in iter_traces(runs):
+        frame = frame.copy()
+        frame.insert(0, "job_id", job["job_id"])
+        frame.insert(0, "run_id", run.run_id)
+        parts.append(frame)
+    if not parts:
+        return pd.DataFrame(columns=["run_id", "job_id", "t_s"])
+    return pd.concat(parts, ignore_index=True, sort=False)
+
+
+def load_results(runs: Iterable[str] | None = None, results_dir: Path | str | None = None,
+                 *, traces: bool = True) -> dict[str, pd.DataFrame]:
+    """``{"jobs", "metrics", "traces"}`` for the given run ids (all runs when None).
+
+    With ``traces=False`` the ``traces`` frame is empty (nothing is read from
+    the parquet files). Raises ``ResultsError`` for an unknown run.
+    """
     loaded = _runs(runs, Path(results_dir) if results_dir else None)
     jobs = jobs_frame(loaded)
-    return {"jobs": jobs, "metrics": metrics_frame(jobs)}
+    out = {"jobs": jobs, "metrics": metrics_frame(jobs)}
+    out["traces"] = traces_frame(loaded) if traces else pd.DataFrame(columns=["run_id", "job_id", "t_s"])
+    return out

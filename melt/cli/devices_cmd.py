@@ -46,12 +46,10 @@ def devices(names: tuple[str, ...], as_json: bool) -> None:
 
     rows = [_describe(n) for n in (names or available_devices())]
     extra = []
-    try:
+    if not names:  # a full listing also shows phones adb sees that no config names
         from melt.devices.android import attached_unconfigured
 
         extra = attached_unconfigured(rows)
-    except ImportError:
-        pass
     if as_json:
         echo_json({"devices": rows, "attached_unconfigured": extra})
         return

@@ -95,15 +95,39 @@ def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
 
 @results.command("export")
 @click.argument("run_ids", nargs=-1, required=True)
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default="csv", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "parquet", "llama-bench-json", "llama-bench-jsonl", "llama-bench-sql"]),
+    default="csv",
+    show_default=True,
+    help="llama-bench-* write what `llama-bench -o json|jsonl|sql` writes, for existing scripts "
+    "such as compare-llama-bench.py (bench jobs only).",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout for csv/json).")
 @results_option
 def export(run_ids: tuple[str, ...], fmt: str, output: Path | None, results_dir: Path | None) -> None:
-    """Export the jobs of RUN_IDS as one flat table (a row per job, a column per metric)."""
+    """Export the jobs of RUN_IDS as one flat table (a row per job, a column per metric).
+
+    \b
+    Examples:
+      melt results export latest --format csv -o runs.csv
+      melt results export latest --format llama-bench-sql | sqlite3 llama-bench.sqlite
+    """
     from melt.analysis.frames import jobs_frame
 
     store = ResultsStore(results_path(results_dir))
-    frame = jobs_frame([store.open_run(r) for r in run_ids])
+    runs = [store.open_run(r) for r in run_ids]
+    if fmt.startswith("llama-bench-"):
+        from melt.analysis.export import export_llama_bench
+
+        records = [j for run in runs for j in run.jobs()]
+        text = export_llama_bench(records, fmt.removeprefix("llama-bench-"))
+        output.write_text(text) if output else click.echo(text, nl=not text.endswith("\n"))
+        if output:
+            click.echo(f"wrote {output}", err=True)
+        return
+    frame = jobs_frame(runs)
     if fmt == "parquet":
         if output is None:
             raise click.UsageError("--format parquet needs -o FILE")

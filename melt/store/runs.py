@@ -140,10 +140,17 @@ class ResultsStore:
         return run
 
     def run_ids(self) -> list[str]:
-        """Run ids on disk, oldest first."""
+        """Run ids on disk, oldest first (by creation time, then id)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file())
+
+        def created(p: Path) -> tuple[str, str]:
+            try:
+                return (json.loads((p / "manifest.json").read_text(encoding="utf-8")).get("created_at") or "", p.name)
+            except (OSError, ValueError):
+                return ("", p.name)
+
+        return [p.name for p in sorted((p for p in self.root.iterdir() if (p / "manifest.json").is_file()), key=created)]
 
     def resolve(self, ref: str) -> str:
         """A run id from ``ref``: an id, a unique prefix, ``latest``, or a run folder path."""

@@ -64,3 +64,16 @@ def test_devices_lists_local(tmp_path):
     rows = json.loads(out.stdout)["devices"]
     assert rows[0]["name"] == "local" and rows[0]["status"] == "ready"
     assert rows[0]["properties"]["cpu_count"] >= 1
+
+
+def test_export_llama_bench_sql_loads_into_sqlite(tmp_path):
+    import sqlite3
+
+    run = make_run(tmp_path)
+    out = melt("results", "export", run.run_id, "--format", "llama-bench-sql", "--results", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    db = sqlite3.connect(":memory:")
+    db.executescript(out.stdout)
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert tables
+    assert db.execute(f"SELECT count(*) FROM {tables[0]}").fetchone()[0] >= 1

@@ -1,0 +1,132 @@
+"""What each metric means for a verdict: its direction, its label, its floor.
+
+This is the one place that says whether a bigger number is better. Anything
+that judges metrics (statistics, regressions, history, the report) asks here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HIGHER_IS_BETTER = 1
+LOWER_IS_BETTER = -1
+NO_DIRECTION = 0
+
+#: Default minimum relative effect for a regression (0.05 = 5 %).
+DEFAULT_FLOOR = 0.05
+
+#: Metrics compared by ``melt compare`` when none are named.
+DEFAULT_COMPARED = (
+    "prefill_tps",
+    "decode_tps",
+    "ttft_ms",
+    "energy_per_token_prefill_j",
+    "energy_per_token_decode_j",
+    "peak_rss_bytes",
+)
+
+#: Metrics shown in the report's summary table, in this order.
+SUMMARY_METRICS = (
+    "prefill_tps",
+    "decode_tps",
+    "ttft_ms",
+    "energy_per_token_decode_j",
+    "peak_rss_bytes",
+    "temp_max_c",
+)
+
+# Exact names whose direction the suffix rules below would get wrong, or miss.
+_EXACT: dict[str, int] = {
+    "prompt_tokens": NO_DIRECTION,
+    "gen_tokens": NO_DIRECTION,
+    "sample_rate_hz": NO_DIRECTION,
+    "temp_start_c": NO_DIRECTION,  # where the job started, not what it did
+    "battery_drain_pct": LOWER_IS_BETTER,
+    "avg_power_w": LOWER_IS_BETTER,
+    "throttled": LOWER_IS_BETTER,
+    "wall_s": LOWER_IS_BETTER,
+    "peak_rss_bytes": LOWER_IS_BETTER,
+}
+
+# (prefix or suffix, direction), first match wins.
+_SUFFIXES: tuple[tuple[str, int], ...] = (
+    ("_tps_stddev", NO_DIRECTION),
+    ("_tps", HIGHER_IS_BETTER),
+    ("_ms", LOWER_IS_BETTER),
+    ("_j", LOWER_IS_BETTER),
+    ("_j_net", LOWER_IS_BETTER),
+    ("_bytes", LOWER_IS_BETTER),
+)
+_PREFIXES: tuple[tuple[str, int], ...] = (
+    ("true_energy_", NO_DIRECTION),  # the virtual device's own bookkeeping
+    ("temp_", LOWER_IS_BETTER),
+)
+
+_LABELS: dict[str, str] = {
+    "prefill_tps": "prefill tok/s",
+    "decode_tps": "decode tok/s",
+    "ttft_ms": "TTFT ms",
+    "load_ms": "load ms",
+    "energy_per_token_decode_j": "decode J/token",
+    "energy_per_token_prefill_j": "prefill J/token",
+    "energy_per_token_decode_j_net": "decode J/token (net of idle)",
+    "energy_per_token_prefill_j_net": "prefill J/token (net of idle)",
+    "peak_rss_bytes": "peak memory",
+    "temp_max_c": "max temp °C",
+    "avg_power_w": "avg power W",
+}
+
+
+def direction(metric: str) -> int:
+    """+1 when higher is better, -1 when lower is better, 0 when neither."""
+    if metric in _EXACT:
+        return _EXACT[metric]
+    for prefix, d in _PREFIXES:
+        if metric.startswith(prefix):
+            return d
+    for suffix, d in _SUFFIXES:
+        if metric.endswith(suffix):
+            return d
+    return NO_DIRECTION
+
+
+def label(metric: str) -> str:
+    """A short human label for ``metric`` (the raw name when none is known)."""
+    return _LABELS.get(metric, metric)
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """How one metric is judged: its direction and its minimum effect (a fraction)."""
+
+    name: str
+    direction: int
+    floor: float = DEFAULT_FLOOR
+
+
+def rules(metrics: list[str] | tuple[str, ...], floors: dict[str, float] | None = None,
+          default_floor: float = DEFAULT_FLOOR) -> list[MetricRule]:
+    """Rules for ``metrics``, skipping those without a direction.
+
+    ``floors`` maps a metric name to its floor as a fraction (0.05 = 5 %).
+    """
+    floors = floors or {}
+    out = []
+    for m in metrics:
+        d = direction(m)
+        if d != NO_DIRECTION:
+            out.append(MetricRule(m, d, float(floors.get(m, default_floor))))
+    return out
+
+
+def format_value(metric: str, value: float | None) -> str:
+    """``value`` for display in ``metric``'s natural unit (bytes as MiB, ...)."""
+    if value is None or value != value:  # NaN
+        return "–"
+    if metric.endswith("_bytes"):
+        return f"{value / 2**20:.1f} MiB"
+    if metric.endswith("_j") or metric.endswith("_j_net"):
+        return f"{value:.4g}"
+    if abs(value) >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"

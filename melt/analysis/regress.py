@@ -1,0 +1,232 @@
+"""Regression verdicts: is the current run worse than its baseline, for sure and by enough?
+
+A metric of a cell regressed when both hold:
+
+- the change is statistically significant, one-sided in the "worse"
+  direction: Mann-Whitney U on the repetitions when two runs are compared,
+  Welch's t-test against the window of history runs otherwise;
+- the relative change of the median is beyond the metric's floor
+  (default 5 %), in the metric's bad direction (:mod:`melt.analysis.metrics`).
+
+Pure functions over DataFrames and sequences; reading runs and the index is
+the caller's business (:mod:`melt.analysis.history`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from melt.analysis.metrics import DEFAULT_COMPARED, DEFAULT_FLOOR, MetricRule, rules
+
+#: Significance level of the one-sided tests.
+ALPHA = 0.05
+
+REGRESSION, IMPROVEMENT, UNCHANGED, INCONCLUSIVE, MISSING = (
+    "regression", "improvement", "unchanged", "inconclusive", "missing")
+
+TESTS = ("mannwhitney", "welch")
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    """One metric of one cell. ``change`` is (current - baseline) / baseline of the medians."""
+
+    metric: str
+    direction: int
+    floor: float
+    baseline_n: int
+    baseline_median: float | None
+    current_n: int
+    current_median: float | None
+    change: float | None
+    p_value: float | None
+    test: str
+    verdict: str
+    note: str = ""
+
+
+@dataclass
+class CellVerdict:
+    """Every compared metric of one cell, with the cell's identity."""
+
+    cell_id: str
+    identity: dict[str, Any]
+    status: str  # "compared", "no-baseline", "no-current"
+    metrics: list[MetricVerdict] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[MetricVerdict]:
+        return [m for m in self.metrics if m.verdict == REGRESSION]
+
+    @property
+    def label(self) -> str:
+        i = self.identity
+        parts = [i.get("device"), i.get("framework"), i.get("model"), i.get("quantization"),
+                 i.get("workload")]
+        return " / ".join(str(p) for p in parts if p) or self.cell_id
+
+
+@dataclass
+class Comparison:
+    """The outcome of ``melt compare``: ``baseline`` and ``current`` describe the samples."""
+
+    baseline: str
+    current: str
+    mode: str  # "runs" or "history"
+    test: str
+    alpha: float
+    cells: list[CellVerdict]
+
+    @property
+    def regressions(self) -> list[tuple[CellVerdict, MetricVerdict]]:
+        return [(c, m) for c in self.cells for m in c.regressions]
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.regressions)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable ``melt compare --json`` shape (fractions, not percentages)."""
+        return {
+            "baseline": self.baseline,
+            "current": self.current,
+            "mode": self.mode,
+            "test": self.test,
+            "alpha": self.alpha,
+            "regressed": self.regressed,
+            "regressions": len(self.regressions),
+            "cells": [
+                {"cell_id": c.cell_id, **c.identity, "status": c.status, "label": c.label,
+                 "regressed": bool(c.regressions), "metrics": [_clean(asdict(m)) for m in c.metrics]}
+                for c in self.cells
+            ],
+        }
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def min_mannwhitney_p(n1: int, n2: int) -> float:
+    """The smallest one-sided p-value an exact Mann-Whitney U test can give for sizes n1, n2."""
+    return 1.0 / math.comb(n1 + n2, n1) if n1 and n2 else 1.0
+
+
+def one_sided_p(baseline: Sequence[float], current: Sequence[float], worse_is_lower: bool,
+                test: str = "mannwhitney") -> float:
+    """p-value that ``current`` is worse than ``baseline`` (lower when ``worse_is_lower``)."""
+    b, c = np.asarray(baseline, float), np.asarray(current, float)
+    alternative = "less" if worse_is_lower else "greater"
+    if test == "mannwhitney":
+        return float(sps.mannwhitneyu(c, b, alternative=alternative).pvalue)
+    if test == "welch":
+        if np.var(b) == 0 and np.var(c) == 0:  # no spread at all: the means decide
+            diff = float(np.mean(c) - np.mean(b))
+            return 0.0 if (diff < 0 if worse_is_lower else diff > 0) else 1.0
+        return float(sps.ttest_ind(c, b, equal_var=False, alternative=alternative).pvalue)
+    raise ValueError(f"unknown test {test!r}; use one of {', '.join(TESTS)}")
+
+
+def judge(baseline: Sequence[float], current: Sequence[float], rule: MetricRule, *,
+          alpha: float = ALPHA, test: str = "mannwhitney") -> MetricVerdict:
+    """The verdict on one metric of one cell, from the two samples (in the metric's unit)."""
+    b = np.asarray([v for v in baseline if v == v], float)
+    c = np.asarray([v for v in current if v == v], float)
+    base = dict(metric=rule.name, direction=rule.direction, floor=rule.floor, baseline_n=len(b),
+                current_n=len(c), test=test)
+    if len(b) == 0 or len(c) == 0:
+        side = "baseline" if len(b) == 0 else "current run"
+        return MetricVerdict(**base, baseline_median=float(np.median(b)) if len(b) else None,
+                             current_median=float(np.median(c)) if len(c) else None, change=None,
+                             p_value=None, verdict=MISSING, note=f"not measured in the {side}")
+    bm, cm = float(np.median(b)), float(np.median(c))
+    change = (cm - bm) / abs(bm) if bm != 0 else (0.0 if cm == bm else math.copysign(math.inf, cm - bm))
+    signed = change * rule.direction  # > 0 is better, < 0 worse
+    worse_is_lower = rule.direction > 0
+    if signed < 0:
+        p = one_sided_p(b, c, worse_is_lower, test)
+    else:
+        p = one_sided_p(b, c, not worse_is_lower, test)
+    verdict, note = UNCHANGED, ""
+    too_few = (test == "mannwhitney" and min_mannwhitney_p(len(b), len(c)) > alpha) or \
+              (test == "welch" and (len(b) < 2 or len(c) < 2))
+    if abs(signed) > rule.floor:
+        if p == p and p <= alpha:
+            verdict = REGRESSION if signed < 0 else IMPROVEMENT
+        elif signed < 0:
+            verdict = INCONCLUSIVE
+            note = (f"too few repetitions for a significant {test} test (n={len(b)} vs {len(c)})"
+                    if too_few else f"not significant (p={p:.3g} > {alpha:g})")
+        else:
+            note = f"better by more than the floor, but not significant (p={p:.3g})"
+    elif p == p and p <= alpha:
+        note = f"significant, but within the {rule.floor:.0%} floor"
+    return MetricVerdict(**base, baseline_median=bm, current_median=cm, change=change,
+                         p_value=p if p == p else None, verdict=verdict, note=note)
+
+
+_NOT_METRICS = {"repetition", "simulated", "created_at"}
+_IDENTITY = ("device", "framework", "model", "quantization", "workload", "kind", "params", "simulated")
+
+
+def _identity(row: pd.Series) -> dict[str, Any]:
+    out = {}
+    for k in _IDENTITY:
+        if k in row.index:
+            v = row[k]
+            out[k] = None if (isinstance(v, float) and v != v) else (v.item() if hasattr(v, "item") else v)
+    return out
+
+
+def compare_frames(baseline: pd.DataFrame, current: pd.DataFrame, *,
+                   metrics: Sequence[str] = DEFAULT_COMPARED, floors: dict[str, float] | None = None,
+                   default_floor: float = DEFAULT_FLOOR, alpha: float = ALPHA,
+                   test: str = "mannwhitney", current_cells_only: bool = False,
+                   baseline_label: str = "baseline", current_label: str = "current",
+                   mode: str = "runs") -> Comparison:
+    """Compare two jobs frames cell by cell (``ok`` jobs only).
+
+    ``baseline`` and ``current`` have the :func:`melt.analysis.frames.jobs_frame`
+    shape (identity columns plus one column per metric). With
+    ``current_cells_only`` the cells seen only in the baseline are left out
+    (history mode). ``floors`` maps metric -> fraction; ``metrics=("all",)``
+    compares every metric that has a direction.
+    """
+    if test not in TESTS:
+        raise ValueError(f"unknown test {test!r}; use one of {', '.join(TESTS)}")
+    if list(metrics) == ["all"]:
+        metrics = sorted({c for frame in (baseline, current) for c in frame.columns
+                          if c not in _NOT_METRICS and pd.api.types.is_numeric_dtype(frame[c])})
+    metric_rules = rules(list(metrics), floors, default_floor)
+    ok_b = baseline[baseline["status"] == "ok"] if not baseline.empty else baseline
+    ok_c = current[current["status"] == "ok"] if not current.empty else current
+    ids_c = list(dict.fromkeys(current["cell_id"])) if not current.empty else []
+    ids_b = list(dict.fromkeys(baseline["cell_id"])) if not baseline.empty else []
+    order = ids_c + ([] if current_cells_only else [i for i in ids_b if i not in set(ids_c)])
+    cells = []
+    for cell in order:
+        gb = ok_b[ok_b["cell_id"] == cell] if not ok_b.empty else ok_b
+        gc = ok_c[ok_c["cell_id"] == cell] if not ok_c.empty else ok_c
+        src = current[current["cell_id"] == cell] if cell in ids_c else baseline[baseline["cell_id"] == cell]
+        identity = _identity(src.iloc[0])
+        if gb.empty or gc.empty:
+            status = "no-baseline" if gb.empty else "no-current"
+            cells.append(CellVerdict(cell, identity, status))
+            continue
+        verdicts = []
+        for rule in metric_rules:
+            if rule.name not in gb.columns and rule.name not in gc.columns:
+                continue
+            vb = gb[rule.name].dropna().tolist() if rule.name in gb.columns else []
+            vc = gc[rule.name].dropna().tolist() if rule.name in gc.columns else []
+            if not vb and not vc:
+                continue
+            verdicts.append(judge(vb, vc, rule, alpha=alpha, test=test))
+        cells.append(CellVerdict(cell, identity, "compared", verdicts))
+    return Comparison(baseline_label, current_label, mode, test, alpha, cells)

@@ -1,0 +1,39 @@
+"""``melt report``: the HTML report of one run or many."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from melt.cli.common import results_option, results_path
+from melt.store.runs import ResultsStore
+
+
+@click.command()
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+              show_default=True, help="HTML file to write.")
+@click.option("--title", help="Page title (default: the run ids).")
+@click.option("--plotly-js", type=click.Choice(["inline", "beside"]), default="inline", show_default=True,
+              help="inline: one self-contained file; beside: plotly.min.js written once next to it.")
+@click.option("--trace-values", type=click.IntRange(min=0), default=None,
+              help="Budget of trace values embedded in the whole report (default 300000, ~1.6 MB).")
+@results_option
+def report(run_ids: tuple[str, ...], output: Path, title: str | None, plotly_js: str,
+           trace_values: int | None, results_dir: Path | None) -> None:
+    """Write an HTML report of RUN_IDS (ids, unique prefixes, `latest` or run folders).
+
+    The page works offline: summary with confidence intervals, comparison
+    charts, failed jobs with reasons, per-job traces and provenance.
+    """
+    from melt.report.build import TRACE_VALUES, build_report
+
+    store = ResultsStore(results_path(results_dir))
+    runs = [store.open_run(r) for r in run_ids]
+    info = build_report(runs, output, title=title, plotly_js=plotly_js,
+                        trace_values=TRACE_VALUES if trace_values is None else trace_values)
+    extra = f" (+ {info.plotly_js})" if info.plotly_js else ""
+    click.echo(f"wrote {info.path}{extra}: {info.size_bytes / 1e6:.1f} MB, {info.jobs} jobs "
+               f"({info.failed} failed), {info.cells} cells, {info.charts} charts, {info.traces} traces "
+               f"in {info.seconds:.1f} s", err=True)

@@ -1,0 +1,279 @@
+"""Build the HTML report: one self-contained file (Plotly inlined) for one run or many.
+
+Sections: simulated-data notice, summary table (median and 95 % bootstrap CI
+per cell), comparison charts, failed jobs with reasons, every job with its
+provenance and its downsampled trace (rendered when opened), and the shared
+provenance blocks. Every user string is escaped by the template (autoescape)
+or by :func:`melt.report.figures.text` for chart labels; data blocks are
+embedded as HTML-safe JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
+
+from melt import __version__
+from melt.analysis.frames import TRACE_FILE, jobs_frame, quantization_of, read_trace
+from melt.analysis.history import params_text
+from melt.analysis.metrics import SUMMARY_METRICS, format_value, label
+from melt.analysis.stats import cell_stats, summary_table
+from melt.report.figures import bar_chart, text, trace_channels, trace_data
+from melt.store.runs import Run
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+#: Default budget of trace values (time plus channels, 4 bytes each) for the whole report.
+TRACE_VALUES = 300_000
+MIN_POINTS, MAX_POINTS = 32, 4000
+
+_SHARED_PROVENANCE = ("framework_build", "device", "model", "host")
+
+
+@dataclass
+class ReportInfo:
+    """What was written: paths, sizes (bytes) and counts."""
+
+    path: Path
+    size_bytes: int
+    jobs: int
+    failed: int
+    cells: int
+    charts: int
+    traces: int
+    trace_samples: int
+    trace_points: int
+    seconds: float
+    plotly_js: Path | None = None
+    simulated_jobs: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _json(obj: Any) -> Markup:
+    """HTML-safe JSON for a ``<script type="application/json">`` block (NaN is refused)."""
+    return htmlsafe_json_dumps(obj, dumps=partial(json.dumps, allow_nan=False, separators=(",", ":")))
+
+
+def _device_label(device: Any, simulated: Any) -> str:
+    return f"{device} (simulated)" if bool(simulated) else str(device)
+
+
+def _series_label(row: pd.Series, keys: Sequence[str]) -> str:
+    parts = [str(row[k]) for k in keys if k in row.index and row[k] is not None and row[k] == row[k]]
+    return " · ".join(p for p in parts if p)
+
+
+def _summary(jobs: pd.DataFrame, multi_run: bool, n_boot: int) -> tuple[pd.DataFrame, int]:
+    parts = []
+    for run_id, g in jobs.groupby("run_id", sort=False):
+        stats = cell_stats(g, SUMMARY_METRICS, n_boot=n_boot)
+        if stats.empty:
+            continue
+        table = summary_table(stats, SUMMARY_METRICS)
+        table.insert(0, "run_id", run_id)
+        parts.append(table)
+    if not parts:
+        return pd.DataFrame(), 0
+    table = pd.concat(parts, ignore_index=True)
+    table["device_label"] = [_device_label(d, s) for d, s in zip(table["device"], table["simulated"])]
+    table["workload_label"] = [f"{w} ({params_text(p)})" for w, p in zip(table["workload"], table["params"])]
+    table["quantization"] = table["quantization"].fillna("")
+    table["run_label"] = table["run_id"] if multi_run else ""
+    return table, len(table)
+
+
+def _charts(table: pd.DataFrame) -> list[dict[str, Any]]:
+    if table.empty:
+        return []
+    charts = []
+    base_series = ["run_label", "framework", "model", "quantization", "workload_label"]
+    for metric in SUMMARY_METRICS:
+        fig = bar_chart(table, metric, "device_label", base_series, f"{label(metric)} by device")
+        if fig:
+            charts.append({"id": f"by-device-{metric}", "title": f"{label(metric)} by device", "figure": fig})
+    for key, name in (("framework", "framework"), ("quantization", "quantization")):
+        if table[key].nunique() > 1:
+            series = ["run_label", "device_label"] + [k for k in ("framework", "model", "quantization")
+                                                       if k != key] + ["workload_label"]
+            for metric in ("decode_tps", "energy_per_token_decode_j"):
+                fig = bar_chart(table, metric, key, series, f"{label(metric)} by {name}")
+                if fig:
+                    charts.append({"id": f"by-{name}-{metric}", "title": f"{label(metric)} by {name}",
+                                   "figure": fig})
+    return charts
+
+
+def _summary_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for _, r in table.iterrows():
+        values = []
+        for m in SUMMARY_METRICS:
+            v = r.get(m)
+            ok = v is not None and v == v
+            values.append({
+                "metric": m, "value": float(v) if ok else None, "text": format_value(m, v) if ok else "–",
+                "ci": (f"{format_value(m, r.get(f'{m}_ci_low'))} – {format_value(m, r.get(f'{m}_ci_high'))}"
+                       if ok else ""),
+                "flags": r.get(f"{m}_flags") or "",
+            })
+        rows.append({"run_id": r["run_id"], "cell_id": r["cell_id"], "device": r["device"],
+                     "simulated": bool(r["simulated"]), "framework": r["framework"], "model": r["model"],
+                     "quantization": r["quantization"], "workload": r["workload"],
+                     "params": params_text(r["params"]), "n": int(r["n"]), "values": values,
+                     "anchor": f"cell-{r['run_id']}-{r['cell_id']}"})
+    return rows
+
+
+class _ProvenanceBook:
+    """Shared provenance blocks (build, device, model, host), each stored once."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, dict[str, Any]] = {}
+        self._ids: dict[tuple[str, str], str] = {}
+
+    def ref(self, kind: str, value: Any) -> str:
+        blob = json.dumps(value, sort_keys=True, indent=2, default=str)
+        key = (kind, blob)
+        if key not in self._ids:
+            ident = f"prov-{kind}-{sum(1 for k in self._ids if k[0] == kind) + 1}"
+            self._ids[key] = ident
+            self.blocks[ident] = {"id": ident, "kind": kind, "text": blob}
+        return self._ids[key]
+
+
+def _job_rows(runs: Sequence[Run], records: dict[str, list[dict]], book: _ProvenanceBook
+              ) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        jobs = sorted(records[run.run_id], key=lambda j: (str(j.get("device")), str(j.get("model")),
+                                                            str(j.get("cell_id")), j.get("repetition") or 0))
+        seen_cells = set()
+        for job in jobs:
+            prov = dict(job.get("provenance") or {})
+            refs = [(k, book.ref(k, prov.pop(k))) for k in _SHARED_PROVENANCE if k in prov]
+            anchor = f"cell-{run.run_id}-{job.get('cell_id')}"
+            m = job.get("metrics") or {}
+            rows.append({
+                "run_id": run.run_id, "job_id": job.get("job_id"), "cell_id": job.get("cell_id"),
+                "anchor": anchor if anchor not in seen_cells else None,
+                "device": job.get("device"), "simulated": bool(job.get("simulated")),
+                "framework": job.get("framework"), "model": job.get("model"),
+                "quantization": quantization_of(job) or "", "workload": job.get("workload"),
+                "params": params_text(job.get("params")), "repetition": job.get("repetition"),
+                "status": job.get("status"), "reason": job.get("reason"),
+                "metrics": [format_value(k, m.get(k)) if isinstance(m.get(k), (int, float)) else "–"
+                            for k in SUMMARY_METRICS],
+                "provenance": json.dumps(prov, sort_keys=True, indent=2, default=str),
+                "refs": refs, "trace": None,
+                "has_trace": (run.job_dir(str(job.get("job_id"))) / TRACE_FILE).is_file(),
+                "record": job,
+            })
+            seen_cells.add(anchor)
+    return rows
+
+
+def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None = None,
+                 plotly_js: str = "inline", trace_values: int = TRACE_VALUES,
+                 n_boot: int = 1000) -> ReportInfo:
+    """Write the HTML report of ``runs`` to ``output`` and return what was written.
+
+    ``plotly_js`` is ``"inline"`` (one file that works offline) or
+    ``"beside"`` (``plotly.min.js`` written once next to the report, still
+    offline). ``trace_values`` bounds the trace data embedded in the whole
+    report (float32 values); each trace gets an equal share, between
+    :data:`MIN_POINTS` and :data:`MAX_POINTS` points per channel. Raises
+    ``ValueError`` for an unknown ``plotly_js`` mode.
+    """
+    if plotly_js not in ("inline", "beside"):
+        raise ValueError("plotly_js must be 'inline' or 'beside'")
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    runs = list(runs)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    records = {run.run_id: run.jobs() for run in runs}
+    jobs = jobs_frame(runs)
+    multi_run = len(runs) > 1
+    timings["load_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    table, n_cells = _summary(jobs, multi_run, n_boot) if not jobs.empty else (pd.DataFrame(), 0)
+    charts = _charts(table)
+    summary_rows = _summary_rows(table) if n_cells else []
+    timings["analysis_s"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    book = _ProvenanceBook()
+    job_rows = _job_rows(runs, records, book)
+    run_by_id = {r.run_id: r for r in runs}
+    with_trace = [r for r in job_rows if r["has_trace"] and r["status"] == "ok"]
+    share = trace_values // max(1, len(with_trace))
+    traces: dict[str, Any] = {}
+    total_samples = total_points = 0
+    for i, row in enumerate(with_trace):
+        frame = read_trace(run_by_id[row["run_id"]], row["job_id"])
+        if frame is None:
+            continue
+        n_channels = max(1, sum(len(cols) for _, cols in trace_channels(frame)))
+        points = int(min(MAX_POINTS, max(MIN_POINTS, share // (n_channels + 1))))
+        data = trace_data(frame, row["record"], points)
+        if data is None:
+            continue
+        key = f"t{i}"
+        data["title"] = text(f"{row['device']} · {row['model']} · {row['workload']} · rep {row['repetition']}")
+        traces[key] = data
+        row["trace"] = key
+        total_samples += data["samples"]
+        total_points += data["points"]
+    timings["traces_s"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    js_path = None
+    if plotly_js == "inline":
+        from plotly.offline import get_plotlyjs
+
+        plotly_inline, plotly_src = Markup(get_plotlyjs()), None
+    else:
+        from plotly.offline import get_plotlyjs
+
+        js_path = output.parent / "plotly.min.js"
+        code = get_plotlyjs()
+        if not js_path.is_file() or js_path.stat().st_size != len(code.encode()):
+            js_path.write_text(code, encoding="utf-8")
+        plotly_inline, plotly_src = None, js_path.name
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["j2", "html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    failed = [r for r in job_rows if r["status"] != "ok"]
+    simulated = sum(1 for r in job_rows if r["simulated"])
+    html_text = env.get_template("report.html.j2").render(
+        title=title or ("melt report: " + ", ".join(r.run_id for r in runs[:3])
+                        + (" …" if len(runs) > 3 else "")),
+        melt_version=__version__,
+        generated_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        runs=[{"run_id": r.run_id, "experiment": (r.manifest.get("experiment") or {}).get("name"),
+               "status": r.manifest.get("status"), "created_at": r.manifest.get("created_at"),
+               "jobs": len(records[r.run_id])} for r in runs],
+        metric_labels=[label(m) for m in SUMMARY_METRICS],
+        summary=summary_rows, multi_run=multi_run, charts=charts,
+        charts_json=_json({c["id"]: c["figure"] for c in charts}),
+        failed=failed, jobs=job_rows, traces={k: _json(v) for k, v in traces.items()},
+        provenance=list(book.blocks.values()), simulated=simulated, total_jobs=len(job_rows),
+        plotly_inline=plotly_inline, plotly_src=plotly_src, trace_points=total_points,
+        trace_samples=total_samples,
+    )
+    output.write_text(html_text, encoding="utf-8")
+    timings["render_s"] = time.perf_counter() - t3
+    return ReportInfo(path=output, size_bytes=output.stat().st_size, jobs=len(job_rows),
+                      failed=len(failed), cells=n_cells, charts=len(charts), traces=len(traces),
+                      trace_samples=total_samples, trace_points=total_points,
+                      seconds=time.perf_counter() - t0, plotly_js=js_path,
+                      simulated_jobs=simulated, timings=timings)

@@ -1,0 +1,69 @@
+"""The report file itself: escaping, offline, sizes, sections (no browser needed)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from melt.analysis import synthetic as syn
+from melt.cli.main import cli
+from melt.report import build_report
+from melt.store.runs import ResultsStore
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture
+def run(tmp_path):
+    store = ResultsStore(tmp_path / "results")
+    cells = syn.grid(devices=("pixel-8", "jetson <b>orin</b>"))
+    cells[0] = syn.renamed(cells[0], model=HOSTILE)
+    return syn.make_run(store, cells, repetitions=3, trace_samples=1000,
+                        failed={cells[3].cell_id: "killed: <script>alert('x')</script> & more"})
+
+
+def test_user_strings_are_escaped_everywhere(run, tmp_path):
+    info = build_report([run], tmp_path / "r.html")
+    html = info.path.read_text(encoding="utf-8")
+    assert HOSTILE not in html and "<script>alert" not in html and "<b>orin" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html  # shown as text in tables
+    assert "killed: &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more" in html
+    # JSON blocks cannot close their <script> element
+    for block in re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', html, re.S):
+        assert "<" not in block
+
+
+def test_offline_sections_and_counts(run, tmp_path):
+    info = build_report([run], tmp_path / "r.html")
+    html = info.path.read_text(encoding="utf-8")
+    outside_js = re.sub(r"<script>.*?</script>", "", html, flags=re.S)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", outside_js)
+    assert 'id="simulated-notice"' in html and info.simulated_jobs == info.jobs == 12
+    assert info.failed == 3 and info.traces == 9 and info.cells == 3
+    assert info.trace_samples == 9 * 1000 and info.trace_points <= info.trace_samples
+    assert html.count('class="chart"') == info.charts >= 6
+    assert "plotly.js v" in html  # inlined
+
+
+def test_plotly_beside_and_cli(run, tmp_path):
+    out = tmp_path / "sub" / "r.html"
+    res = CliRunner().invoke(cli, ["report", run.run_id, "-o", str(out), "--plotly-js", "beside",
+                                   "--results", str(run.store.root)])
+    assert res.exit_code == 0, res.output
+    assert (out.parent / "plotly.min.js").is_file()
+    html = out.read_text(encoding="utf-8")
+    assert '<script src="plotly.min.js"></script>' in html and "plotly.js v" not in html
+    assert out.stat().st_size < 1_000_000
+    res = CliRunner().invoke(cli, ["report", "nope", "--results", str(run.store.root)])
+    assert res.exit_code != 0
+
+
+def test_multi_run_report_and_trace_budget(run, tmp_path):
+    other = syn.make_run(run.store, syn.grid(devices=("pixel-8",)), repetitions=2, trace_samples=5000)
+    info = build_report([run, other], tmp_path / "r.html", trace_values=20_000)
+    html = info.path.read_text(encoding="utf-8")
+    assert run.run_id in html and other.run_id in html
+    assert info.traces == 9 + 4
+    assert info.trace_points <= 13 * 2 * 1000  # each trace shrunk to its share
