@@ -1,0 +1,139 @@
+"""``melt virtual``: start, list, stop, heat and throttle virtual devices."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+DEFAULT_CONFIG = Path("device_configs/virtual-phone.yaml")
+
+
+def _state_dir(value: str | None) -> Path:
+    from melt.virtual.registry import default_state_dir
+
+    return Path(value) if value else default_state_dir()
+
+
+state_dir_option = click.option(
+    "--state-dir", default=None, metavar="DIR",
+    help="Where phones keep their records and files (default: $MELT_VIRTUAL_STATE_DIR "
+         "or ~/.local/state/melt/virtual).",
+)
+
+
+@click.group()
+def virtual() -> None:
+    """Virtual devices that behave like real ones (their data is labelled simulated).
+
+    \b
+      melt virtual start android --detach     prints 127.0.0.1:PORT
+      adb connect 127.0.0.1:PORT
+      melt virtual list
+      melt virtual stop 127.0.0.1:PORT
+    """
+
+
+@virtual.group()
+def start() -> None:
+    """Start a virtual device."""
+
+
+@start.command()
+@click.option("--port", type=int, default=None, help="Loopback port (default: the config's, 15555; 0 picks one).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help=f"Device config with a `virtual:` section (default: {DEFAULT_CONFIG} when present).")
+@click.option("--detach", is_flag=True, help="Run in the background and return once it listens.")
+@state_dir_option
+def android(port: int | None, config_path: str | None, detach: bool, state_dir: str | None) -> None:
+    """Start a virtual Android phone speaking the ADB device protocol on 127.0.0.1.
+
+    Prints the address to give `adb connect`. Without --detach it runs until
+    Ctrl-C or `melt virtual stop ADDRESS`.
+    """
+    from melt.virtual.config import load_config
+
+    if config_path is None and DEFAULT_CONFIG.is_file():
+        config_path = str(DEFAULT_CONFIG)
+    config = load_config(config_path)
+    port = config.port if port is None else port
+    folder = _state_dir(state_dir)
+    if detach:
+        from melt.virtual.phone import VirtualPhone
+
+        phone = VirtualPhone(config, port=port, state_dir=folder)
+        click.echo(phone.start())
+        return
+
+    from melt.virtual.runtime import serve
+
+    def ready(address: str) -> None:
+        click.echo(address)
+        click.echo(f"adb connect {address}    (Ctrl-C or `melt virtual stop {address}` to stop)",
+                   err=True)
+
+    try:
+        serve(config, port=port, state_dir=folder, on_ready=ready)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
+
+
+@virtual.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per phone.")
+@state_dir_option
+def list_(as_json: bool, state_dir: str | None) -> None:
+    """List the virtual devices that run now."""
+    from dataclasses import asdict
+
+    from melt.virtual.registry import list_phones
+
+    phones = list_phones(_state_dir(state_dir))
+    if as_json:
+        click.echo(json.dumps([asdict(p) for p in phones], indent=2))
+        return
+    if not phones:
+        click.echo("No virtual devices running.")
+        return
+    click.echo(f"{'ADDRESS':<22} {'KIND':<8} {'PID':>7} {'UPTIME':>8}  ISOLATION  FILES")
+    for p in phones:
+        uptime = f"{time.time() - p.started_at:.0f}s"
+        click.echo(f"{p.address:<22} {p.kind:<8} {p.pid:>7} {uptime:>8}  {p.isolation:<9}  {p.root}")
+
+
+@virtual.command()
+@click.argument("address")
+@state_dir_option
+def stop(address: str, state_dir: str | None) -> None:
+    """Stop the virtual device at ADDRESS (host:port, or just the port)."""
+    from melt.virtual.registry import stop_phone
+
+    record = stop_phone(address, _state_dir(state_dir))
+    click.echo(f"stopped {record.address}")
+
+
+@virtual.command()
+@click.argument("address")
+@click.argument("celsius", type=float)
+@click.option("--node", type=click.Choice(["all", "soc", "body"]), default="all", show_default=True,
+              help="Model node to set: the SoC die, the body (battery) or both.")
+@state_dir_option
+def heat(address: str, celsius: float, node: str, state_dir: str | None) -> None:
+    """Set the temperature of the device at ADDRESS to CELSIUS (it then cools by itself)."""
+    from melt.virtual.phone import send_control
+    from melt.virtual.registry import find_phone
+
+    send_control(find_phone(address, _state_dir(state_dir)), "temperature", f"{node}={celsius}")
+
+
+@virtual.command()
+@click.argument("address")
+@click.argument("mode", type=click.Choice(["on", "off", "auto"]))
+@state_dir_option
+def throttle(address: str, mode: str, state_dir: str | None) -> None:
+    """Force throttling of the device at ADDRESS on or off, or leave it to temperature (auto)."""
+    from melt.virtual.phone import send_control
+    from melt.virtual.registry import find_phone
+
+    send_control(find_phone(address, _state_dir(state_dir)), "throttle", mode)

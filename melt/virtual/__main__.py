@@ -1,0 +1,55 @@
+"""``python -m melt.virtual serve``: run one virtual phone in this process.
+
+Prints the address to ``adb connect`` to (one line on stdout) once it
+listens, then stays quiet (logs go to the phone's ``phone.log``) until
+SIGTERM or SIGINT. This is what :class:`melt.virtual.phone.VirtualPhone` and
+``melt virtual start android --detach`` launch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from melt.errors import MeltError
+from melt.virtual.config import load_config
+from melt.virtual.registry import default_state_dir
+from melt.virtual.runtime import serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m melt.virtual")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run a virtual Android phone until stopped")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=None, help="default: the config's port; 0 picks one")
+    s.add_argument("--config", default=None, help="device config YAML with a `virtual:` section")
+    s.add_argument("--state-dir", default=None)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except MeltError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    port = config.port if args.port is None else args.port
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+
+    def ready(address: str) -> None:
+        print(address, flush=True)
+        # nothing more goes to stdout: whoever read the address may be gone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+    try:
+        serve(config, host=args.host, port=port, state_dir=state_dir, on_ready=ready)
+    except OSError as exc:
+        print(f"Error: cannot listen on {args.host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Parameters of a virtual phone: identity, physical model, update rates.
+
+They come from the ``virtual:`` section of a device config
+(``device_configs/virtual-phone.yaml``); every field has a default, so an
+empty section (or no file at all) gives a plausible mid-range phone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from melt.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PowerParams(_Frozen):
+    """Electrical power drawn by the phone (watts)."""
+
+    idle_w: float = Field(0.35, ge=0, description="SoC, radios and memory at rest, screen off")
+    core_active_w: float = Field(
+        1.1, ge=0, description="extra power of one fully busy core at its maximum frequency"
+    )
+    dynamic_exponent: float = Field(
+        2.0, ge=1, description="active power of a busy second scales as (f/f_max)**(exponent-1)"
+    )
+    screen_base_w: float = Field(0.15, ge=0, description="screen on at brightness 0")
+    screen_max_w: float = Field(0.9, ge=0, description="screen on at brightness 255")
+
+
+class BatteryParams(_Frozen):
+    """Fuel gauge and cell."""
+
+    capacity_mah: float = Field(4500, gt=0)
+    initial_level_pct: float = Field(80, ge=0, le=100)
+    internal_resistance_ohm: float = Field(0.15, ge=0)
+    #: open-circuit voltage at state of charge: [[pct, volts], ...], increasing pct
+    ocv_curve: list[tuple[float, float]] = [
+        (0, 3.40), (5, 3.60), (20, 3.70), (50, 3.80), (80, 4.00), (100, 4.35)
+    ]
+    current_sign: Literal["negative-discharging", "positive-discharging"] = "negative-discharging"
+    charger_connected: bool = Field(False, description="USB charger plugged in at start")
+    charge_current_ma: float = Field(1500, ge=0)
+
+
+class ThermalZoneParams(_Frozen):
+    """One ``/sys/class/thermal/thermal_zoneN`` and which model node it shows."""
+
+    type: str
+    source: Literal["soc", "body", "skin", "ambient"]
+
+
+class ThermalParams(_Frozen):
+    """Two-node RC model: SoC die -> phone body (battery) -> ambient air."""
+
+    ambient_c: float = 25.0
+    soc_heat_capacity_j_per_k: float = Field(6.0, gt=0)
+    soc_to_body_k_per_w: float = Field(3.0, gt=0)
+    body_heat_capacity_j_per_k: float = Field(60.0, gt=0)
+    body_to_ambient_k_per_w: float = Field(8.0, gt=0)
+    skin_fraction: float = Field(
+        0.8, ge=0, le=1, description="skin = ambient + fraction * (body - ambient)"
+    )
+    zones: list[ThermalZoneParams] = [
+        ThermalZoneParams(type="cpu-0-0", source="soc"),
+        ThermalZoneParams(type="battery", source="body"),
+        ThermalZoneParams(type="skin", source="skin"),
+    ]
+
+
+class CpuParams(_Frozen):
+    """cpufreq files and throttling. One cluster per host core (the real ones run the work)."""
+
+    max_freq_khz: int = Field(2400000, gt=0)
+    min_freq_khz: int = Field(300000, gt=0)
+    throttle_temp_c: float = Field(45.0, description="SoC temperature where throttling starts")
+    release_temp_c: float = Field(40.0, description="SoC temperature where it stops")
+    throttle_freq_fraction: float = Field(
+        0.5, gt=0, le=1, description="f/f_max while throttled; the work really runs this fraction of the time"
+    )
+    throttle_period_s: float = Field(0.1, gt=0, description="SIGSTOP/SIGCONT duty-cycle period")
+
+
+class RatesParams(_Frozen):
+    """How often the model runs and what it updates (hertz)."""
+
+    tick_hz: float = Field(100.0, gt=0, le=1000, description="model step and truth-log rate")
+    cpu_sample_hz: float = Field(20.0, gt=0, le=200, description="reads of the process tree's CPU time")
+    sysfs_hz: float = Field(10.0, gt=0, le=200, description="updates of the sysfs files")
+
+
+class VirtualPhoneConfig(_Frozen):
+    """Everything a virtual phone needs; defaults describe a mid-range phone."""
+
+    port: int = Field(15555, ge=0, le=65535, description="default loopback port")
+    props: dict[str, str] = {}
+    power: PowerParams = PowerParams()
+    battery: BatteryParams = BatteryParams()
+    thermal: ThermalParams = ThermalParams()
+    cpu: CpuParams = CpuParams()
+    rates: RatesParams = RatesParams()
+
+    @model_validator(mode="after")
+    def _check(self) -> "VirtualPhoneConfig":
+        if self.cpu.release_temp_c > self.cpu.throttle_temp_c:
+            raise ValueError("cpu.release_temp_c must be <= cpu.throttle_temp_c")
+        pcts = [pct for pct, _ in self.battery.ocv_curve]
+        if len(pcts) < 2 or pcts != sorted(pcts):
+            raise ValueError("battery.ocv_curve needs >= 2 points with increasing pct")
+        return self
+
+    def all_props(self, port: int) -> dict[str, str]:
+        """Default props, then the config's, then the ones that mark simulation."""
+        props = dict(DEFAULT_PROPS)
+        props.update(self.props)
+        props.setdefault("ro.serialno", f"VIRTUAL{port}")
+        props["ro.melt.virtual"] = "1"
+        return dict(sorted(props.items()))
+
+
+DEFAULT_PROPS: dict[str, str] = {
+    "ro.product.name": "melt_virtual",
+    "ro.product.model": "Melt Virtual Phone",
+    "ro.product.device": "melt_virtual",
+    "ro.product.brand": "melt",
+    "ro.product.manufacturer": "melt",
+    "ro.product.board": "virtual",
+    "ro.product.cpu.abi": "x86_64",
+    "ro.product.cpu.abilist": "x86_64",
+    "ro.hardware": "virtual",
+    "ro.board.platform": "virtual",
+    "ro.build.version.release": "14",
+    "ro.build.version.sdk": "34",
+    "ro.build.id": "MELT.VIRTUAL",
+    "ro.build.type": "userdebug",
+    "ro.build.tags": "test-keys",
+    "ro.build.fingerprint": "melt/melt_virtual/melt_virtual:14/MELT.VIRTUAL/1:userdebug/test-keys",
+    "ro.adb.secure": "0",
+    "ro.debuggable": "1",
+    "ro.kernel.qemu": "0",
+    "sys.boot_completed": "1",
+    "dev.bootcomplete": "1",
+    "persist.sys.timezone": "UTC",
+}
+
+
+def load_config(path: str | Path | None) -> VirtualPhoneConfig:
+    """Read the ``virtual:`` section of a device config; ``None`` gives the defaults.
+
+    Raises :class:`melt.errors.ConfigError` with field paths when it does not validate.
+    """
+    if path is None:
+        return VirtualPhoneConfig()
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(str(path), [str(exc)]) from exc
+    section = doc.get("virtual", {}) if isinstance(doc, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigError(str(path), ["virtual: must be a mapping"])
+    try:
+        return VirtualPhoneConfig.model_validate(section)
+    except ValidationError as exc:
+        problems = [
+            "virtual." + ".".join(str(x) for x in err["loc"]) + ": " + err["msg"]
+            for err in exc.errors()
+        ]
+        raise ConfigError(str(path), problems) from exc
