@@ -27,15 +27,25 @@ class ProgressEvents:
             transient=False,
         )
         self.task = None
+        self.transfers: dict[str, Any] = {}
         self.failed = 0
+        self.progress.start()
 
     def stage(self, message: str) -> None:
         self.console.print(f"[dim]… {message}[/dim]")
 
     def run_started(self, run_id: str, total: int, done: int) -> None:
         self.console.print(f"run [bold]{run_id}[/bold]: {total} jobs, {done} already done")
-        self.progress.start()
         self.task = self.progress.add_task("jobs", total=total, completed=done, job="")
+
+    def transfer(self, name: str, done: int, total: int) -> None:
+        """Progress of a push to a device (large models take a while)."""
+        if total < (8 << 20):
+            return
+        task = self.transfers.get(name)
+        if task is None:
+            task = self.transfers[name] = self.progress.add_task(f"push {name}", total=total, job="")
+        self.progress.update(task, completed=done)
 
     def job_started(self, job: Any, warmup: bool) -> None:
         label = f"{job.device} {job.workload} #{job.repetition}" + (" (warm-up)" if warmup else "")

@@ -159,6 +159,8 @@ class Runner:
         build = framework.build(profile, source=fw_ref.source)
         self.events.stage(f"connecting to {spec.name}")
         device = open_device(spec)
+        if hasattr(device, "on_push") and hasattr(self.events, "transfer"):
+            device.on_push = self.events.transfer
         try:
             self.events.stage(f"staging binaries and models on {spec.name}")
             kinds = sorted({j.kind for j in jobs})
@@ -173,6 +175,9 @@ class Runner:
         except BaseException:
             device.close()
             raise
+        pushed = getattr(device, "bytes_pushed", 0)
+        self.run.update(staging=[*self.run.manifest.get("staging", []), {
+            "device": spec.name, "framework": framework.name, "bytes_pushed": pushed, "at": utc_now()}])
         self._framework = framework
         return Prepared(device, bin_dir, dict(build.provenance), models)
 

@@ -1,0 +1,141 @@
+"""Android phones (and melt's virtual phone) over adb.
+
+Files are staged content-addressed: a manifest in the device work dir maps
+each staged path to the sha256 and size of what was pushed there, and a file
+whose entry matches (and whose size on the device still agrees) is not sent
+again. A multi-GB model pushed once costs nothing on the next run.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any, Callable
+
+from melt.config.specs import DeviceSpec
+from melt.devices.base import Device
+from melt.errors import DeviceUnavailableError
+from melt.runner.models import sha256_file
+from melt.transports.adb import AdbTransport
+
+DEFAULT_WORKDIR = "/data/local/tmp/melt"
+MANIFEST = ".melt-manifest"
+
+#: getprop keys kept as device properties (provenance).
+PROPS = {
+    "model": "ro.product.model",
+    "manufacturer": "ro.product.manufacturer",
+    "device": "ro.product.device",
+    "android_version": "ro.build.version.release",
+    "sdk": "ro.build.version.sdk",
+    "fingerprint": "ro.build.fingerprint",
+    "soc": "ro.soc.model",
+    "board": "ro.board.platform",
+    "hardware": "ro.hardware",
+    "abi": "ro.product.cpu.abi",
+    "virtual": "ro.melt.virtual",
+}
+
+
+class AndroidDevice(Device):
+    """A phone reached through an adb server."""
+
+    transport: AdbTransport
+
+    def __init__(self, spec: DeviceSpec, transport: AdbTransport):
+        super().__init__(spec, transport)
+        self.on_push: Callable[[str, int, int], None] | None = None  # (name, done, total)
+        self._props: dict[str, str] | None = None
+
+    @classmethod
+    def connect(cls, spec: DeviceSpec) -> "AndroidDevice":
+        adb = spec.adb
+        if adb is None or not (adb.serial or adb.connect):
+            raise DeviceUnavailableError(f"device {spec.name}: its config needs adb.serial or adb.connect")
+        transport = AdbTransport(
+            adb.serial or adb.connect,  # type: ignore[arg-type]
+            server_host=adb.server_host,
+            server_port=adb.server_port,
+            connect=adb.connect,
+        )
+        return cls(spec, transport)
+
+    # ------------------------------------------------------------ identity
+
+    def workdir(self) -> str:
+        return self.spec.workdir or DEFAULT_WORKDIR
+
+    def getprop(self) -> dict[str, str]:
+        """All system properties (cached for the life of this object)."""
+        if self._props is None:
+            from melt.parsers.getprop import parse_getprop
+
+            self._props = parse_getprop(self.transport.shell("getprop", timeout=30).stdout)
+        return self._props
+
+    def properties(self) -> dict[str, Any]:
+        props = self.getprop()
+        out: dict[str, Any] = {"kind": "android", "serial": self.transport.serial}
+        out.update({k: props[v] for k, v in PROPS.items() if v in props})
+        out["simulated"] = self.simulated or props.get("ro.melt.virtual") == "1"
+        return out
+
+    def check_alive(self) -> None:
+        self.transport.shell("true", timeout=15)
+
+    # ------------------------------------------------------------- staging
+
+    def _manifest(self) -> dict[str, tuple[str, int]]:
+        path = f"{self.workdir()}/{MANIFEST}"
+        r = self.transport.shell(f"cat {shlex.quote(path)} 2>/dev/null", check=False)
+        entries: dict[str, tuple[str, int]] = {}
+        for line in r.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1].isdigit():
+                entries[parts[2]] = (parts[0], int(parts[1]))
+        return entries
+
+    def _remote_size(self, path: str) -> int | None:
+        r = self.transport.shell(f"stat -c %s {shlex.quote(path)} 2>/dev/null", check=False)
+        text = r.stdout.strip()
+        return int(text) if text.isdigit() else None
+
+    def stage(self, local: Path, *, category: str) -> str:
+        """Push ``local`` to ``WORKDIR/category/NAME`` unless the same bytes are already there."""
+        local = Path(local)
+        remote = f"{self.workdir()}/{category}/{local.name}"
+        digest, size = sha256_file(local), local.stat().st_size
+        if self._manifest().get(remote) == (digest, size) and self._remote_size(remote) == size:
+            return remote
+        mode = 0o755 if category.startswith("bin") else 0o644
+        progress = (lambda done, total: self.on_push(local.name, done, total)) if self.on_push else None
+        self.transport.push(local, remote, progress=progress, mode=mode)
+        if mode == 0o755:
+            self.transport.shell(f"chmod 755 {shlex.quote(remote)}")
+        manifest = f"{self.workdir()}/{MANIFEST}"
+        line = "\t".join([digest, str(size), remote])
+        # Drop the old entry for this path, then append the new one.
+        self.transport.shell(
+            f"touch {shlex.quote(manifest)} && grep -v -F {shlex.quote(chr(9) + remote)} {shlex.quote(manifest)}"
+            f" > {shlex.quote(manifest + '.tmp')}; echo {shlex.quote(line)} >> {shlex.quote(manifest + '.tmp')}"
+            f" && mv {shlex.quote(manifest + '.tmp')} {shlex.quote(manifest)}"
+        )
+        return remote
+
+    @property
+    def bytes_pushed(self) -> int:
+        return self.transport.bytes_pushed
+
+
+def attached_unconfigured(configured_rows: list[dict]) -> list[dict]:
+    """Phones the default adb server sees that no device config names."""
+    import adbutils
+    from adbutils.errors import AdbError
+
+    known = {str((r.get("properties") or {}).get("serial")) for r in configured_rows}
+    try:
+        client = adbutils.AdbClient(host="127.0.0.1", port=5037, socket_timeout=5)
+        listed = client.list()
+    except (AdbError, OSError):  # no adb server running: nothing attached
+        return []
+    return [{"serial": d.serial, "state": d.state} for d in listed if d.serial not in known]

@@ -1,0 +1,252 @@
+"""Android devices through the adb server, with adbutils.
+
+Commands go through ``shell,v2`` so exit codes and stderr come back intact
+(adbutils' v1 fallback appends ``; echo X4EXIT:$?``, which breaks on commands
+that call ``exit``). Every argument is quoted with :func:`shlex.join` before it
+reaches the device's shell: adbutils' own list joining uses Windows rules.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import adbutils
+from adbutils.errors import AdbError, AdbTimeout
+
+from melt.errors import CommandTimeout, DeviceUnavailableError, RemoteCommandError, TransportError
+from melt.transports.base import CommandResult
+
+#: Called with (bytes sent so far, total bytes) during a push.
+ProgressFn = Callable[[int, int], None]
+
+
+def shell_line(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
+    """One shell command line: ``cd DIR && K=V argv...``, every part quoted."""
+    line = shlex.join([str(a) for a in argv])
+    if env:
+        line = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items()) + " " + line
+    if cwd:
+        line = f"cd {shlex.quote(cwd)} && {line}"
+    return line
+
+
+class _ProgressReader:
+    """A file wrapper that reports how much has been read."""
+
+    def __init__(self, path: Path, progress: ProgressFn | None):
+        self._f = open(path, "rb")
+        self._total = path.stat().st_size
+        self._done = 0
+        self._progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._f.read(max(n, 1 << 16) if n and n > 0 else n)
+        self._done += len(chunk)
+        if self._progress:
+            self._progress(self._done, self._total)
+        return chunk
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class AdbProcess:
+    """A background process on the phone, in its own process group."""
+
+    def __init__(self, transport: "AdbTransport", pid: int, status_path: str):
+        self._t = transport
+        self.pid = pid
+        self._status_path = status_path
+        self._code: int | None = None
+
+    def poll(self) -> int | None:
+        if self._code is not None:
+            return self._code
+        r = self._t.shell(f"cat {shlex.quote(self._status_path)} 2>/dev/null", check=False)
+        text = r.stdout.strip()
+        if text.lstrip("-").isdigit():
+            self._code = int(text)
+        return self._code
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise CommandTimeout(f"process {self.pid} still running after {timeout} s")
+            time.sleep(0.2)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, then wait (up to 5 s) until it is gone."""
+        pid = int(self.pid)
+        self._t.shell(
+            f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; i=0; "
+            f"while [ $i -lt 50 ] && [ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status 2>/dev/null; "
+            f"do sleep 0.1; i=$((i+1)); done",
+            check=False,
+        )
+
+
+class AdbTransport:
+    """One Android device behind an adb server."""
+
+    name = "adb"
+
+    def __init__(
+        self,
+        serial: str,
+        *,
+        server_host: str = "127.0.0.1",
+        server_port: int = 5037,
+        connect: str | None = None,
+    ):
+        self.serial = serial
+        self.connect_addr = connect
+        self._client = adbutils.AdbClient(host=server_host, port=server_port, socket_timeout=30)
+        self.bytes_pushed = 0
+        self.reconnect()
+
+    # ------------------------------------------------------------ connection
+
+    def reconnect(self, timeout: float = 20.0) -> None:
+        """(Re)attach the device and wait until it is online.
+
+        For network and virtual phones this runs ``adb connect``; a transport the
+        server still holds as ``offline`` (the phone restarted) is disconnected
+        and connected afresh. Raises ``DeviceUnavailableError`` after ``timeout`` s.
+        """
+        deadline = time.monotonic() + timeout
+        state, detail = "absent", ""
+        while True:
+            try:
+                state = self._state()
+                if state == "device":
+                    self._device = self._client.device(self.serial)
+                    return
+                if self.connect_addr:
+                    if state == "offline":
+                        self._client.disconnect(self.connect_addr)
+                    detail = self._client.connect(self.connect_addr, timeout=10).strip()
+            except (AdbError, OSError, EOFError) as exc:
+                detail = str(exc) or type(exc).__name__
+            if time.monotonic() > deadline or not self.connect_addr:
+                break
+            time.sleep(0.3)
+        raise DeviceUnavailableError(
+            f"device {self.serial} is {state} (adb server {self._client.host}:{self._client.port})"
+            + (f": {detail}" if detail else "")
+        )
+
+    def _state(self) -> str:
+        """The server's view of this serial: device, offline, unauthorized, ... or absent."""
+        for info in self._client.list():
+            if info.serial == self.serial:
+                return info.state
+        return "absent"
+
+    def _call(self, fn, *args, **kwargs):
+        """Run an adbutils call, retrying once after reconnecting if the device dropped."""
+        for attempt in (0, 1):
+            try:
+                return fn(*args, **kwargs)
+            except AdbTimeout:
+                raise
+            except (AdbError, OSError, EOFError) as exc:  # EOFError: the device vanished mid-stream
+                if attempt == 1 or not self.connect_addr:
+                    raise DeviceUnavailableError(f"device {self.serial}: {exc or type(exc).__name__}") from None
+                self.reconnect()
+        raise AssertionError("unreachable")
+
+    # -------------------------------------------------------------- commands
+
+    def shell(self, script: str, *, timeout: float = 60, check: bool = True) -> CommandResult:
+        t0 = time.monotonic()
+        try:
+            r = self._call(self._device.shell2, script, timeout=timeout, v2=True)
+        except AdbTimeout:
+            raise CommandTimeout(f"timed out after {timeout:g} s on {self.serial}: {script[:200]}") from None
+        result = CommandResult(("sh", "-c", script), r.returncode, r.stdout, r.stderr, time.monotonic() - t0)
+        if check and result.returncode != 0:
+            raise RemoteCommandError(result)
+        return result
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> CommandResult:
+        r = self.shell(shell_line(argv, env=env, cwd=cwd), timeout=timeout, check=False)
+        result = CommandResult(tuple(str(a) for a in argv), r.returncode, r.stdout, r.stderr, r.duration_s)
+        if check and result.returncode != 0:
+            raise RemoteCommandError(result)
+        return result
+
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdout_path: str | None = None,
+        stderr_path: str | None = None,
+    ) -> AdbProcess:
+        out = stdout_path or "/dev/null"
+        err = stderr_path or "/dev/null"
+        status = (stdout_path or f"/data/local/tmp/.melt-bg-{time.time_ns()}") + ".status"
+        inner = (
+            f"{shell_line(argv, env=env, cwd=cwd)} >{shlex.quote(out)} 2>{shlex.quote(err)} </dev/null; "
+            f"echo $? >{shlex.quote(status)}"
+        )
+        script = (
+            f"rm -f {shlex.quote(status)}; "
+            f"setsid sh -c {shlex.quote(inner)} </dev/null >/dev/null 2>&1 & echo $!"
+        )
+        r = self.shell(script, timeout=30)
+        try:
+            pid = int(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise TransportError(f"could not start {argv[0]} on {self.serial}: {r.stdout!r}") from None
+        return AdbProcess(self, pid, status)
+
+    def kill(self, pid: int, signal: str = "TERM") -> None:
+        self.shell(f"kill -{signal} {int(pid)} 2>/dev/null", check=False)
+
+    # ----------------------------------------------------------------- files
+
+    def push(self, local: Path, remote: str, *, progress: ProgressFn | None = None, mode: int = 0o644) -> None:
+        local = Path(local)
+        parent = remote.rsplit("/", 1)[0] or "/"
+        self.shell(f"mkdir -p {shlex.quote(parent)}")
+        reader = _ProgressReader(local, progress)
+        try:
+            sent = self._call(self._device.sync.push, reader, remote, mode)
+        except AdbError as exc:
+            raise TransportError(f"push {local} -> {self.serial}:{remote} failed: {exc}") from None
+        finally:
+            reader.close()
+        self.bytes_pushed += sent
+        size = self._call(self._device.sync.stat, remote).size
+        if size != local.stat().st_size:
+            raise TransportError(f"push {local} -> {remote}: {size} of {local.stat().st_size} bytes arrived")
+
+    def pull(self, remote: str, local: Path) -> None:
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._call(self._device.sync.pull_file, remote, str(local))
+        except AdbError as exc:
+            raise TransportError(f"pull {self.serial}:{remote} failed: {exc}") from None
+
+    def read_text(self, remote: str) -> str:
+        """A small device file's text (through sync, no shell)."""
+        try:
+            return self._call(self._device.sync.read_text, remote)
+        except AdbError as exc:
+            raise TransportError(f"read {self.serial}:{remote} failed: {exc}") from None

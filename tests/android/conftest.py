@@ -1,0 +1,1 @@
+from tests.conftest_virtual import adb_serial, adb_server, virtual_phone, virtual_phone_factory  # noqa: F401
