@@ -53,15 +53,39 @@ class BatterySpec(Spec):
     voltage_unit: Literal["uV", "mV"] = "uV"
 
 
+class RailSpec(Spec):
+    """A power rail file the sampler reads every tick (INA3221 on a Jetson, a lab shunt ...)."""
+
+    name: NonEmptyStr
+    power_file: NonEmptyStr = Field(description="file holding the rail's instantaneous power")
+    unit: Literal["uW", "mW", "W"] = "mW"
+
+
 class TelemetrySpec(Spec):
     """Where the device's sensors are; the same paths on a phone and the virtual one."""
 
+    enabled: bool = Field(True, description="sample while jobs run (the on-device runner)")
     sample_hz: PositiveFloat = 50.0
+    slow_every: PositiveInt = Field(
+        5, description="read battery level, temperatures, frequencies and CPU use every Nth tick"
+    )
+    idle_s: Annotated[float, Field(ge=0)] = Field(
+        2.0, description="idle baseline sampled before each job (seconds; 0 skips it)"
+    )
     battery: BatterySpec | None = None
     thermal_zones: list[str] | Literal["all"] = "all"
     thermal_dir: str = "/sys/class/thermal"
     cpufreq_glob: str = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"
+    cooling_devices: bool = Field(True, description="sample thermal cooling-device states (throttling)")
     skin_zone: str | None = Field(None, description="thermal zone type used for cool-down and temp_* metrics")
+    rails: list[RailSpec] = Field(default_factory=list)
+    odpm: Literal["auto", "off"] = Field(
+        "auto", description="read On-Device Power Monitor energy counters at each phase mark"
+    )
+    tegrastats_interval_ms: PositiveInt | None = Field(
+        None, description="run tegrastats beside the job at this interval (Jetson)"
+    )
+    clock_probes: PositiveInt = Field(12, description="round trips for the host/device clock offset")
 
 
 class CooldownSpec(Spec):
@@ -70,6 +94,26 @@ class CooldownSpec(Spec):
     max_temp_c: float = 40.0
     timeout_s: PositiveFloat = 600.0
     poll_s: PositiveFloat = 2.0
+    zone: str | None = Field(
+        None, description="thermal zone type to watch, or `battery`; default: telemetry.skin_zone, "
+                          "else the battery, else the hottest zone"
+    )
+    on_timeout: Literal["fail", "run"] = Field("fail", description="what to do when it never cools")
+    on_low_battery: Literal["stop", "pause"] = Field(
+        "stop", description="below min_battery_pct: stop, or pause until it is charged back"
+    )
+    battery_pause_timeout_s: PositiveFloat = 3600.0
+
+
+class StateSpec(Spec):
+    """Device state set before the jobs and always restored afterwards (null: leave it)."""
+
+    screen: Literal["on", "off"] | None = None
+    brightness: Annotated[int, Field(ge=0, le=255)] | None = None
+    charging: Literal["enabled", "disabled"] | None = None
+    stay_awake: bool | None = None
+    airplane: bool | None = Field(None, description="rooted devices, or Android 11+ `cmd connectivity`")
+    governor: str | None = Field(None, description="CPU governor for every core (rooted devices)")
 
 
 class DeviceSpec(Spec):
@@ -83,6 +127,7 @@ class DeviceSpec(Spec):
     adb: AdbSpec | None = None
     telemetry: TelemetrySpec = TelemetrySpec()
     cooldown: CooldownSpec | None = None
+    state: StateSpec = StateSpec()
     min_battery_pct: float | None = Field(None, ge=0, le=100)
     virtual: dict[str, Any] | None = Field(
         None, description="present on melt's virtual devices: their model parameters (data is simulated)"

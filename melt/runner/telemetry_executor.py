@@ -1,0 +1,217 @@
+"""The executor that measures: runs each job under melt's on-device runner.
+
+``TelemetryExecutor().execute(device, invocation)`` accepts one
+:class:`~melt.frameworks.base.Invocation` or a list of ``(phase, Invocation)``
+(``[("prefill", ...), ("decode", ...)]``: separate timed windows in one
+runner script). Around the job it optionally waits for the device to cool
+down and checks the battery, takes a health snapshot before and after, and
+measures the host/device clock offset. It returns the inference output plus:
+
+- ``metrics``: the telemetry metrics of docs/results-format.md (energy per
+  phase gross and net of idle, per token, power, temperatures, battery drain,
+  peak RSS, ``throttled``, ``sample_rate_hz``; ``true_energy_*`` on virtual
+  devices);
+- ``files["trace.parquet"]``: the samples;
+- ``provenance``: ``phases``, ``throttled_intervals``, ``metrics_missing``,
+  ``telemetry`` (sampler set-up, achieved rate, sampler CPU), ``clock``,
+  ``health`` (before/after), ``cooldown``, ``steps``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from melt.devices.base import Device
+from melt.devices.state import health_snapshot
+from melt.errors import JobFailed
+from melt.runner.execute import Execution, PlainExecutor
+from melt.telemetry.cooldown import check_battery, wait_for_cooldown
+from melt.telemetry.energy import WindowError, integrate
+from melt.telemetry.instruments import Instrument, InstrumentTrace, align
+from melt.telemetry.metrics import ENERGY_PHASES, clean_numbers, job_metrics
+from melt.telemetry.phases import derive_phases
+from melt.telemetry.session import JobOutput, Step, TelemetrySession
+from melt.telemetry.trace import to_parquet_bytes
+
+
+def as_steps(invocation: Any) -> list[Step]:
+    """One invocation -> ``[Step("run", ...)]``; ``[(phase, invocation), ...]`` -> one step each."""
+    if isinstance(invocation, (list, tuple)) and invocation and isinstance(invocation[0], (list, tuple)):
+        return [Step(str(phase), tuple(inv.argv), dict(inv.env), float(inv.timeout_s))
+                for phase, inv in invocation]
+    return [Step("run", tuple(invocation.argv), dict(invocation.env), float(invocation.timeout_s))]
+
+
+class TelemetryExecutor:
+    """Runs invocations under the on-device runner and measures them (see module doc).
+
+    ``cooldown``: wait for ``DeviceSpec.cooldown`` and check the battery before
+    each job. ``health``: snapshots before and after. ``instruments``: host-side
+    power monitors sampled during the job; with ``energy_source="auto"`` the
+    first instrument's power is the one integrated when the device has no
+    fuel gauge, and always reported as ``<name>_energy_<phase>_j``.
+    """
+
+    def __init__(self, *, cooldown: bool = True, health: bool = True,
+                 instruments: Sequence[Instrument] = (), energy_source: str = "auto",
+                 idle_s: float | None = None):
+        self.cooldown = cooldown
+        self.health = health
+        self.instruments = list(instruments)
+        self.energy_source = energy_source
+        self.idle_s = idle_s
+        self._sessions: dict[int, TelemetrySession] = {}
+
+    def session(self, device: Device) -> TelemetrySession:
+        """The (cached) telemetry session of ``device``."""
+        key = id(device)
+        if key not in self._sessions:
+            self._sessions[key] = TelemetrySession(device)
+        return self._sessions[key]
+
+    def execute(self, device: Device, invocation: Any) -> Execution:
+        steps = as_steps(invocation)
+        if not device.spec.telemetry.enabled:
+            if len(steps) == 1:
+                return PlainExecutor().execute(device, invocation)
+            raise JobFailed("phased invocations need telemetry enabled on the device")
+        provenance: dict[str, Any] = {}
+        if self.cooldown:
+            if device.spec.cooldown is not None:
+                result = wait_for_cooldown(device, device.spec.cooldown)
+                provenance["cooldown"] = result.as_dict()
+                if not result.ok and device.spec.cooldown.on_timeout == "fail":
+                    raise JobFailed(f"cool-down failed: {result.reason}")
+            if device.spec.min_battery_pct is not None:
+                provenance["battery_check"] = check_battery(device).as_dict()
+        session = self.session(device)
+        session.prepare()
+        tel = device.spec.telemetry
+        battery_dir = session.plan.battery_dir
+        if self.health:
+            provenance.setdefault("health", {})["before"] = health_snapshot(
+                device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir)
+        offset = session.clock_offset()
+        for inst in self.instruments:
+            inst.start()
+        try:
+            out = session.run(steps, idle_s=self.idle_s)
+        finally:
+            inst_traces = [inst.stop() for inst in self.instruments]
+        if self.health:
+            provenance["health"]["after"] = health_snapshot(
+                device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir)
+        return self._execution(device, session, out, offset, inst_traces, provenance)
+
+    # ----------------------------------------------------------------------------
+
+    def _execution(self, device: Device, session: TelemetrySession, out: JobOutput, offset: Any,
+                   inst_traces: list[InstrumentTrace], provenance: dict[str, Any]) -> Execution:
+        trace, steps = out.trace, out.steps
+        frame = trace.frame
+        window = (steps[0].start_s, steps[-1].end_s)
+        idle = (trace.mark("idle_start"), trace.mark("idle_end"))
+        plan = derive_phases(idle if None not in idle else None, steps)  # type: ignore[arg-type]
+
+        primary = None
+        for inst in inst_traces:
+            t, p = align(inst, offset.offset_s, trace.t0_device_s)
+            col = f"{inst.name}_power_w"
+            frame = _merge_samples(frame, t, p, col)
+            if self.energy_source == inst.name or (self.energy_source == "auto" and primary is None
+                                                    and not session.plan.has_power):
+                primary = col
+        if out.aux and device.spec.telemetry.tegrastats_interval_ms:
+            from melt.telemetry.tegrastats import tegrastats_frame
+
+            extra = tegrastats_frame(out.aux, device.spec.telemetry.tegrastats_interval_ms)
+            if not extra.empty:
+                frame = pd.concat([frame, extra], ignore_index=True, sort=False)
+                frame = frame.sort_values("t_s", kind="stable").reset_index(drop=True)
+        power_frame = frame
+        if primary is not None:
+            power_frame = frame.drop(columns=[c for c in ("power_w",) if c in frame.columns])
+            power_frame = power_frame.rename(columns={primary: "power_w"})
+
+        reference = {}
+        before = provenance.get("health", {}).get("before", {})
+        for cpu, info in (before.get("cpufreq") or {}).items():
+            if info.get("hw_max_khz"):
+                reference[f"cpufreq_max_{cpu}_khz"] = float(info["hw_max_khz"])
+        result = job_metrics(power_frame, plan, window, power_missing=session.plan.missing.get("power"),
+                             skin_zone=device.spec.telemetry.skin_zone, throttle_reference=reference,
+                             truth=out.truth)
+        metrics = dict(result.metrics)
+        missing = dict(result.missing)
+        for inst in inst_traces:
+            col = f"{inst.name}_power_w"
+            sub = frame[["t_s", col]].dropna()
+            for name in ENERGY_PHASES:
+                chosen = [ph for ph in plan.phases if ph.name == name]
+                try:
+                    if chosen:
+                        metrics[f"{inst.name}_energy_{name}_j"] = sum(
+                            integrate(sub["t_s"], sub[col], ph.start_s, ph.end_s) for ph in chosen)
+                except WindowError as exc:
+                    missing[f"{inst.name}_energy_{name}_j"] = str(exc)
+        if out.markdata:
+            from melt.telemetry.odpm import phase_energy
+
+            odpm, rails = phase_energy(out.markdata, sorted({s.phase for s in steps}))
+            metrics.update(odpm)
+            if rails:
+                provenance["odpm_rails_j"] = rails
+        peak = max(filter(None, (metrics.get("peak_rss_bytes"), trace.peak_hwm_bytes)), default=None)
+        if peak:
+            metrics["peak_rss_bytes"] = float(peak)
+            missing.pop("peak_rss_bytes", None)
+        rate = trace.sample_rate_hz
+        if rate is not None:
+            metrics["sample_rate_hz"] = rate
+        if trace.sampler_cpu_pct is not None:
+            metrics["sampler_cpu_pct"] = trace.sampler_cpu_pct
+        loads = [ph for ph in plan.phases if ph.name == "load" and ph.source != "timings-at-exit"]
+        if loads:
+            metrics["load_ms"] = 1000.0 * sum(ph.duration_s for ph in loads)
+        # temperatures of the health snapshot count as thermal-status evidence of throttling
+        after = provenance.get("health", {}).get("after", {})
+        if (after.get("thermal_status") or 0) > (before.get("thermal_status") or 0):
+            metrics["throttled"] = 1
+        if metrics.get("throttled") and not result.throttled_intervals:
+            missing.setdefault("throttled_intervals", "thermal status rose during the job; "
+                                                      "no frequency drop was sampled")
+
+        rc = next((s.returncode for s in steps if s.returncode != 0), 0)
+        stdout = "".join(s.stdout for s in steps)
+        stderr = "".join(s.stderr for s in steps)
+        provenance.update({
+            "phases": [ph.as_dict() for ph in plan.phases],
+            "throttled_intervals": [iv.as_dict() for iv in result.throttled_intervals],
+            "metrics_missing": {k: v for k, v in missing.items() if k not in metrics},
+            "telemetry": {**session.describe(), "sample_rate_hz": rate,
+                          "sampler_cpu_pct": trace.sampler_cpu_pct, "ticks": trace.ticks,
+                          "t0_device_s": trace.t0_device_s,
+                          "instruments": {i.name: {"samples": len(i), "rate_hz": i.rate_hz}
+                                          for i in inst_traces},
+                          "energy_source": primary.removesuffix("_power_w") if primary else "battery"},
+            "clock": offset.as_dict(),
+            "steps": [{"phase": s.phase, "returncode": s.returncode, "start_s": round(s.start_s, 6),
+                       "end_s": round(s.end_s, 6), "timed_out": s.timed_out,
+                       "command": shlex.join(st.argv)}
+                      for s, st in zip(steps, out.step_specs)],
+        })
+        if out.truth is not None:
+            provenance["telemetry"]["truth"] = "the virtual device's physical model (true_energy_*)"
+        files = {"trace.parquet": to_parquet_bytes(frame)}
+        return Execution(stdout, stderr, rc, max(0.0, window[1] - window[0]),
+                         metrics=clean_numbers(metrics), files=files, provenance=provenance)
+
+
+def _merge_samples(frame: pd.DataFrame, t: np.ndarray, values: np.ndarray, column: str) -> pd.DataFrame:
+    extra = pd.DataFrame({"t_s": t, column: values})
+    merged = pd.concat([frame, extra], ignore_index=True, sort=False)
+    return merged.sort_values("t_s", kind="stable").reset_index(drop=True)

@@ -1,0 +1,111 @@
+"""The telemetry executor on this machine: real runner script, real processes."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from melt.config.specs import DeviceSpec, TelemetrySpec
+from melt.devices.local import LocalDevice
+from melt.frameworks.base import Invocation
+from melt.runner.telemetry_executor import TelemetryExecutor
+from melt.telemetry.session import Step, TelemetrySession
+from melt.transports.local import LocalTransport
+
+BURN = "import time\nt = time.time()\nwhile time.time() - t < 0.6: pass\nprint('done')"
+
+
+def local(tmp_path, **tel) -> LocalDevice:
+    spec = DeviceSpec(name="local", kind="local", workdir=str(tmp_path),
+                      telemetry=TelemetrySpec(idle_s=0.3, **tel))
+    return LocalDevice(spec, LocalTransport())
+
+
+def test_phased_job_on_the_local_machine(tmp_path):
+    import sys
+
+    ex = TelemetryExecutor(health=True)
+    device = local(tmp_path)
+    e = ex.execute(device, [("prefill", Invocation((sys.executable, "-c", BURN))),
+                            ("decode", Invocation(("sleep", "0.4")))])
+    assert e.returncode == 0 and e.stdout == "done\n"
+    trace = pd.read_parquet(io.BytesIO(e.files["trace.parquet"]))
+    assert trace.columns[0] == "t_s" and "rss_bytes" in trace.columns and "cpu_util_pct" in trace.columns
+    assert 40 <= e.metrics["sample_rate_hz"] <= 51
+    assert e.metrics["peak_rss_bytes"] > 1e6
+    assert [p["name"] for p in e.provenance["phases"]] == ["idle", "prefill", "decode"]
+    assert e.provenance["clock"]["uncertainty_s"] < 0.05
+    if "power_w" not in trace.columns:  # this machine has no battery: reasons, not zeros
+        assert "energy_decode_j" not in e.metrics
+        assert e.provenance["metrics_missing"]["energy_decode_j"]
+    assert not any(os.listdir(tmp_path / "jobs"))  # job folders are removed after the pull
+
+
+def test_fallback_shell_without_epochrealtime(tmp_path):
+    device = local(tmp_path)
+    session = TelemetrySession(device)
+    session.prepare()
+    session._shell, session._clock = "/bin/sh", "uptime"
+    if os.path.realpath("/bin/sh").endswith("bash"):
+        pytest.skip("/bin/sh is bash here")
+    out = session.run([Step("run", ("sleep", "0.5"))], idle_s=0)
+    assert out.trace.clock == "uptime"
+    assert out.trace.sample_rate_hz and out.trace.sample_rate_hz > 20
+
+
+def test_step_timeout_is_enforced_on_the_device(tmp_path):
+    device = local(tmp_path)
+    out = TelemetrySession(device).run([Step("run", ("sleep", "30"), timeout_s=1)], idle_s=0)
+    assert out.steps[0].timed_out and out.steps[0].returncode != 0
+    assert out.steps[0].end_s - out.steps[0].start_s < 5
+
+
+def test_ctrl_c_stops_the_runner_and_the_inference_process(tmp_path):
+    device = local(tmp_path)
+    session = TelemetrySession(device)
+    session.prepare()
+    marker = f"{time.time_ns()}"
+    main = threading.main_thread().ident
+    timer = threading.Timer(1.0, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        session.run([Step("run", ("sh", "-c", f"sleep 30; echo {marker}"))], idle_s=0)
+    timer.cancel()
+    time.sleep(0.3)
+    left = os.popen("ps -eo args").read()
+    assert "runner.sh" not in left or str(tmp_path) not in left
+    assert "sleep 30" not in left
+
+
+def test_a_host_instrument_is_aligned_and_integrated_per_phase(tmp_path):
+    import numpy as np
+
+    from melt.telemetry.instruments import FakeInstrument
+
+    fake = FakeInstrument(lambda t: np.full_like(t, 2.5), rate_hz=2000, name="bench_psu")
+    e = TelemetryExecutor(health=False, instruments=[fake]).execute(
+        local(tmp_path), [("decode", Invocation(("sleep", "0.5")))])
+    phase = next(p for p in e.provenance["phases"] if p["name"] == "decode")
+    duration = phase["end_s"] - phase["start_s"]
+    assert e.metrics["bench_psu_energy_decode_j"] == pytest.approx(2.5 * duration, rel=1e-6)
+    trace = pd.read_parquet(io.BytesIO(e.files["trace.parquet"]))
+    assert "bench_psu_power_w" in trace.columns
+    if e.provenance["telemetry"]["energy_source"] == "bench_psu":  # no fuel gauge here
+        assert e.metrics["energy_decode_j"] == pytest.approx(2.5 * duration, rel=1e-6)
+
+
+def test_monsoon_says_clearly_when_its_library_is_missing():
+    import importlib.util
+
+    from melt.telemetry.instruments import InstrumentError, MonsoonInstrument
+
+    if importlib.util.find_spec("Monsoon") is not None:
+        pytest.skip("the Monsoon library is installed")
+    with pytest.raises(InstrumentError, match="pip install Monsoon"):
+        MonsoonInstrument().start()

@@ -1,0 +1,122 @@
+"""Telemetry against the virtual phone: true energy, cool-down, throttling, Ctrl-C.
+
+One phone serves the module (it shares the machine's cores: the jobs are short).
+Its model runs faster than the defaults so the fuel gauge follows the load
+closely: busy cores measured every 100 ms, sysfs rewritten at 200 Hz.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from melt.config.specs import AdbSpec, CooldownSpec, DeviceSpec, StateSpec, TelemetrySpec
+from melt.frameworks.base import Invocation
+from melt.runner.telemetry_executor import TelemetryExecutor
+
+pytestmark = pytest.mark.adb
+
+#: about 2 s of one busy core in the phone's shell
+BURN = "i=0; while [ $i -lt 1200000 ]; do i=$((i+1)); done"
+
+
+@pytest.fixture(scope="module")
+def phone(adb_server):
+    from melt.virtual.config import CpuParams, RatesParams, VirtualPhoneConfig
+    from melt.virtual.testing import virtual_phone
+
+    cfg = VirtualPhoneConfig(rates=RatesParams(tick_hz=200, cpu_sample_hz=10, sysfs_hz=200),
+                             cpu=CpuParams(throttle_temp_c=80, release_temp_c=70))
+    with virtual_phone(cfg) as ph:
+        ph.serial = adb_server.connect(ph.address)
+        yield ph
+
+
+def device_for(phone, adb_server, **kw):
+    from melt.devices.android import AndroidDevice
+
+    spec = DeviceSpec(name="virtual", kind="android", virtual={},
+                      adb=AdbSpec(serial=phone.serial, server_port=adb_server.port), **kw)
+    return AndroidDevice.connect(spec)
+
+
+def burn(phase: str) -> tuple[str, Invocation]:
+    return phase, Invocation(("sh", "-c", BURN), timeout_s=60)
+
+
+def test_energy_per_phase_within_1_percent_of_the_truth(phone, adb_server):
+    device = device_for(phone, adb_server, telemetry=TelemetrySpec(idle_s=1.0))
+    e = TelemetryExecutor(health=False).execute(device, [burn("prefill"), burn("decode")])
+    m = e.metrics
+    for phase in ("prefill", "decode"):
+        measured, true = m[f"energy_{phase}_j"], m[f"true_energy_{phase}_j"]
+        print(f"{phase}: measured {measured:.4f} J, true {true:.4f} J, error {100 * (measured - true) / true:+.2f}%")
+        assert abs(measured - true) / true < 0.01, (phase, measured, true)
+    assert m["energy_decode_j_net"] < m["energy_decode_j"]
+    assert m["sample_rate_hz"] >= 45
+    assert m["sampler_cpu_pct"] <= 2.5
+    assert e.provenance["telemetry"]["truth"]
+
+
+def test_next_job_starts_only_after_cooling_below_the_threshold(phone, adb_server):
+    device = device_for(phone, adb_server, telemetry=TelemetrySpec(idle_s=0),
+                        cooldown=CooldownSpec(max_temp_c=45, zone="cpu-0-0", timeout_s=120, poll_s=0.5))
+    phone.set_temperature(60, "soc")
+    phone.wait_for_file("/sys/class/thermal/thermal_zone0/temp")
+    time.sleep(0.3)
+    e = TelemetryExecutor(health=False).execute(device, Invocation(("sleep", "0.3")))
+    cool = e.provenance["cooldown"]
+    assert cool["ok"] and cool["start_temp_c"] > 45 and cool["end_temp_c"] <= 45 and cool["waited_s"] > 0
+    import io
+
+    import pandas as pd
+
+    trace = pd.read_parquet(io.BytesIO(e.files["trace.parquet"]))
+    assert trace["temp_cpu_0_0_c"].dropna().iloc[0] <= 45.5
+
+
+def test_an_injected_throttle_is_flagged(phone, adb_server):
+    device = device_for(phone, adb_server, telemetry=TelemetrySpec(idle_s=0.5))
+    timer = threading.Timer(1.2, phone.force_throttle, args=(True,))
+    timer.start()
+    try:
+        e = TelemetryExecutor(health=True).execute(device, [burn("decode")])
+    finally:
+        timer.cancel()
+        phone.force_throttle(None)
+    assert e.metrics["throttled"] == 1
+    assert e.provenance["throttled_intervals"]
+    # the job started unthrottled: the cap dropped while it ran
+    assert e.provenance["throttled_intervals"][0]["start_s"] > 0
+    assert e.provenance["health"]["before"]["cpufreq"]["cpu0"]["max_khz"] == 2400000
+
+
+def test_ctrl_c_restores_brightness_charging_and_screen(phone, adb_server):
+    from melt.devices.state import DeviceState
+
+    device = device_for(phone, adb_server, telemetry=TelemetrySpec(idle_s=0),
+                        state=StateSpec(screen="off", brightness=5, charging="disabled", stay_awake=True))
+    t = device.transport
+
+    def look() -> str:
+        return t.shell("settings get system screen_brightness; dumpsys power | grep -E 'mWakefulness=|mStayOnWhile';"
+                       " cat /sys/class/power_supply/battery/input_suspend; dumpsys battery | head -2").stdout
+
+    before = look()
+    main = threading.main_thread().ident
+    timer = threading.Timer(2.0, lambda: signal.pthread_kill(main, signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        with DeviceState(t, device.spec.state):
+            assert "Asleep" in look() and "UPDATES STOPPED" in look()
+            timer.start()
+            TelemetryExecutor(health=False).execute(device, Invocation(("sleep", "20")))
+    timer.cancel()
+    after = look()
+    assert after == before
+    assert "128" in after and "Awake" in after and "UPDATES STOPPED" not in after
+    left = t.shell("ps -A -o args 2>/dev/null || ps -eo args").stdout
+    assert "sleep 20" not in left
