@@ -27,12 +27,22 @@ deps:
 models/tiny.gguf: $(VENV)/.installed
 	$(MELT) model tiny $@
 
+PHONE := 127.0.0.1:15555
+
 demo: venv deps models/tiny.gguf
 	$(MELT) build
 	$(MELT) run experiments/quickstart.yaml
 	$(MELT) results show latest
+	@# the same on melt's virtual phone, through the real adb server
+	$(MELT) virtual stop $(PHONE) >/dev/null 2>&1 || true
+	$(MELT) virtual start android --port 15555 --detach
+	$(MELT) run experiments/quickstart-android.yaml || { $(MELT) virtual stop $(PHONE); exit 1; }
+	$(MELT) virtual stop $(PHONE)
+	-adb disconnect $(PHONE) >/dev/null 2>&1
+	$(MELT) results show latest
+	$(MELT) report $$($(MELT) results list --json | $(PY) -c 'import json,sys; print(" ".join(r["run_id"] for r in json.load(sys.stdin)[-2:]))') -o results/report.html
 	@echo
-	@echo "Results are in ./results/ (melt results list; melt report latest -o report.html)"
+	@echo "Results are in ./results/ (melt results list); the report: results/report.html"
 
 test: venv deps
 	$(VENV)/bin/pytest -q

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -20,6 +21,15 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.0f}"
     return str(v)
+
+
+def _swept_params(jobs: list[dict]) -> dict[str, list[str]]:
+    """Per workload, the parameters that vary across its jobs (the sweep's axes)."""
+    values: dict[str, dict[str, set]] = {}
+    for job in jobs:
+        for k, v in (job.get("params") or {}).items():
+            values.setdefault(job["workload"], {}).setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    return {w: sorted(k for k, vs in params.items() if len(vs) > 1) for w, params in values.items()}
 
 
 @click.group()
@@ -72,11 +82,12 @@ def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(f"run [bold]{data['run_id']}[/bold] ({data['experiment']}, {data['status']}) in {run.dir}")
-    table = Table("device", "workload", "params", "rep", "status", *SHOWN_METRICS, "reason")
+    swept = _swept_params(data["jobs"])
+    table = Table("device", "workload", "sweep", "rep", "status", *SHOWN_METRICS, "reason")
     for job in data["jobs"]:
-        params = ", ".join(f"{k}={v}" for k, v in job["params"].items() if k != "prompt")
+        params = " ".join(f"{k}={job['params'].get(k)}" for k in swept.get(job["workload"], ()))
         m = job.get("metrics") or {}
         table.add_row(
             job["device"] + (" (sim)" if job.get("simulated") else ""), job["workload"], params,

@@ -232,6 +232,9 @@ class ExperimentSpec(Spec):
     repetitions: PositiveInt = 3
     warmup: Annotated[int, Field(ge=0)] = 1
     timeout_s: PositiveFloat = Field(600.0, description="per job")
+    rerun_throttled: Annotated[int, Field(ge=0)] = Field(
+        0, description="measure a job again (up to this many times) when it throttled"
+    )
 
     @field_validator("workloads")
     @classmethod

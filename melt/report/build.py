@@ -123,7 +123,7 @@ def _summary_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
                 "metric": m, "value": float(v) if ok else None, "text": format_value(m, v) if ok else "–",
                 "ci": (f"{format_value(m, r.get(f'{m}_ci_low'))} – {format_value(m, r.get(f'{m}_ci_high'))}"
                        if ok else ""),
-                "flags": r.get(f"{m}_flags") or "",
+                "flags": flags if ok and isinstance(flags := r.get(f"{m}_flags"), str) else "",
             })
         rows.append({"run_id": r["run_id"], "cell_id": r["cell_id"], "device": r["device"],
                      "simulated": bool(r["simulated"]), "framework": r["framework"], "model": r["model"],

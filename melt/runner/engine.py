@@ -23,6 +23,7 @@ from melt.errors import JobFailed, MeltError, TransportError
 from melt.runner.execute import Executor, PlainExecutor
 from melt.runner.matrix import Job, expand
 from melt.runner.models import ResolvedModel, resolve_model
+from melt.store.paths import cache_dir
 from melt.store.runs import ResultsStore, Run, utc_now
 
 
@@ -63,6 +64,7 @@ class Prepared:
     bin_dir: str
     build_provenance: dict[str, Any]
     models: dict[str, str]  # model name -> path on the device
+    state: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # device state applied
 
 
 class Runner:
@@ -81,7 +83,8 @@ class Runner:
         self.experiment = experiment
         self.base_dir = base_dir
         self.events = events or QuietEvents()
-        self.executor = executor or PlainExecutor()
+        self.executor = executor
+        self._telemetry: Executor | None = None
         source = run.manifest.get("experiment_path") or "experiment"
         self.models: dict[str, ResolvedModel] = {
             m.name: resolve_model(m, base=base_dir, source=source, index=i)
@@ -115,7 +118,21 @@ class Runner:
         self.run.update(status=status, finished_at=utc_now())
         return self.run
 
+    def _executor_for(self, spec: DeviceSpec) -> Executor:
+        """The given executor, else telemetry where the device config enables it."""
+        if self.executor is not None:
+            return self.executor
+        if spec.telemetry.enabled:
+            if self._telemetry is None:
+                from melt.runner.telemetry_executor import TelemetryExecutor
+
+                self._telemetry = TelemetryExecutor()
+            return self._telemetry
+        return PlainExecutor()
+
     def _run_group(self, device_ref: str, fw_ref: Any, jobs: list[Job]) -> None:
+        from melt.devices.state import DeviceState, restore_journal
+
         spec = self.device_specs[device_ref]
         try:
             prepared = self._prepare(spec, fw_ref, jobs)
@@ -123,30 +140,42 @@ class Runner:
             for job in jobs:
                 self._save(job, spec, status="failed", reason=str(exc))
             return
-        seen_cells: set[str] = set()
-        device_error: str | None = None
+        journal = cache_dir() / "state" / f"{spec.name}.json"
         try:
+            restore_journal(prepared.device.transport, journal)  # left changed by a killed melt
+            with DeviceState(prepared.device.transport, spec.state, journal=journal) as state:
+                prepared.state = state.as_dict()
+                self._run_jobs(prepared, spec, jobs)
+        except TransportError as exc:  # the device went away while setting or restoring state
             for job in jobs:
-                if device_error:
-                    self._save(job, spec, status="failed", reason=device_error)
-                    continue
-                if job.cell_id not in seen_cells:
-                    seen_cells.add(job.cell_id)
-                    for _ in range(self.experiment.warmup):
-                        self.events.job_started(job, True)
-                        try:
-                            self._measure(prepared, job)
-                        except MeltError:  # the counted run will say what is wrong
-                            break
-                try:
-                    record = self._run_job(prepared, spec, job)
-                except TransportError as exc:
-                    device_error = f"device {spec.name} unavailable: {exc}"
-                    self._save(job, spec, status="failed", reason=device_error)
-                    continue
-                self.events.job_finished(job, record)
+                if job.job_id not in self.run.journal():
+                    self._save(job, spec, status="failed", reason=f"device {spec.name} unavailable: {exc}")
         finally:
             prepared.device.close()
+
+    def _run_jobs(self, prepared: Prepared, spec: DeviceSpec, jobs: list[Job]) -> None:
+        executor = self._executor_for(spec)
+        seen_cells: set[str] = set()
+        device_error: str | None = None
+        for job in jobs:
+            if device_error:
+                self._save(job, spec, status="failed", reason=device_error)
+                continue
+            if job.cell_id not in seen_cells:
+                seen_cells.add(job.cell_id)
+                for _ in range(self.experiment.warmup):
+                    self.events.job_started(job, True)
+                    try:  # warm-ups skip telemetry, cool-down and the idle baseline
+                        self._measure(prepared, job, PlainExecutor())
+                    except MeltError:  # the counted run will say what is wrong
+                        break
+            try:
+                record = self._run_job(prepared, spec, job, executor)
+            except TransportError as exc:
+                device_error = f"device {spec.name} unavailable: {exc}"
+                self._save(job, spec, status="failed", reason=device_error)
+                continue
+            self.events.job_finished(job, record)
 
     # ---------------------------------------------------------------- one job
 
@@ -181,15 +210,31 @@ class Runner:
         self._framework = framework
         return Prepared(device, bin_dir, dict(build.provenance), models)
 
-    def _measure(self, prepared: Prepared, job: Job):
-        inv = self._framework.invocation(
-            job.kind, job.params, bin_dir=prepared.bin_dir, model_path=prepared.models[job.model.name]
-        )
-        inv = dataclasses.replace(inv, timeout_s=min(inv.timeout_s, self.experiment.timeout_s))
-        execution = self.executor.execute(prepared.device, inv)
-        return inv, execution
+    def _measure(self, prepared: Prepared, job: Job, executor: Executor):
+        """Run ``job`` once; returns (what ran, as a command line; the execution)."""
+        kw = {"bin_dir": prepared.bin_dir, "model_path": prepared.models[job.model.name]}
+        cap = self.experiment.timeout_s
+        if isinstance(executor, PlainExecutor) or not hasattr(self._framework, "phased_invocations"):
+            inv = self._framework.invocation(job.kind, job.params, **kw)
+            inv = dataclasses.replace(inv, timeout_s=min(inv.timeout_s, cap))
+            return shlex.join(inv.argv), dict(inv.env), executor.execute(prepared.device, inv)
+        steps = [(phase, dataclasses.replace(inv, timeout_s=min(inv.timeout_s, cap)))
+                 for phase, inv in self._framework.phased_invocations(job.kind, job.params, **kw)]
+        command = " ; ".join(shlex.join(inv.argv) for _, inv in steps)
+        what = steps[0][1] if [p for p, _ in steps] == ["run"] else steps
+        return command, dict(steps[0][1].env), executor.execute(prepared.device, what)
 
-    def _run_job(self, prepared: Prepared, spec: DeviceSpec, job: Job) -> dict[str, Any]:
+    def _run_job(self, prepared: Prepared, spec: DeviceSpec, job: Job, executor: Executor) -> dict[str, Any]:
+        """Measure one job (again while it throttled, up to ``rerun_throttled`` times) and save it."""
+        for attempt in range(self.experiment.rerun_throttled + 1):
+            record = self._attempt(prepared, spec, job, executor, attempt)
+            if not (record["metrics"].get("throttled") and attempt < self.experiment.rerun_throttled):
+                break
+        self.run.save_job(record, record.pop("_files"))
+        return record
+
+    def _attempt(self, prepared: Prepared, spec: DeviceSpec, job: Job, executor: Executor,
+                 attempt: int) -> dict[str, Any]:
         self.events.job_started(job, False)
         started = utc_now()
         provenance: dict[str, Any] = {
@@ -198,20 +243,26 @@ class Runner:
             "device": prepared.device.properties(),
             "model": self.models[job.model.name].provenance(),
             "host": host_properties(),
+            "device_state": prepared.state,
+            "attempt": attempt,
         }
+        extra: dict[str, Any] = {}
         files: dict[str, bytes] = {}
         metrics: dict[str, Any] = {}
         status, reason = "ok", None
         try:
-            inv, execution = self._measure(prepared, job)
-            provenance["command"] = shlex.join(inv.argv)
-            provenance["env"] = dict(inv.env)
+            command, env, execution = self._measure(prepared, job, executor)
+            provenance["command"], provenance["env"] = command, env
+            for key in ("phases", "throttled_intervals", "metrics_missing"):
+                if key in execution.provenance:
+                    extra[key] = execution.provenance.pop(key)
             provenance.update(execution.provenance)
             files = {"stdout.txt": execution.stdout.encode(), "stderr.txt": execution.stderr.encode(),
                      **execution.files}
             metrics = dict(self._framework.parse_metrics(
                 job.kind, job.params, execution.stdout, execution.stderr, execution.returncode))
-            metrics.update(execution.metrics)
+            # the framework's own numbers win: telemetry only adds what it cannot see
+            metrics.update({k: v for k, v in execution.metrics.items() if k not in metrics})
             metrics.setdefault("wall_s", round(execution.duration_s, 6))
         except JobFailed as exc:
             status, reason = "failed", exc.reason
@@ -219,13 +270,16 @@ class Runner:
             raise
         except MeltError as exc:
             status, reason = "failed", str(exc)
-        return self._save(job, spec, status=status, reason=reason, metrics=metrics,
-                          provenance=provenance, files=files, started=started)
+        record = self._record(job, spec, status=status, reason=reason, metrics=metrics,
+                              provenance=provenance, started=started)
+        record.update(extra)
+        record["_files"] = files
+        return record
 
-    def _save(self, job: Job, spec: DeviceSpec, *, status: str, reason: str | None,
-              metrics: dict | None = None, provenance: dict | None = None,
-              files: dict[str, bytes] | None = None, started: str | None = None) -> dict[str, Any]:
-        record = {
+    def _record(self, job: Job, spec: DeviceSpec, *, status: str, reason: str | None,
+                metrics: dict | None = None, provenance: dict | None = None,
+                started: str | None = None) -> dict[str, Any]:
+        return {
             "job_id": job.job_id,
             "cell_id": job.cell_id,
             "status": status,
@@ -243,9 +297,12 @@ class Runner:
             "metrics": metrics or {},
             "provenance": provenance or {"model": self.models[job.model.name].provenance()},
         }
-        self.run.save_job(record, files)
-        if status != "ok":
-            self.events.job_finished(job, record)
+
+    def _save(self, job: Job, spec: DeviceSpec, *, status: str, reason: str) -> dict[str, Any]:
+        """Store a job that could not run at all."""
+        record = self._record(job, spec, status=status, reason=reason)
+        self.run.save_job(record)
+        self.events.job_finished(job, record)
         return record
 
 

@@ -130,10 +130,13 @@ def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float
         t, y = _series(frame, temp_col)
         inside = (t >= start) & (t <= end)
         before, after = y[t <= start], y[t >= end]
-        if inside.any() or before.size:
-            m["temp_start_c"] = float(before[-1] if before.size else y[inside][0])
-            m["temp_end_c"] = float(after[0] if after.size else y[inside][-1])
-            pool = np.concatenate((y[inside], [m["temp_start_c"], m["temp_end_c"]]))
+        within = y[inside]
+        if within.size or before.size or after.size:
+            # the nearest reading at or before the start, and at or after the end
+            first = before[-1] if before.size else (within[0] if within.size else after[0])
+            last = after[0] if after.size else (within[-1] if within.size else before[-1])
+            m["temp_start_c"], m["temp_end_c"] = float(first), float(last)
+            pool = np.concatenate((within, [m["temp_start_c"], m["temp_end_c"]]))
             m["temp_max_c"] = float(np.max(pool))
     else:
         missing["temp_max_c"] = "no temperature channel"

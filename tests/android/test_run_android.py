@@ -37,7 +37,7 @@ def setup(tmp_path, adb_server, virtual_phone):
     device.write_text(
         "name: phone\nkind: android\nbuild_profile: host\n"
         f"adb: {{connect: '{virtual_phone.address}', server_port: {adb_server.port}}}\n"
-        "virtual: {}\n"
+        "virtual: {}\ntelemetry: {idle_s: 0.3}\n"
     )
 
     def experiment(reps: int) -> Path:

@@ -67,3 +67,16 @@ def test_multi_run_report_and_trace_budget(run, tmp_path):
     assert run.run_id in html and other.run_id in html
     assert info.traces == 9 + 4
     assert info.trace_points <= 13 * 2 * 1000  # each trace shrunk to its share
+
+
+def test_absent_metric_is_a_dash_not_nan(tmp_path):
+    store = ResultsStore(tmp_path / "results")
+    run = store.create_run({"name": "e"}, experiment_path=None, host={})
+    for rep in range(3):  # bench jobs have no TTFT
+        run.save_job({"job_id": f"j{rep}", "cell_id": "c", "status": "ok", "reason": None, "device": "d",
+                      "framework": "llama.cpp", "model": "m", "workload": "w", "kind": "bench",
+                      "params": {"n_gen": 8}, "repetition": rep, "simulated": False,
+                      "metrics": {"decode_tps": 10.0 + rep}, "provenance": {}})
+    html = build_report([run], tmp_path / "r.html").path.read_text(encoding="utf-8")
+    table = html[html.index("<table"):html.index("</table>")]
+    assert "nan" not in table.lower()

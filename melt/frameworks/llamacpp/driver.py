@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import posixpath
 import signal
+from functools import partial
 from typing import Any, Callable, Mapping
 
 from melt.errors import ConfigError, JobFailed, UnknownNameError
@@ -159,7 +160,7 @@ class LlamaCpp:
                 "-n", str(p["n_gen"]),
                 "-d", str(p["depth"]),
                 "-r", str(p["repetitions"]),
-                "-o", "json",
+                "-o", "jsonl",  # one object per line: several runs' output concatenates cleanly
             ]
             if p["threads"] is not None:
                 argv += ["-t", str(p["threads"])]
@@ -188,6 +189,27 @@ class LlamaCpp:
             env={"LD_LIBRARY_PATH": bin_dir},
             timeout_s=float(p["timeout_s"]),
         )
+
+    def phased_invocations(
+        self, kind: str, params: Mapping[str, Any], *, bin_dir: str, model_path: str
+    ) -> list[tuple[str, Invocation]]:
+        """The job as separately timed windows, for on-device telemetry.
+
+        ``bench`` becomes a prefill-only run (``-n 0``) and a decode-only run
+        (``-p 0``), so the energy of each phase is integrated over its own
+        window; ``parse_metrics`` accepts their joined output. ``generate`` stays
+        one run (``"run"``): its phases come from its timing lines.
+        """
+        p = self.validate_params(kind, params)
+        one = partial(self.invocation, kind, bin_dir=bin_dir, model_path=model_path)
+        if kind != "bench":
+            return [("run", one(params))]
+        steps = []
+        if p["n_prompt"] > 0:
+            steps.append(("prefill", one({**params, "n_gen": 0})))
+        if p["n_gen"] > 0:
+            steps.append(("decode", one({**params, "n_prompt": 0})))
+        return steps
 
     # -- metrics --------------------------------------------------------------
 
