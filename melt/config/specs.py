@@ -42,6 +42,9 @@ class AdbSpec(Spec):
     connect: str | None = Field(None, description="host:port to `adb connect` to (network or virtual phones)")
     server_host: str = "127.0.0.1"
     server_port: int = Field(5037, ge=1, le=65535)
+    reconnect_timeout_s: PositiveFloat = Field(
+        20.0, description="how long to wait for a device that dropped off to come back"
+    )
 
 
 class BatterySpec(Spec):
@@ -220,6 +223,14 @@ class GenerateWorkload(Spec):
 Workload = Annotated[Union[BenchWorkload, GenerateWorkload], Field(discriminator="kind")]
 
 
+class AdaptiveSpec(Spec):
+    """Repeat a cell beyond ``repetitions`` until its confidence interval is narrow enough."""
+
+    metric: NonEmptyStr = Field("decode_tps", description="the metric whose interval must narrow")
+    rel_half_width: PositiveFloat = Field(0.05, description="95% CI half width as a fraction of the mean")
+    max_repetitions: PositiveInt = 20
+
+
 class ExperimentSpec(Spec):
     """What to measure: the job matrix and its pacing."""
 
@@ -232,6 +243,7 @@ class ExperimentSpec(Spec):
     repetitions: PositiveInt = 3
     warmup: Annotated[int, Field(ge=0)] = 1
     timeout_s: PositiveFloat = Field(600.0, description="per job")
+    adaptive: AdaptiveSpec | None = Field(None, description="optional adaptive repetition per cell")
     rerun_throttled: Annotated[int, Field(ge=0)] = Field(
         0, description="measure a job again (up to this many times) when it throttled"
     )

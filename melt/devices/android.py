@@ -57,6 +57,7 @@ class AndroidDevice(Device):
             server_host=adb.server_host,
             server_port=adb.server_port,
             connect=adb.connect,
+            reconnect_timeout_s=adb.reconnect_timeout_s,
         )
         return cls(spec, transport)
 
@@ -79,6 +80,21 @@ class AndroidDevice(Device):
         out.update({k: props[v] for k, v in PROPS.items() if v in props})
         out["simulated"] = self.simulated or props.get("ro.melt.virtual") == "1"
         return out
+
+    def health(self) -> dict[str, Any]:
+        """Battery level and temperature, the hottest thermal zone, thermal status."""
+        from melt.devices.state import health_snapshot
+
+        snap = health_snapshot(self.transport, thermal_dir=self.spec.telemetry.thermal_dir)
+        battery = snap.get("battery") or {}
+        temps = [t for t in (snap.get("temps_c") or {}).values() if t is not None]
+        out: dict[str, Any] = {
+            "battery_pct": battery.get("level_pct", battery.get("capacity_pct")),
+            "battery_temp_c": battery.get("temperature_c", battery.get("temp_c")),
+            "temp_c": max(temps) if temps else battery.get("temperature_c"),
+            "thermal_status": snap.get("thermal_status"),
+        }
+        return {k: v for k, v in out.items() if v is not None}
 
     def check_alive(self) -> None:
         self.transport.shell("true", timeout=15)

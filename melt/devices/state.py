@@ -73,14 +73,10 @@ class ScreenKnob(Knob):
         return _has(t, "input", "dumpsys")
 
     def show(self, t: Transport) -> str:
+        from melt.parsers.power import parse_dumpsys_power
+
         _, out = _sh(t, "dumpsys power")
-        for line in out.splitlines():
-            line = line.strip()
-            if line.startswith("Display Power: state="):
-                return "off" if line.endswith("OFF") else "on"
-            if line.startswith("mWakefulness="):
-                return "on" if line.split("=", 1)[1] == "Awake" else "off"
-        return "on"
+        return "off" if parse_dumpsys_power(out).get("screen_on") is False else "on"
 
     def write(self, t: Transport, value: Any) -> None:
         key = "KEYCODE_SLEEP" if value == "off" else "KEYCODE_WAKEUP"

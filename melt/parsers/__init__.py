@@ -24,6 +24,7 @@ kind                       function
 ``dumpsys-meminfo``        :func:`melt.parsers.meminfo.parse_dumpsys_meminfo`
 ``getprop``                :func:`melt.parsers.getprop.parse_getprop`
 ``odpm-energy``            :func:`melt.parsers.odpm.parse_odpm`
+``dumpsys-power``          :func:`melt.parsers.power.parse_dumpsys_power`
 =========================  ====================================================
 """
 
@@ -42,6 +43,7 @@ from melt.parsers.mlc import parse_mlc_stats
 from melt.parsers.odpm import parse_odpm
 from melt.parsers.tegrastats import parse_tegrastats
 from melt.parsers.thermal import parse_thermal_zones, thermalservice_records
+from melt.parsers.power import parse_dumpsys_power
 from melt.parsers.top import parse_top
 
 Records = list[dict[str, Any]]
@@ -70,6 +72,7 @@ KINDS: dict[str, Callable[[str], Records]] = {
     "dumpsys-meminfo": parse_dumpsys_meminfo,
     "getprop": _one(parse_getprop),
     "odpm-energy": parse_odpm,
+    "dumpsys-power": _one(parse_dumpsys_power),
 }
 
 

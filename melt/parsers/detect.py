@@ -70,6 +70,11 @@ _SIGNATURES: dict[str, list[tuple[re.Pattern[str], int]]] = {
         (re.compile(r"^\s*\[[\w.\-]+\]\s*:\s*\[", re.M), 12),
         (re.compile(r"\bgetprop\s+[\w.\-]+\s*$", re.M), 8),
     ],
+    "dumpsys-power": [
+        (re.compile(r"^POWER MANAGER \(dumpsys power\)", re.M), 30),
+        (re.compile(r"^\s*mWakefulness=\w+", re.M), 10),
+        (re.compile(r"^\s*Display Power: state=\w+", re.M), 10),
+    ],
     "odpm-energy": [
         (re.compile(r"CH\d+\(T=\d+\)\[[^\]]+\],\s*\d+"), 25),
         (re.compile(r"energy_value"), 8),

@@ -157,7 +157,7 @@ class Runner:
         executor = self._executor_for(spec)
         seen_cells: set[str] = set()
         device_error: str | None = None
-        for job in jobs:
+        for i, job in enumerate(jobs):
             if device_error:
                 self._save(job, spec, status="failed", reason=device_error)
                 continue
@@ -176,6 +176,33 @@ class Runner:
                 self._save(job, spec, status="failed", reason=device_error)
                 continue
             self.events.job_finished(job, record)
+            last_of_cell = i == len(jobs) - 1 or jobs[i + 1].cell_id != job.cell_id
+            if last_of_cell and self.experiment.adaptive is not None:
+                try:
+                    self._adapt(prepared, spec, job, executor)
+                except TransportError as exc:
+                    device_error = f"device {spec.name} unavailable: {exc}"
+
+    def _adapt(self, prepared: Prepared, spec: DeviceSpec, job: Job, executor: Executor) -> None:
+        """Add repetitions to ``job``'s cell while its confidence interval is too wide."""
+        from melt.telemetry.repeat import needs_more
+
+        rule = self.experiment.adaptive
+        assert rule is not None
+        cell = [j for j in self.run.jobs() if j.get("cell_id") == job.cell_id]
+        values = [j["metrics"][rule.metric] for j in cell
+                  if j["status"] == "ok" and isinstance(j["metrics"].get(rule.metric), (int, float))]
+        repetition = max((j["repetition"] for j in cell), default=job.repetition)
+        while values and needs_more(values, rel_half_width=rule.rel_half_width,
+                                    min_n=self.experiment.repetitions, max_n=rule.max_repetitions):
+            repetition += 1
+            extra = dataclasses.replace(job, repetition=repetition)
+            record = self._run_job(prepared, spec, extra, executor)
+            self.events.job_finished(extra, record)
+            value = record["metrics"].get(rule.metric)
+            if record["status"] != "ok" or not isinstance(value, (int, float)):
+                break
+            values.append(value)
 
     # ---------------------------------------------------------------- one job
 

@@ -20,6 +20,7 @@ measures the host/device clock offset. It returns the inference output plus:
 from __future__ import annotations
 
 import shlex
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,6 +37,10 @@ from melt.telemetry.metrics import ENERGY_PHASES, clean_numbers, job_metrics
 from melt.telemetry.phases import derive_phases
 from melt.telemetry.session import JobOutput, Step, TelemetrySession
 from melt.telemetry.trace import to_parquet_bytes
+
+
+#: Without host-side instruments, a clock offset is re-measured after this long (s).
+OFFSET_MAX_AGE_S = 120.0
 
 
 def as_steps(invocation: Any) -> list[Step]:
@@ -65,6 +70,7 @@ class TelemetryExecutor:
         self.energy_source = energy_source
         self.idle_s = idle_s
         self._sessions: dict[int, TelemetrySession] = {}
+        self._offsets: dict[int, tuple[float, Any]] = {}
 
     def session(self, device: Device) -> TelemetrySession:
         """The (cached) telemetry session of ``device``."""
@@ -72,6 +78,16 @@ class TelemetryExecutor:
         if key not in self._sessions:
             self._sessions[key] = TelemetrySession(device)
         return self._sessions[key]
+
+    def _clock_offset(self, session: TelemetrySession) -> Any:
+        """The host/device offset: measured for every job when host instruments need
+        it, else reused for ``OFFSET_MAX_AGE_S`` (a few dozen round trips per job
+        would cost more than the jobs of a small model)."""
+        now = time.monotonic()
+        cached = self._offsets.get(id(session))
+        if self.instruments or cached is None or now - cached[0] > OFFSET_MAX_AGE_S:
+            cached = self._offsets[id(session)] = (now, session.clock_offset())
+        return cached[1]
 
     def execute(self, device: Device, invocation: Any) -> Execution:
         steps = as_steps(invocation)
@@ -95,7 +111,7 @@ class TelemetryExecutor:
         if self.health:
             provenance.setdefault("health", {})["before"] = health_snapshot(
                 device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir)
-        offset = session.clock_offset()
+        offset = self._clock_offset(session)
         for inst in self.instruments:
             inst.start()
         try:

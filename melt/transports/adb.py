@@ -102,23 +102,25 @@ class AdbTransport:
         server_host: str = "127.0.0.1",
         server_port: int = 5037,
         connect: str | None = None,
+        reconnect_timeout_s: float = 20.0,
     ):
         self.serial = serial
         self.connect_addr = connect
+        self.reconnect_timeout_s = reconnect_timeout_s
         self._client = adbutils.AdbClient(host=server_host, port=server_port, socket_timeout=30)
         self.bytes_pushed = 0
         self.reconnect()
 
     # ------------------------------------------------------------ connection
 
-    def reconnect(self, timeout: float = 20.0) -> None:
+    def reconnect(self, timeout: float | None = None) -> None:
         """(Re)attach the device and wait until it is online.
 
         For network and virtual phones this runs ``adb connect``; a transport the
         server still holds as ``offline`` (the phone restarted) is disconnected
         and connected afresh. Raises ``DeviceUnavailableError`` after ``timeout`` s.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (self.reconnect_timeout_s if timeout is None else timeout)
         state, detail = "absent", ""
         while True:
             try:

@@ -63,8 +63,8 @@ def test_push_pull_round_trip(transport, tmp_path):
 
 
 def spec_for(adb_server, phone) -> DeviceSpec:
-    return DeviceSpec(name="vp", kind="android", adb={"connect": phone.address, "server_port": adb_server.port},
-                      virtual={})
+    return DeviceSpec(name="vp", kind="android", virtual={},
+                      adb={"connect": phone.address, "server_port": adb_server.port, "reconnect_timeout_s": 3})
 
 
 def test_android_device_properties_and_content_addressed_staging(adb_server, virtual_phone, tmp_path):
@@ -94,3 +94,23 @@ def test_dead_phone_is_device_unavailable(adb_server, virtual_phone):
     virtual_phone.kill()
     with pytest.raises(DeviceUnavailableError):
         device.transport.run(["echo", "hi"], timeout=20)
+
+
+def test_melt_devices_shows_the_virtual_phone(adb_server, virtual_phone, tmp_path):
+    import json
+
+    from tests.helpers import melt
+
+    config = tmp_path / "device_configs"
+    config.mkdir()
+    (config / "vp.yaml").write_text(
+        f"name: vp\nkind: android\nadb: {{connect: '{virtual_phone.address}', server_port: {adb_server.port}}}\n"
+        "virtual: {}\n")
+    out = melt("devices", "vp", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)["devices"][0]
+    assert row["status"] == "ready" and row["simulated"] is True
+    assert row["properties"]["model"] == "Melt Virtual Phone" and row["properties"]["android_version"]
+    assert 0 < row["health"]["battery_pct"] <= 100 and 10 < row["health"]["temp_c"] < 80
+    table = melt("devices", "vp", cwd=tmp_path)
+    assert "Melt Virtual Phone" in table.stdout and "%" in table.stdout

@@ -36,7 +36,7 @@ def setup(tmp_path, adb_server, virtual_phone):
     device = tmp_path / "phone.yaml"
     device.write_text(
         "name: phone\nkind: android\nbuild_profile: host\n"
-        f"adb: {{connect: '{virtual_phone.address}', server_port: {adb_server.port}}}\n"
+        f"adb: {{connect: '{virtual_phone.address}', server_port: {adb_server.port}, reconnect_timeout_s: 5}}\n"
         "virtual: {}\ntelemetry: {idle_s: 0.3}\n"
     )
 

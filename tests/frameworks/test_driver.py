@@ -59,7 +59,7 @@ def test_bench_invocation(fw):
                         bin_dir="/data/local/tmp/melt/bin", model_path="/data/local/tmp/m.gguf")
     assert inv.argv == (
         "/data/local/tmp/melt/bin/llama-bench", "-m", "/data/local/tmp/m.gguf",
-        "-p", "64", "-n", "16", "-d", "128", "-r", "3", "-o", "json", "-t", "2", "-b", "32",
+        "-p", "64", "-n", "16", "-d", "128", "-r", "3", "-o", "jsonl", "-t", "2", "-b", "32",
     )
     assert inv.env["LD_LIBRARY_PATH"] == "/data/local/tmp/melt/bin"
     assert inv.timeout_s > 0

@@ -127,3 +127,16 @@ def test_missing_model_and_unknown_framework_are_one_line_errors(tmp_path):
     out = melt("run", str(exp), "--results", str(tmp_path / "r"))
     assert out.returncode == 1
     assert "Unknown framework 'llamacpp'. Did you mean: llama.cpp?" in out.stderr
+
+
+def test_adaptive_repetition_adds_runs_until_the_interval_is_narrow(tmp_path, tiny_model, llamacpp_host_build):
+    body = EXPERIMENT.format(model=tiny_model, reps=2, warmup=0).replace(
+        "  - {name: bench, kind: bench, n_prompt: [16], n_gen: [8], threads: [1]}\n", "")
+    # an impossible target: every cell runs to the cap
+    body += "adaptive: {metric: decode_tps, rel_half_width: 0.000001, max_repetitions: 4}\n"
+    exp = write_experiment(tmp_path / "e.yaml", body)
+    out = melt("run", str(exp), "--results", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    data = show(last_line(out.stdout), tmp_path / "r")
+    assert sorted(j["repetition"] for j in data["jobs"]) == [0, 1, 2, 3]
+    assert all(j["status"] == "ok" for j in data["jobs"])
