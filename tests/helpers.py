@@ -28,3 +28,16 @@ def show(run_id: str, results: Path) -> dict:
 
 def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
+
+
+def wait_for_journal(results: Path, lines: int = 1, timeout: float = 300) -> Path:
+    """Wait until a run under ``results`` has journaled ``lines`` jobs; its journal file."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for journal in results.glob("*/journal.jsonl"):
+            if len(journal.read_text().splitlines()) >= lines:
+                return journal
+        time.sleep(0.05)
+    raise AssertionError(f"no run under {results} journaled {lines} jobs within {timeout} s")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from melt.config.specs import ModelRef
 from melt.errors import ConfigError
+from melt.hashing import file_sha256
 from melt.store.atomic import atomic_write_json
 from melt.store.paths import cache_dir
 
@@ -43,11 +43,7 @@ def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
         memo = {}
     if key in memo:
         return memo[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    memo[key] = h.hexdigest()
+    memo[key] = file_sha256(path, chunk=chunk)
     if len(memo) > 2000:  # keep the memo small
         memo = dict(list(memo.items())[-1000:])
     atomic_write_json(memo_file, memo)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, melt
+from tests.helpers import ROOT, melt, wait_for_journal
 
 pytestmark = [pytest.mark.adb, pytest.mark.slow]
 
@@ -50,15 +50,8 @@ def test_sigint_mid_job_restores_brightness_charging_screen(tmp_path, adb_server
     proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(tmp_path / "e.yaml"),
                              "--results", str(results)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    during = None
-    while time.monotonic() < deadline:
-        found = list(results.glob("*/journal.jsonl"))
-        if found and found[0].read_text().strip():
-            during = phone_state(adb_server, adb_serial)
-            break
-        time.sleep(0.05)
-    assert during is not None, "no job finished"
+    wait_for_journal(results, 1)
+    during = phone_state(adb_server, adb_serial)
     assert during["brightness"] == "7" and during["screen"] == "off"  # the state was applied
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

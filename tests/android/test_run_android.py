@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, last_line, melt, show
+from tests.helpers import ROOT, last_line, melt, show, wait_for_journal
 
 pytestmark = [pytest.mark.adb, pytest.mark.slow]
 
@@ -78,15 +77,7 @@ def test_phone_killed_mid_run_then_resume_after_restart(setup, virtual_phone, ad
     proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(experiment(6)),
                              "--results", str(results)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    journal = None
-    while time.monotonic() < deadline:
-        found = list(results.glob("*/journal.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 2:
-            journal = found[0]
-            break
-        time.sleep(0.05)
-    assert journal is not None
+    journal = wait_for_journal(results, 2)
     virtual_phone.kill()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err

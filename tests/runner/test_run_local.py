@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, last_line, melt, show
+from tests.helpers import ROOT, last_line, melt, show, wait_for_journal
 
 pytestmark = pytest.mark.slow
 
@@ -75,15 +74,7 @@ def test_kill_midway_then_resume_finishes_only_the_rest(tmp_path, tiny_model, ll
     results = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(exp), "--results", str(results)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 300
-    journal = None
-    while time.monotonic() < deadline:
-        found = list(results.glob("*/journal.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 2:
-            journal = found[0]
-            break
-        time.sleep(0.05)
-    assert journal is not None, "run never finished two jobs"
+    journal = wait_for_journal(results, 2)
     os.killpg(proc.pid, signal.SIGKILL)  # a crash, not a polite stop
     proc.wait()
     run_id = journal.parent.name

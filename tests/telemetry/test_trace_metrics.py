@@ -135,7 +135,6 @@ def test_phase_energy_gross_net_and_per_token():
 
 
 def test_generate_timings_split_one_run_step():
-    trace = synthetic_run(lambda t: 2.0)
     stderr = ("common_perf_print:        load time =     300.00 ms\n"
               "common_perf_print: prompt eval time =     500.00 ms /    20 tokens\n"
               "common_perf_print:        eval time =    1000.00 ms /    31 runs\n"

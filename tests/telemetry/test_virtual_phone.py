@@ -7,7 +7,6 @@ closely: busy cores measured every 100 ms, sysfs rewritten at 200 Hz.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time

@@ -31,6 +31,7 @@ from typing import Any
 
 from melt import __version__ as melt_version
 from melt.errors import BuildError
+from melt.hashing import file_sha256
 from melt.frameworks.base import Build, OutputCallback
 from melt.frameworks.cache import cache_root, file_lock, publish_dir
 from melt.frameworks.llamacpp.recipe import Profile, Recipe, load_recipe
@@ -173,7 +174,7 @@ def _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs
         entries = {}
         for name in binaries:
             shutil.copy2(built / name, tmp / "bin" / name)
-            entries[name] = {"file": f"bin/{name}", "sha256": _sha256(tmp / "bin" / name)}
+            entries[name] = {"file": f"bin/{name}", "sha256": file_sha256(tmp / "bin" / name)}
         for lib in built.glob("*.so*"):  # only present when a profile builds shared libs
             shutil.copy2(lib, tmp / "bin" / lib.name)
         shutil.copy2(log_path, tmp / "build.log")
@@ -276,13 +277,6 @@ def _cmake_version() -> str | None:
     match = re.search(r"cmake version (\S+)", out)
     return match.group(1) if match else None
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _now() -> str:

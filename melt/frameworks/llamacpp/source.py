@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from melt.errors import BuildError
+from melt.hashing import file_sha256
 from melt.frameworks.cache import cache_root, file_lock, publish_dir
 from melt.frameworks.llamacpp.recipe import Recipe
 
@@ -188,7 +189,7 @@ def _download_sdist(ref: SourceRef, dest: Path, say) -> Path:
                 f"could not download {ref.package}=={ref.version} with pip: {tail[0][:300]}"
             )
         final = dest / files[0].name
-        Path(f"{final}.sha256").write_text(_file_sha256(files[0]) + "\n")
+        Path(f"{final}.sha256").write_text(file_sha256(files[0]) + "\n")
         os.replace(files[0], final)
         return final
 
@@ -203,21 +204,30 @@ def _archive_sha256(archive: Path) -> str:
                 return text
     except OSError:
         pass
-    return _file_sha256(archive)
+    return file_sha256(archive)
 
 
 def _from_archive(archive, subdir, spec, kind, sources, patches, phash, say) -> SourceTree:
     sha = _archive_sha256(archive)
     sid = f"{kind}-{archive.name.split('.tar')[0]}-{sha[:12]}-p{phash}"
+
+    def fill(tmp: Path) -> dict:
+        commit = _extract_subdir(archive, subdir, tmp)
+        _prepare_tree(tmp, patches, say)
+        return _info(kind, spec, sha, commit, _cmake_version(tmp), patches)
+
+    return _materialise(sources, sid, f"unpacking {archive.name}", fill, say)
+
+
+def _materialise(sources: Path, sid: str, message: str, fill, say) -> SourceTree:
+    """The tree ``sources/sid``, made once by ``fill(tmp) -> info`` and published atomically."""
     final = sources / sid
     with file_lock(sources / f".{sid}.lock"):
         if not (final / SOURCE_INFO).is_file():
-            say(f"unpacking {archive.name}")
+            say(message)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=sources))
             try:
-                commit = _extract_subdir(archive, subdir, tmp)
-                _prepare_tree(tmp, patches, say)
-                info = _info(kind, spec, sha, commit, _cmake_version(tmp), patches)
+                info = fill(tmp)
                 (tmp / SOURCE_INFO).write_text(json.dumps(info, indent=2))
                 tmp.chmod(0o755)  # mkdtemp made it private
                 publish_dir(tmp, final)
@@ -279,25 +289,17 @@ def _from_git(ref: SourceRef, sources, patches, phash, say) -> SourceTree:
         peeled = [ln[0] for ln in lines if ln[1].endswith("^{}")]
         commit = (peeled or [lines[0][0]])[0]
     sid = f"git-{commit[:12]}-p{phash}"
-    final = sources / sid
-    with file_lock(sources / f".{sid}.lock"):
-        if not (final / SOURCE_INFO).is_file():
-            say(f"fetching {ref.url} at {commit[:12]}")
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=sources))
-            try:
-                _git("init", "-q", str(tmp))
-                _git("fetch", "-q", "--depth", "1", ref.url, commit, cwd=tmp)
-                _git("checkout", "-q", "FETCH_HEAD", cwd=tmp)
-                shutil.rmtree(tmp / ".git")
-                _prepare_tree(tmp, patches, say)
-                info = _info("git", ref.describe(), _tree_sha256(tmp, skip_info=True), commit,
-                             _cmake_version(tmp), patches)
-                (tmp / SOURCE_INFO).write_text(json.dumps(info, indent=2))
-                tmp.chmod(0o755)  # mkdtemp made it private
-                publish_dir(tmp, final)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return _load_tree(final)
+
+    def fill(tmp: Path) -> dict:
+        _git("init", "-q", str(tmp))
+        _git("fetch", "-q", "--depth", "1", ref.url, commit, cwd=tmp)
+        _git("checkout", "-q", "FETCH_HEAD", cwd=tmp)
+        shutil.rmtree(tmp / ".git")
+        _prepare_tree(tmp, patches, say)
+        return _info("git", ref.describe(), _tree_sha256(tmp, skip_info=True), commit,
+                     _cmake_version(tmp), patches)
+
+    return _materialise(sources, sid, f"fetching {ref.url} at {commit[:12]}", fill, say)
 
 
 # -- local folders -----------------------------------------------------------
@@ -335,7 +337,7 @@ def _from_folder(folder: Path, sources, patches, phash, say) -> SourceTree:
 
 
 def _patch_infos(recipe: Recipe) -> list[dict]:
-    return [{"name": p.name, "sha256": _file_sha256(p), "path": str(p)} for p in recipe.patch_paths()]
+    return [{"name": p.name, "sha256": file_sha256(p), "path": str(p)} for p in recipe.patch_paths()]
 
 
 def _prepare_tree(tree: Path, patches: list[dict], say) -> None:
@@ -417,13 +419,6 @@ def _ignore_build_dirs(folder: str, names: list[str]) -> list[str]:
     return [n for n in names if _skip_dir(n) and os.path.isdir(os.path.join(folder, n))]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _tree_sha256(folder: Path, *, skip_info: bool = False) -> str:
     """A hash of every file's relative path, mode bit and contents (build folders skipped)."""
@@ -439,5 +434,5 @@ def _tree_sha256(folder: Path, *, skip_info: bool = False) -> str:
                 digest.update(f"L {rel} {os.readlink(path)}\n".encode())
                 continue
             executable = os.access(path, os.X_OK)
-            digest.update(f"F {rel} {int(executable)} {_file_sha256(path)}\n".encode())
+            digest.update(f"F {rel} {int(executable)} {file_sha256(path)}\n".encode())
     return digest.hexdigest()
