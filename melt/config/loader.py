@@ -15,8 +15,12 @@ from melt.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T", bound=BaseModel)
 
-#: File kinds with a published JSON Schema (``melt schema KIND``).
-SCHEMAS: dict[str, type[BaseModel]] = {"experiment": ExperimentSpec, "device": DeviceSpec}
+#: File kinds with a published JSON Schema (``melt schema KIND``): "module:Class".
+SCHEMAS: dict[str, str] = {
+    "experiment": "melt.config.specs:ExperimentSpec",
+    "device": "melt.config.specs:DeviceSpec",
+    "recipe": "melt.frameworks.llamacpp.recipe:Recipe",
+}
 
 
 def repo_root() -> Path:
@@ -94,7 +98,10 @@ def json_schema(kind: str) -> str:
     """The JSON Schema of a file kind, for editors to autocomplete."""
     if kind not in SCHEMAS:
         raise UnknownNameError("schema kind", kind, list(SCHEMAS))
-    schema = SCHEMAS[kind].model_json_schema()
+    import importlib
+
+    module, cls = SCHEMAS[kind].split(":")
+    schema = getattr(importlib.import_module(module), cls).model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"melt {kind}"
     return json.dumps(schema, indent=2)

@@ -148,6 +148,9 @@ class FrameworkRef(Spec):
     name: NonEmptyStr = "llama.cpp"
     source: str | None = Field(None, description="local path or git+URL@REF; default: the recipe's pinned source")
     profile: str | None = Field(None, description="build profile; default: the device's")
+    binaries: str | None = Field(
+        None, description="a folder of prebuilt binaries to use instead of building (relative to the experiment)"
+    )
 
 
 class ModelRef(Spec):

@@ -19,7 +19,7 @@ from melt.config.loader import load_device, load_experiment, validate
 from melt.config.specs import DeviceSpec, ExperimentSpec
 from melt.devices.base import Device
 from melt.devices.registry import open_device
-from melt.errors import JobFailed, MeltError, TransportError
+from melt.errors import BuildError, ConfigError, JobFailed, MeltError, TransportError
 from melt.runner.execute import Executor, PlainExecutor
 from melt.runner.matrix import Job, expand
 from melt.runner.models import ResolvedModel, resolve_model
@@ -210,9 +210,13 @@ class Runner:
         from melt.frameworks.registry import get_framework
 
         framework = get_framework(fw_ref.name)
-        profile = fw_ref.profile or spec.build_profile
-        self.events.stage(f"building {framework.name} ({profile})")
-        build = framework.build(profile, source=fw_ref.source)
+        if fw_ref.binaries:
+            folder = Path(fw_ref.binaries).expanduser()
+            build = framework.prebuilt(folder if folder.is_absolute() else self.base_dir / folder)
+        else:
+            profile = fw_ref.profile or spec.build_profile
+            self.events.stage(f"building {framework.name} ({profile})")
+            build = framework.build(profile, source=fw_ref.source)
         self.events.stage(f"connecting to {spec.name}")
         device = open_device(spec)
         if hasattr(device, "on_push") and hasattr(self.events, "transfer"):
@@ -222,6 +226,9 @@ class Runner:
             kinds = sorted({j.kind for j in jobs})
             names = sorted({b for k in kinds for b in framework.binaries_for(k)})
             key = Path(build.dir).name
+            missing = [n for n in names if n not in build.binaries]
+            if missing:
+                raise BuildError(f"{framework.name}: no {', '.join(missing)} in {build.bin_dir}")
             staged = [device.stage(build.binaries[n], category=f"bin/{key}") for n in names]
             bin_dir = str(Path(staged[0]).parent) if staged else str(build.bin_dir)
             models = {
@@ -366,8 +373,10 @@ def _validate_refs(experiment: ExperimentSpec, base: Path, source: str) -> None:
 
     for ref in experiment.devices:
         load_device(ref, relative_to=base)
-    for fw in experiment.frameworks:
+    for i, fw in enumerate(experiment.frameworks):
         get_framework(fw.name)
+        if fw.binaries and not (base / Path(fw.binaries).expanduser()).is_dir():
+            raise ConfigError(source, [f"frameworks[{i}].binaries: folder not found: {fw.binaries}"])
     for i, m in enumerate(experiment.models):
         if m.path is not None:
             resolve_model(m, base=base, source=source, index=i)

@@ -89,7 +89,7 @@ def test_every_shipped_device_config_and_experiment_validates():
         load_experiment(p)
 
 
-@pytest.mark.parametrize("kind", ["experiment", "device"])
+@pytest.mark.parametrize("kind", ["experiment", "device", "recipe"])
 def test_json_schema_is_published(kind):
     schema = json.loads(json_schema(kind))
     assert schema["type"] == "object"

@@ -84,3 +84,18 @@ def test_read_json_lines_skips_garbage(tmp_path):
     p = tmp_path / "j.jsonl"
     p.write_text('{"a": 1}\nnot json\n[1,2]\n{"b": 2}\n')
     assert read_json_lines(p) == [{"a": 1}, {"b": 2}]
+
+
+def test_golden_v1_run_still_loads(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    golden = Path(__file__).resolve().parents[1] / "data" / "results" / "v1"
+    shutil.copytree(golden, tmp_path, dirs_exist_ok=True)
+    store = ResultsStore(tmp_path)
+    shown = store.open_run("20260101-000000-0001").as_dict()
+    assert shown["schema_version"] == SCHEMA_VERSION
+    ok, failed = shown["jobs"]
+    assert ok["metrics"]["decode_tps"] == 20.0 and ok["phases"][0]["name"] == "prefill"
+    assert failed["status"] == "failed" and failed["reason"].startswith("llama-bench exited")
+    assert store.reindex() == 2

@@ -131,3 +131,18 @@ def test_adaptive_repetition_adds_runs_until_the_interval_is_narrow(tmp_path, ti
     data = show(last_line(out.stdout), tmp_path / "r")
     assert sorted(j["repetition"] for j in data["jobs"]) == [0, 1, 2, 3]
     assert all(j["status"] == "ok" for j in data["jobs"])
+
+
+def test_prebuilt_binaries_instead_of_a_build(tmp_path, tiny_model, llamacpp_host_build):
+    body = EXPERIMENT.format(model=tiny_model, reps=1, warmup=0)
+    exp = write_experiment(tmp_path / "e.yaml", body + f"frameworks: [{{name: llama.cpp, binaries: {llamacpp_host_build.bin_dir}}}]\n")
+    out = melt("run", str(exp), "--results", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    data = show(last_line(out.stdout), tmp_path / "r")
+    assert all(j["status"] == "ok" for j in data["jobs"])
+    build = data["jobs"][0]["provenance"]["framework_build"]
+    assert build["profile"] == "prebuilt" and len(build["binaries"]["llama-bench"]["sha256"]) == 64
+
+    exp.write_text(body + "frameworks: [{name: llama.cpp, binaries: no/such/dir}]\n")
+    out = melt("run", str(exp), "--results", str(tmp_path / "r"))
+    assert out.returncode == 1 and "frameworks[0].binaries: folder not found: no/such/dir" in out.stderr

@@ -33,9 +33,10 @@ import math
 import posixpath
 import signal
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from melt.errors import ConfigError, JobFailed, UnknownNameError
+from melt.errors import BuildError, ConfigError, JobFailed, UnknownNameError
 from melt.frameworks.base import Build, Invocation, OutputCallback
 
 _ParamSpec = tuple[type, Any, Callable[[Any], bool], str]  # type, default, check, rule
@@ -99,6 +100,27 @@ class LlamaCpp:
         from melt.frameworks.llamacpp.build import build_llamacpp
 
         return build_llamacpp(profile, source=source, force=force, on_output=on_output)
+
+    def prebuilt(self, folder: Path) -> Build:
+        """Binaries a user built elsewhere (e.g. with their own NDK setup), used as they are.
+
+        Raises :class:`BuildError` naming what is missing. Provenance records the
+        folder and each binary's sha256, since no build flags are known.
+        """
+        from melt.hashing import file_sha256
+
+        folder = Path(folder).expanduser().resolve()
+        names = sorted({b for kind in self.workload_kinds for b in BINARIES[kind]})
+        found = {n: folder / n for n in names if (folder / n).is_file()}
+        if not found:
+            raise BuildError(f"no llama.cpp binaries ({', '.join(names)}) in {folder}")
+        provenance = {
+            "framework": self.name,
+            "profile": "prebuilt",
+            "prebuilt_dir": str(folder),
+            "binaries": {n: {"file": str(p), "sha256": file_sha256(p)} for n, p in found.items()},
+        }
+        return Build(dir=folder, bin_dir=folder, binaries=found, provenance=provenance, cached=True)
 
     def profiles(self) -> list[str]:
         """Names of the build profiles the recipe defines."""
