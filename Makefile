@@ -48,7 +48,7 @@ test: venv deps
 	$(VENV)/bin/pytest -q
 
 bench: venv deps
-	$(PY) bench/bench_report.py
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

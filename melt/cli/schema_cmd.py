@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from melt.config.loader import SCHEMAS, json_schema
+from melt.config.schemas import SCHEMAS
 
 
 @click.command()
@@ -16,4 +16,6 @@ def schema(kind: str) -> None:
     Example (VS Code with the YAML extension):
       melt schema experiment > .vscode/melt-experiment.schema.json
     """
+    from melt.config.loader import json_schema
+
     click.echo(json_schema(kind))

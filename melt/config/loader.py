@@ -10,18 +10,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from melt.config.errors import problems_from
+from melt.config.schemas import SCHEMAS
 from melt.config.specs import DeviceSpec, ExperimentSpec
 from melt.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T", bound=BaseModel)
-
-#: File kinds with a published JSON Schema (``melt schema KIND``): "module:Class".
-SCHEMAS: dict[str, str] = {
-    "experiment": "melt.config.specs:ExperimentSpec",
-    "device": "melt.config.specs:DeviceSpec",
-    "recipe": "melt.frameworks.llamacpp.recipe:Recipe",
-}
-
 
 def repo_root() -> Path:
     """The folder holding ``device_configs/`` (a checkout, or the current directory)."""

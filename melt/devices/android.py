@@ -52,13 +52,21 @@ class AndroidDevice(Device):
         adb = spec.adb
         if adb is None or not (adb.serial or adb.connect):
             raise DeviceUnavailableError(f"device {spec.name}: its config needs adb.serial or adb.connect")
-        transport = AdbTransport(
-            adb.serial or adb.connect,  # type: ignore[arg-type]
-            server_host=adb.server_host,
-            server_port=adb.server_port,
-            connect=adb.connect,
-            reconnect_timeout_s=adb.reconnect_timeout_s,
-        )
+        try:
+            transport = AdbTransport(
+                adb.serial or adb.connect,  # type: ignore[arg-type]
+                server_host=adb.server_host,
+                server_port=adb.server_port,
+                connect=adb.connect,
+                reconnect_timeout_s=adb.reconnect_timeout_s,
+            )
+        except DeviceUnavailableError as exc:
+            if spec.virtual is None or not adb.connect:
+                raise
+            port = adb.connect.rsplit(":", 1)[-1]
+            raise DeviceUnavailableError(
+                f"{exc} (is the virtual phone running? melt virtual start android --port {port} --detach)"
+            ) from None
         return cls(spec, transport)
 
     # ------------------------------------------------------------ identity

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import shlex
+import tarfile
 import tempfile
 import time
 import uuid
@@ -67,6 +68,10 @@ class JobOutput:
 
 def _shell_word_ok(path: str) -> bool:
     return all(c.isalnum() or c in "/._-+:@*[]" for c in path)
+
+
+#: Runner files that stay on the device (inputs and control files).
+_NOT_PULLED = ("job.sh", "tick", "stop", "pid")
 
 
 class TelemetrySession:
@@ -244,11 +249,37 @@ class TelemetrySession:
             pass
 
     def _pull(self, remote: str, local: Path) -> dict[str, str]:
-        listing = self.transport.shell(f"ls {shlex.quote(remote)}", timeout=30, check=False).stdout
-        files: dict[str, str] = {}
+        """The runner's output files, by name.
+
+        Packed into one tar on the device and pulled in one transfer (every adb
+        stream costs a round trip); file by file where the device has no tar.
+        """
+        q = shlex.quote
         local.mkdir(parents=True, exist_ok=True)
+        skip = "|".join(_NOT_PULLED)
+        packed = f"{remote}.tar"
+        r = self.transport.shell(
+            f"cd {q(remote)} && tar -cf {q(packed)} $(ls | grep -v -x -E {q(skip)}) && echo packed",
+            timeout=60, check=False)
+        if r.returncode == 0 and r.stdout.strip().endswith("packed"):
+            try:
+                self.transport.pull(packed, local / "out.tar")
+                files = {}
+                with tarfile.open(local / "out.tar") as tar:
+                    for member in tar.getmembers():  # regular files only, names only
+                        handle = tar.extractfile(member) if member.isfile() else None
+                        if handle is not None:
+                            name = member.name.rsplit("/", 1)[-1]
+                            files[name] = handle.read().decode(errors="replace")
+                return files
+            except (tarfile.TarError, OSError, TransportError):
+                pass  # fall back to one pull per file
+            finally:
+                self.transport.shell(f"rm -f {q(packed)}", timeout=30, check=False)
+        listing = self.transport.shell(f"ls {q(remote)}", timeout=30, check=False).stdout
+        files: dict[str, str] = {}
         for name in listing.split():
-            if name in ("job.sh", "tick", "stop", "pid"):
+            if name in _NOT_PULLED:
                 continue
             self.transport.pull(f"{remote}/{name}", local / name)
             files[name] = (local / name).read_text(errors="replace")

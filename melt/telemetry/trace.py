@@ -57,8 +57,12 @@ class Trace:
 
     @property
     def sampler_cpu_pct(self) -> float | None:
-        """CPU used by the sampler, in percent of one core."""
-        if not self.sampler_cpu_s or not self.sampler_elapsed_s:
+        """CPU used by the sampler, in percent of one core.
+
+        0.0 when it used less than one clock tick (its resolution, usually
+        10 ms); ``None`` only when its CPU time or lifetime was not recorded.
+        """
+        if self.sampler_cpu_s is None or not self.sampler_elapsed_s:
             return None
         return 100.0 * self.sampler_cpu_s / self.sampler_elapsed_s
 

@@ -140,6 +140,10 @@ class DeviceConnection:
     async def run(self) -> None:
         """Read packets until the peer goes away; then tear every stream down."""
         try:
+            sock = self._writer.get_extra_info("socket")
+            if sock is not None:  # small packets go out at once, as adbd's do
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while True:
                 header = await self._reader.readexactly(p.HEADER_SIZE)
                 command, arg0, arg1, length, check = p.decode_header(header)

@@ -1,7 +1,7 @@
 """Fixtures for the llama.cpp tests: one real host build and one tiny model per session.
 
 The build lands in melt's normal cache (``~/.cache/melt`` or ``$MELT_CACHE_DIR``),
-so only the first session on a machine pays for compiling (a few minutes).
+so only the first test run on a machine pays for compiling (a few minutes).
 """
 
 from __future__ import annotations

@@ -109,3 +109,31 @@ def test_monsoon_says_clearly_when_its_library_is_missing():
         pytest.skip("the Monsoon library is installed")
     with pytest.raises(InstrumentError, match="pip install Monsoon"):
         MonsoonInstrument().start()
+
+
+class CountingTransport(LocalTransport):
+    """The local transport, counting pulls (every pull is an adb stream on a phone)."""
+
+    def __init__(self, tar_works: bool = True):
+        self.pulls = 0
+        self.tar_works = tar_works
+
+    def pull(self, remote, local):
+        self.pulls += 1
+        super().pull(remote, local)
+
+    def shell(self, script, **kw):
+        if not self.tar_works and "tar -cf" in script:
+            script = "exit 127"  # a device without tar
+        return super().shell(script, **kw)
+
+
+@pytest.mark.parametrize("tar_works", [True, False])
+def test_outputs_come_back_in_one_pull_or_file_by_file(tmp_path, tar_works):
+    spec = DeviceSpec(name="local", kind="local", workdir=str(tmp_path), telemetry=TelemetrySpec(idle_s=0))
+    transport = CountingTransport(tar_works)
+    session = TelemetrySession(LocalDevice(spec, transport))
+    out = session.run([Step("run", ("sh", "-c", "echo hello; echo oops >&2"))])
+    assert out.steps[0].stdout == "hello\n" and out.steps[0].stderr == "oops\n"
+    assert out.steps[0].returncode == 0
+    assert (transport.pulls == 1) if tar_works else (transport.pulls > 3)
