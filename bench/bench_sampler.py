@@ -150,9 +150,7 @@ def main() -> int:
                     print(f"job failed (exit {e.returncode}): {e.stderr[-300:]}", file=sys.stderr)
                     return 1
                 achieved.append(e.metrics["sample_rate_hz"])
-                # melt leaves sampler_cpu_pct out when the sampler used less than one clock
-                # tick of CPU over its lifetime (0 ticks read): that is 0 at this resolution
-                cpu.append(e.metrics.get("sampler_cpu_pct", 0.0))
+                cpu.append(e.metrics["sampler_cpu_pct"])  # 0.0 below one clock tick
                 ticks.append(e.provenance["telemetry"]["ticks"])
                 job_s.append(e.duration_s)
                 described = described or e.provenance["telemetry"]

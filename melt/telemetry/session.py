@@ -197,7 +197,6 @@ class TelemetrySession:
         with tempfile.TemporaryDirectory(prefix="melt-job-") as tmp:
             local = Path(tmp)
             (local / "job.sh").write_text(self.job_script(steps, idle_s=idle_s))
-            self.transport.shell(f"mkdir -p {q(remote)}", timeout=30)
             self.transport.push(local / "job.sh", f"{remote}/job.sh")
             idle = self.spec.idle_s if idle_s is None else idle_s
             limit = sum(s.timeout_s + 5 for s in steps) + idle + 60
