@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -30,23 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import machine  # bench/ is on sys.path when a bench runs
+
 from melt.frameworks.base import Build
 
 BIN = Path(sys.executable).parent
 MELT = shutil.which("melt", path=str(BIN)) or "melt"
 
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores (nproc), {model}, "
-            f"{platform.python_implementation()} {platform.python_version()}")
 
 
 def cached_host_build() -> Build | None:

@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import machine  # bench/ is on sys.path when a bench runs
 
 from melt.config.specs import AdbSpec, DeviceSpec, TelemetrySpec
 from melt.devices.android import AndroidDevice
@@ -43,18 +43,6 @@ from melt.virtual.testing import adb_available, adb_server, virtual_phone
 REPO = Path(__file__).resolve().parent.parent
 TARGET_HZ, TARGET_CPU_PCT = 50.0, 2.0
 
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores (nproc), {model}, "
-            f"{platform.python_implementation()} {platform.python_version()}")
 
 
 def burn_script(seconds: float) -> str:

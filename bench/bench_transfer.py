@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -36,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import machine  # bench/ is on sys.path when a bench runs
+
 from melt.config.specs import AdbSpec, DeviceSpec
 from melt.devices.android import MANIFEST, AndroidDevice
 from melt.hashing import file_sha256
@@ -43,18 +44,6 @@ from melt.virtual.testing import adb_available, adb_server, virtual_phone
 
 REMOTE_CLI = "/data/local/tmp/melt-bench-cli"
 
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores (nproc), {model}, "
-            f"{platform.python_implementation()} {platform.python_version()}")
 
 
 def write_random(path: Path, size: int) -> None:

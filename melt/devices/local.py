@@ -11,7 +11,8 @@ from melt.devices.base import Device
 from melt.store.paths import cache_dir
 
 
-def _cpu_model() -> str | None:
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (or the platform), if known."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith(("model name", "hardware", "cpu model")):
@@ -36,7 +37,7 @@ class LocalDevice(Device):
             "hostname": uname.node,
             "os": f"{uname.system} {uname.release}",
             "machine": uname.machine,
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "simulated": self.simulated,

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from melt.errors import BuildError
-from melt.hashing import file_sha256
 from melt.frameworks.cache import cache_root, file_lock, publish_dir
 from melt.frameworks.llamacpp.recipe import Recipe
+from melt.hashing import file_sha256
 
 SOURCE_INFO = ".melt-source.json"
 _IGNORED_DIRS = {".git", "build", "node_modules", "__pycache__", ".cache"}
@@ -316,21 +316,13 @@ def _from_folder(folder: Path, sources, patches, phash, say) -> SourceTree:
                               capture_output=True, text=True)
         commit = proc.stdout.strip() if proc.returncode == 0 else None
     sid = f"path-{sha[:12]}-p{phash}"
-    final = sources / sid
-    with file_lock(sources / f".{sid}.lock"):
-        if not (final / SOURCE_INFO).is_file():
-            say(f"copying {folder}")
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=sources))
-            try:
-                shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=_ignore_build_dirs)
-                _prepare_tree(tmp, patches, say)
-                info = _info("path", str(folder), sha, commit, _cmake_version(tmp), patches)
-                (tmp / SOURCE_INFO).write_text(json.dumps(info, indent=2))
-                tmp.chmod(0o755)  # mkdtemp made it private
-                publish_dir(tmp, final)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return _load_tree(final)
+
+    def fill(tmp: Path) -> dict:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=_ignore_build_dirs)
+        _prepare_tree(tmp, patches, say)
+        return _info("path", str(folder), sha, commit, _cmake_version(tmp), patches)
+
+    return _materialise(sources, sid, f"copying {folder}", fill, say)
 
 
 # -- shared ------------------------------------------------------------------
