@@ -33,12 +33,16 @@ demo: venv deps models/tiny.gguf
 	$(MELT) build
 	$(MELT) run experiments/quickstart.yaml
 	$(MELT) results show latest
-	@# the same on melt's virtual phone, through the real adb server
+	@# the same on melt's virtual phone, through the real adb server; an adb
+	@# server the demo had to start is stopped again at the end
+	@$(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5037), 1)" 2>/dev/null \
+		&& rm -f .demo-adb-started || touch .demo-adb-started
 	$(MELT) virtual stop $(PHONE) >/dev/null 2>&1 || true
 	$(MELT) virtual start android --port 15555 --detach
 	$(MELT) run experiments/quickstart-android.yaml || { $(MELT) virtual stop $(PHONE); exit 1; }
 	$(MELT) virtual stop $(PHONE)
-	-adb disconnect $(PHONE) >/dev/null 2>&1
+	-@adb disconnect $(PHONE) >/dev/null 2>&1
+	-@[ -f .demo-adb-started ] && adb kill-server; rm -f .demo-adb-started
 	$(MELT) results show latest
 	$(MELT) report $$($(MELT) results list --json | $(PY) -c 'import json,sys; print(" ".join(r["run_id"] for r in json.load(sys.stdin)[-2:]))') -o results/report.html
 	@echo
