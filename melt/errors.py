@@ -89,6 +89,12 @@ class ResultsError(MeltError):
     """A results folder or index is missing, unreadable or too new."""
 
 
+class JobsFailed(MeltError):
+    """A run finished, but some of its jobs failed (exit code 3; the run is stored)."""
+
+    exit_code = 3
+
+
 class RegressionFound(MeltError):
     """``melt compare`` found a regression (exit code 2)."""
 

@@ -58,7 +58,7 @@ def _base_row(job: dict[str, Any]) -> dict[str, Any]:
     build = prov.get("framework_build") or {}
     model = prov.get("model") or {}
     params = job.get("params") or {}
-    commit = str(build.get("commit") or build.get("version") or "unknown")
+    commit = str(build.get("build_commit") or build.get("llama_cpp_commit") or build.get("commit") or "unknown")
     model_type = " ".join(str(x) for x in (job.get("model"), model.get("quantization")) if x)
     return {
         "build_commit": commit[:7] if len(commit) >= 7 and all(c in "0123456789abcdef" for c in commit) else commit,

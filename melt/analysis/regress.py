@@ -67,9 +67,13 @@ class CellVerdict:
     @property
     def label(self) -> str:
         i = self.identity
+        from melt.analysis.history import params_text  # history builds on this module
+
         parts = [i.get("device"), i.get("framework"), i.get("model"), i.get("quantization"),
                  i.get("workload")]
-        return " / ".join(str(p) for p in parts if p) or self.cell_id
+        label = " / ".join(str(p) for p in parts if p) or self.cell_id
+        params = params_text(i.get("params"))
+        return f"{label} ({params})" if params else label
 
 
 @dataclass

@@ -48,11 +48,13 @@ def _print_table(result, show_all: bool) -> None:
     console.print(f"baseline: {result.baseline}\ncurrent:  {result.current}\n"
                   f"test: {result.test} (one-sided, alpha {result.alpha:g})")
     table = Table("cell", "metric", "baseline", "current", "change", "p", "floor", "verdict")
+    table.columns[1].no_wrap = table.columns[7].no_wrap = True
     counts: dict[str, int] = {}
+    cell_counts: dict[str, int] = {}
     shown = 0
     for cell in result.cells:
+        cell_counts[cell.status] = cell_counts.get(cell.status, 0) + 1
         if cell.status != "compared":
-            counts[cell.status] = counts.get(cell.status, 0) + 1
             if show_all:
                 table.add_row(Text(cell.label), "", "", "", "", "", "", Text(cell.status, style="dim"))
             continue
@@ -67,8 +69,9 @@ def _print_table(result, show_all: bool) -> None:
                           Text(m.verdict + (f" ({m.note})" if m.note else ""), style=_STYLE.get(m.verdict, "")))
     if shown or show_all:
         console.print(table)
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing compared"
-    console.print(f"{len(result.cells)} cells: {summary}")
+    cells = ", ".join(f"{n} {k}" for k, n in sorted(cell_counts.items()))
+    metrics = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none compared"
+    console.print(f"{len(result.cells)} cells ({cells}); metrics: {metrics}")
 
 
 @click.command()
@@ -171,6 +174,7 @@ def history(metric: str, device: str | None, framework: str | None, model: str |
                            f"{first['workload']} ({params_text(first['params'])})  [cell {cell}]",
                            style="bold"))
         table = Table("run", "created (UTC)", "n", metric, "min – max", "change")
+        table.columns[0].no_wrap = True
         for r in g.itertuples():
             s = marks.get((cell, r.run_id))
             change = Text("")

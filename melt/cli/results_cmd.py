@@ -62,6 +62,7 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table("run id", "experiment", "created (UTC)", "status", "ok/total")
+    table.columns[0].no_wrap = True
     for r in rows:
         table.add_row(r["run_id"], r["experiment"] or "", (r["created_at"] or "")[:19],
                       r["status"] or "", f"{r['jobs_ok']}/{r['jobs_total'] or '?'}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
 import click
 
 from melt.cli.common import results_option, results_path, stderr_console
+from melt.errors import JobsFailed
 
 
 class ProgressEvents:
@@ -29,19 +31,26 @@ class ProgressEvents:
         self.task = None
         self.transfers: dict[str, Any] = {}
         self.failed = 0
-        self.progress.start()
+        self.started = False
+
+    def _start(self) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
 
     def stage(self, message: str) -> None:
         self.console.print(f"[dim]… {message}[/dim]")
 
     def run_started(self, run_id: str, total: int, done: int) -> None:
         self.console.print(f"run [bold]{run_id}[/bold]: {total} jobs, {done} already done")
+        self._start()
         self.task = self.progress.add_task("jobs", total=total, completed=done, job="")
 
     def transfer(self, name: str, done: int, total: int) -> None:
         """Progress of a push to a device (large models take a while)."""
         if total < (8 << 20):
             return
+        self._start()
         task = self.transfers.get(name)
         if task is None:
             task = self.transfers[name] = self.progress.add_task(f"push {name}", total=total, job="")
@@ -60,7 +69,8 @@ class ProgressEvents:
         self.progress.advance(self.task)
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
 
 
 @click.command()
@@ -81,7 +91,9 @@ def run(experiment: Path | None, resume: str | None, results_dir: Path | None) -
       melt run experiments/quickstart.yaml
       melt run --resume 20261122-193000-a1b2
 
-    Prints the run id on stdout when done.
+    Prints the run id on stdout when done. Exit codes: 0 every job ok,
+    3 the run finished but some jobs failed (their reasons are stored),
+    1 bad input or another error, 130 interrupted.
     """
     from melt.runner.engine import resume_run, run_experiment
 
@@ -97,8 +109,9 @@ def run(experiment: Path | None, resume: str | None, results_dir: Path | None) -
         events.close()
     jobs = result.jobs()
     ok = sum(1 for j in jobs if j["status"] == "ok")
-    events.console.print(
-        f"{ok}/{len(jobs)} jobs ok, results in [bold]{result.dir}[/bold] "
-        f"(melt results show {result.run_id})"
-    )
+    where = f" --results {shlex.quote(str(results_dir))}" if results_dir is not None else ""
+    events.console.print(f"{ok}/{len(jobs)} jobs ok, results in [bold]{result.dir}[/bold]")
+    events.console.print(f"see: melt results show {result.run_id}{where}", soft_wrap=True)
     click.echo(result.run_id)
+    if ok < len(jobs):
+        raise JobsFailed(f"{len(jobs) - ok} of {len(jobs)} jobs failed; their reasons are stored with the run")

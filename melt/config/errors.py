@@ -35,6 +35,8 @@ def _message(err: dict) -> str:
         return "field required"
     if kind == "extra_forbidden":
         return "unknown field"
+    if kind == "union_tag_invalid":
+        return f"unknown kind '{ctx.get('tag')}' (expected one of: {ctx.get('expected_tags')})"
     msg = str(err.get("msg", "invalid"))
     return msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
 

@@ -19,7 +19,7 @@ from melt.config.loader import load_device, load_experiment, validate
 from melt.config.specs import DeviceSpec, ExperimentSpec
 from melt.devices.base import Device
 from melt.devices.registry import open_device
-from melt.errors import BuildError, ConfigError, JobFailed, MeltError, TransportError
+from melt.errors import BuildError, ConfigError, JobFailed, MeltError, TransportError, UnknownNameError
 from melt.runner.execute import Executor, PlainExecutor
 from melt.runner.matrix import Job, expand
 from melt.runner.models import ResolvedModel, resolve_model
@@ -371,10 +371,16 @@ def _validate_refs(experiment: ExperimentSpec, base: Path, source: str) -> None:
     """Fail early, before any run folder, on unknown devices, frameworks or missing models."""
     from melt.frameworks.registry import get_framework
 
-    for ref in experiment.devices:
-        load_device(ref, relative_to=base)
+    for i, ref in enumerate(experiment.devices):
+        try:
+            load_device(ref, relative_to=base)
+        except UnknownNameError as exc:
+            raise ConfigError(source, [f"devices[{i}]: {exc}"]) from None
     for i, fw in enumerate(experiment.frameworks):
-        get_framework(fw.name)
+        try:
+            get_framework(fw.name)
+        except UnknownNameError as exc:
+            raise ConfigError(source, [f"frameworks[{i}].name: {exc}"]) from None
         if fw.binaries and not (base / Path(fw.binaries).expanduser()).is_dir():
             raise ConfigError(source, [f"frameworks[{i}].binaries: folder not found: {fw.binaries}"])
     for i, m in enumerate(experiment.models):

@@ -19,6 +19,7 @@ class ResolvedModel:
     path: Path
     sha256: str
     size_bytes: int
+    n_params: int | None = None
 
     def provenance(self) -> dict:
         return {
@@ -26,9 +27,20 @@ class ResolvedModel:
             "path": str(self.path),
             "sha256": self.sha256,
             "size_bytes": self.size_bytes,
+            "n_params": self.n_params,
             "quantization": self.ref.quantization,
             "generated_tiny_seed": self.ref.tiny_seed,
         }
+
+
+def gguf_n_params(path: Path) -> int | None:
+    """Number of weights in a GGUF file (sum over its tensors); ``None`` if it is not GGUF."""
+    try:
+        from gguf import GGUFReader
+
+        return int(sum(int(t.n_elements) for t in GGUFReader(str(path), "r").tensors))
+    except Exception:  # not GGUF, or a version the reader does not know: unknown, not 0
+        return None
 
 
 def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
@@ -70,4 +82,4 @@ def resolve_model(ref: ModelRef, *, base: Path, source: str, index: int) -> Reso
             path = base / path
         if not path.is_file():
             raise ConfigError(source, [f"models[{index}].path: model file not found: {path}"])
-    return ResolvedModel(ref, path.resolve(), sha256_file(path), path.stat().st_size)
+    return ResolvedModel(ref, path.resolve(), sha256_file(path), path.stat().st_size, gguf_n_params(path))

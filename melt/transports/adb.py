@@ -121,7 +121,7 @@ class AdbTransport:
         and connected afresh. Raises ``DeviceUnavailableError`` after ``timeout`` s.
         """
         deadline = time.monotonic() + (self.reconnect_timeout_s if timeout is None else timeout)
-        state, detail = "absent", ""
+        state, detail, known = "absent", "", False
         while True:
             try:
                 state = self._state()
@@ -134,8 +134,11 @@ class AdbTransport:
                     detail = self._client.connect(self.connect_addr, timeout=10).strip()
             except (AdbError, OSError, EOFError) as exc:
                 detail = str(exc) or type(exc).__name__
+            known = known or state != "absent"
+            if not known and "refused" in detail.lower():
+                break  # never attached and nothing listens there: waiting would not help
             if time.monotonic() > deadline or not self.connect_addr:
-                break
+                break  # a device that dropped off (a reboot, a restart) gets until the deadline
             time.sleep(0.3)
         raise DeviceUnavailableError(
             f"device {self.serial} is {state} (adb server {self._client.host}:{self._client.port})"

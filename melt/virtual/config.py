@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from melt.errors import ConfigError
@@ -157,19 +156,16 @@ def load_config(path: str | Path | None) -> VirtualPhoneConfig:
     """
     if path is None:
         return VirtualPhoneConfig()
+    from melt.config.loader import read_yaml  # one-line errors for missing files and bad YAML
+
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(str(path), [str(exc)]) from exc
-    section = doc.get("virtual", {}) if isinstance(doc, dict) else None
+    doc = read_yaml(path)
+    section = doc.get("virtual", {})
     if not isinstance(section, dict):
         raise ConfigError(str(path), ["virtual: must be a mapping"])
     try:
         return VirtualPhoneConfig.model_validate(section)
     except ValidationError as exc:
-        problems = [
-            "virtual." + ".".join(str(x) for x in err["loc"]) + ": " + err["msg"]
-            for err in exc.errors()
-        ]
-        raise ConfigError(str(path), problems) from exc
+        from melt.config.errors import problems_from
+
+        raise ConfigError(str(path), [f"virtual.{p}" for p in problems_from(exc)]) from None

@@ -99,7 +99,7 @@ class VirtualPhone:
         config_file.unlink(missing_ok=True)
         if not line:
             self.kill()
-            message = err_file.read_text(errors="replace").strip()
+            message = err_file.read_text(errors="replace").strip().removeprefix("Error: ")
             err_file.unlink(missing_ok=True)
             raise VirtualPhoneError(f"virtual phone did not start: {message or 'no answer'}")
         self.port = int(line.rpartition(":")[2])

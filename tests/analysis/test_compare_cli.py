@@ -66,7 +66,7 @@ def test_no_slowdown_exits_0(store, cells):
     for args in (("compare", history[-1].run_id, current.run_id), ("compare", "--history", "5", current.run_id)):
         proc = melt(*args, results=store.root)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "regression" not in proc.stdout.split("cells:")[-1]
+        assert "regression" not in proc.stdout.split("metrics:")[-1]
 
 
 def test_errors_exit_1(store, cells):
@@ -92,3 +92,10 @@ def test_history_shows_the_step(planted):
     assert text.returncode == 0 and "▼" in text.stdout
     none = melt("history", "--metric", "decode_tps", "--device", "nope", results=store.root)
     assert none.returncode == 1
+
+
+def test_usage_errors_exit_1_not_2(store, cells):
+    _, current = nightly(store, cells[:1], history=1, reps=3)
+    for args in (("compare", current.run_id), ("compare", current.run_id, current.run_id, current.run_id)):
+        proc = melt(*args, results=store.root)
+        assert proc.returncode == 1, (args, proc.stderr)  # 2 means a regression, never a typo

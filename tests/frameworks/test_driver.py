@@ -112,12 +112,14 @@ def test_generate_metrics_from_real_output(fw):
     assert all(v > 0 for v in m.values())
 
 
-def test_crash_is_a_failed_job_with_exit_code_and_last_line(fw):
+def test_crash_is_a_failed_job_with_exit_code_and_its_cause(fw):
     with pytest.raises(JobFailed) as err:
         fw.parse_metrics("generate", {}, read("generate-missing-model.stdout"),
                          read("generate-missing-model.stderr"), 1)
     assert err.value.reason.startswith("llama-completion exited with code 1: ")
-    assert err.value.reason.endswith("llama_completion: error: unable to create context")
+    # the first line naming an error (the cause), not the last one (a symptom), without the log prefix
+    assert err.value.reason.endswith(
+        "gguf_init_from_file: failed to open GGUF file '/data/local/tmp/melt/missing.gguf' (No such file or directory)")
 
 
 def test_signal_is_named(fw):

@@ -97,7 +97,8 @@ def test_binary_failure_is_a_failed_row_not_a_zero(tmp_path, llamacpp_host_build
     garbage.write_bytes(b"this is not a model" * 100)
     exp = write_experiment(tmp_path / "e.yaml", EXPERIMENT.format(model=garbage, reps=1, warmup=0))
     out = melt("run", str(exp), "--results", str(tmp_path / "r"))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 3, out.stderr  # the run is stored; some jobs failed
+    assert "2 of 2 jobs failed" in out.stderr
     data = show(last_line(out.stdout), tmp_path / "r")
     assert data["status"] == "complete-with-failures"
     for job in data["jobs"]:

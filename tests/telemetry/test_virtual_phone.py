@@ -118,4 +118,4 @@ def test_ctrl_c_restores_brightness_charging_and_screen(phone, adb_server):
     assert after == before
     assert "128" in after and "Awake" in after and "UPDATES STOPPED" not in after
     left = t.shell("ps -A -o args 2>/dev/null || ps -eo args").stdout
-    assert "sleep 20" not in left
+    assert "sleep 20" not in [line.strip() for line in left.splitlines()]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import re
 import signal
 from functools import partial
 from pathlib import Path
@@ -247,7 +248,7 @@ class LlamaCpp:
         p = self.validate_params(kind, params)
         tool = BINARIES[kind][0]
         if returncode != 0:
-            raise JobFailed(f"{tool} {_exit_text(returncode)}: {_last_line(stderr, stdout)}")
+            raise JobFailed(f"{tool} {_exit_text(returncode)}: {_cause_line(stderr, stdout)}")
         if kind == "bench":
             return _bench_metrics(p, stdout, stderr)
         return _generate_metrics(stdout, stderr)
@@ -363,6 +364,19 @@ def _exit_text(returncode: int) -> str:
         except ValueError:
             pass
     return f"exited with code {returncode}"
+
+
+_LOG_PREFIX = re.compile(r"^\d+\.\d+\.\d+\.\d+ [A-Z] ")  # llama.cpp log: time and level
+_CAUSE = re.compile(r"\berror\b|\bfailed to\b", re.I)
+
+
+def _cause_line(*texts: str) -> str:
+    """The first line that names an error (the cause, not a later symptom), else the last line."""
+    for text in texts:
+        for line in (text or "").splitlines():
+            if _CAUSE.search(line):
+                return _LOG_PREFIX.sub("", line.strip())[:300]
+    return _LOG_PREFIX.sub("", _last_line(*texts))
 
 
 def _last_line(*texts: str) -> str:
