@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import machine  # bench/ is on sys.path when a bench runs
+from _common import machine, run  # bench/ is on sys.path when a bench runs
 
 from melt.frameworks.base import Build
 
@@ -153,8 +153,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # what it started was stopped on the way out
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run(main)

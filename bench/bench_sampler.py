@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import machine  # bench/ is on sys.path when a bench runs
+from _common import machine, run  # bench/ is on sys.path when a bench runs
 
 from melt.config.specs import AdbSpec, DeviceSpec, TelemetrySpec
 from melt.devices.android import AndroidDevice
@@ -205,8 +205,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # what it started was stopped on the way out
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run(main)

@@ -104,9 +104,6 @@ class AndroidDevice(Device):
         }
         return {k: v for k, v in out.items() if v is not None}
 
-    def check_alive(self) -> None:
-        self.transport.shell("true", timeout=15)
-
     # ------------------------------------------------------------- staging
 
     def _manifest(self) -> dict[str, tuple[str, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ from melt.config.specs import DeviceSpec
 from melt.transports.base import Transport
 
 
-class Device:
+class Device(ABC):
     """Common behaviour; subclasses know their platform."""
 
     def __init__(self, spec: DeviceSpec, transport: Transport):
@@ -24,24 +25,21 @@ class Device:
     def simulated(self) -> bool:
         return self.spec.simulated
 
+    @abstractmethod
     def workdir(self) -> str:
         """Folder on the device for binaries, models and job files."""
-        raise NotImplementedError
 
+    @abstractmethod
     def properties(self) -> dict[str, Any]:
         """Identity for provenance: model, OS build, CPU, whether simulated."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stage(self, local: Path, *, category: str) -> str:
         """Make ``local`` available on the device; return its path there.
 
         ``category`` ("bin", "models") picks the sub-folder. Devices that share
         this machine's file system return the path unchanged.
         """
-        raise NotImplementedError
-
-    def check_alive(self) -> None:
-        """Raise ``DeviceUnavailableError`` when the device cannot be reached."""
 
     def close(self) -> None:
         """Release connections."""

@@ -16,6 +16,7 @@ import json
 import shlex
 import signal
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,19 +41,22 @@ class StateError(MeltError):
     """A knob could not be set (the device refused, or needs root)."""
 
 
-class Knob:
+class Knob(ABC):
     """One setting of a device: read it, change it, put it back."""
 
     name = "knob"
 
+    @abstractmethod
     def available(self, t: Transport) -> bool:
-        raise NotImplementedError
+        """Whether this device has the setting (and melt may change it)."""
 
+    @abstractmethod
     def show(self, t: Transport) -> str:
-        raise NotImplementedError
+        """The current value, as ``restore`` takes it back."""
 
+    @abstractmethod
     def write(self, t: Transport, value: Any) -> None:
-        raise NotImplementedError
+        """Set the value the device spec asks for."""
 
     def restore(self, t: Transport, saved: str) -> None:
         self.write(t, saved)

@@ -67,11 +67,6 @@ def _device_label(device: Any, simulated: Any) -> str:
     return f"{device} (simulated)" if bool(simulated) else str(device)
 
 
-def _series_label(row: pd.Series, keys: Sequence[str]) -> str:
-    parts = [str(row[k]) for k in keys if k in row.index and row[k] is not None and row[k] == row[k]]
-    return " · ".join(p for p in parts if p)
-
-
 def _summary(jobs: pd.DataFrame, multi_run: bool, n_boot: int) -> tuple[pd.DataFrame, int]:
     parts = []
     for run_id, g in jobs.groupby("run_id", sort=False):

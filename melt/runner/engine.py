@@ -61,6 +61,7 @@ class Prepared:
     """A device with a framework built and staged on it."""
 
     device: Device
+    framework: Any  # melt.frameworks.base.Framework
     bin_dir: str
     build_provenance: dict[str, Any]
     models: dict[str, str]  # model name -> path on the device
@@ -147,8 +148,9 @@ class Runner:
                 prepared.state = state.as_dict()
                 self._run_jobs(prepared, spec, jobs)
         except TransportError as exc:  # the device went away while setting or restoring state
+            journaled = self.run.journal()
             for job in jobs:
-                if job.job_id not in self.run.journal():
+                if job.job_id not in journaled:
                     self._save(job, spec, status="failed", reason=f"device {spec.name} unavailable: {exc}")
         finally:
             prepared.device.close()
@@ -189,7 +191,9 @@ class Runner:
 
         rule = self.experiment.adaptive
         assert rule is not None
-        cell = [j for j in self.run.jobs() if j.get("cell_id") == job.cell_id]
+        # the cell's records so far (this run and, on resume, earlier attempts): at most max_repetitions
+        ids = (dataclasses.replace(job, repetition=rep).job_id for rep in range(rule.max_repetitions))
+        cell = [r for r in map(self.run.job_record, ids) if r is not None]
         values = [j["metrics"][rule.metric] for j in cell
                   if j["status"] == "ok" and isinstance(j["metrics"].get(rule.metric), (int, float))]
         repetition = max((j["repetition"] for j in cell), default=job.repetition)
@@ -241,19 +245,18 @@ class Runner:
         pushed = getattr(device, "bytes_pushed", 0)
         self.run.update(staging=[*self.run.manifest.get("staging", []), {
             "device": spec.name, "framework": framework.name, "bytes_pushed": pushed, "at": utc_now()}])
-        self._framework = framework
-        return Prepared(device, bin_dir, dict(build.provenance), models)
+        return Prepared(device, framework, bin_dir, dict(build.provenance), models)
 
     def _measure(self, prepared: Prepared, job: Job, executor: Executor):
         """Run ``job`` once; returns (what ran, as a command line; the execution)."""
         kw = {"bin_dir": prepared.bin_dir, "model_path": prepared.models[job.model.name]}
         cap = self.experiment.timeout_s
-        if isinstance(executor, PlainExecutor) or not hasattr(self._framework, "phased_invocations"):
-            inv = self._framework.invocation(job.kind, job.params, **kw)
+        if isinstance(executor, PlainExecutor) or not hasattr(prepared.framework, "phased_invocations"):
+            inv = prepared.framework.invocation(job.kind, job.params, **kw)
             inv = dataclasses.replace(inv, timeout_s=min(inv.timeout_s, cap))
             return shlex.join(inv.argv), dict(inv.env), executor.execute(prepared.device, inv)
         steps = [(phase, dataclasses.replace(inv, timeout_s=min(inv.timeout_s, cap)))
-                 for phase, inv in self._framework.phased_invocations(job.kind, job.params, **kw)]
+                 for phase, inv in prepared.framework.phased_invocations(job.kind, job.params, **kw)]
         command = " ; ".join(shlex.join(inv.argv) for _, inv in steps)
         what = steps[0][1] if [p for p, _ in steps] == ["run"] else steps
         return command, dict(steps[0][1].env), executor.execute(prepared.device, what)
@@ -293,7 +296,7 @@ class Runner:
             provenance.update(execution.provenance)
             files = {"stdout.txt": execution.stdout.encode(), "stderr.txt": execution.stderr.encode(),
                      **execution.files}
-            metrics = dict(self._framework.parse_metrics(
+            metrics = dict(prepared.framework.parse_metrics(
                 job.kind, job.params, execution.stdout, execution.stderr, execution.returncode))
             # the framework's own numbers win: telemetry only adds what it cannot see
             metrics.update({k: v for k, v in execution.metrics.items() if k not in metrics})

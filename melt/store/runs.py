@@ -75,17 +75,19 @@ class Run:
         )
         self.store.index.add_job(self.run_id, ordered)
 
+    def job_record(self, job_id: str) -> dict[str, Any] | None:
+        """The stored record of one job, or ``None`` when it has none (or it is unreadable)."""
+        try:
+            return json.loads((self.job_dir(job_id) / "result.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
     def jobs(self) -> list[dict[str, Any]]:
-        """Job records in the order they finished (last attempt of each)."""
-        order = list(self.journal())
-        out = []
-        for job_id in order:
-            path = self.job_dir(job_id) / "result.json"
-            try:
-                out.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
-                continue  # journal written, record lost: treated as not run
-        return out
+        """Job records in the order they finished (last attempt of each).
+
+        A job journaled whose record was lost is treated as not run.
+        """
+        return [r for r in map(self.job_record, self.journal()) if r is not None]
 
     def update(self, **fields: Any) -> None:
         self.manifest.update(fields)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from melt.config.specs import BatterySpec, TelemetrySpec
 from melt.parsers.thermal import parse_thermal_zones
+from melt.telemetry.energy import POWER_FACTORS_W
 from melt.transports.base import Transport
 
 #: how a raw reading becomes the column's unit
@@ -163,7 +164,7 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
 
     for rail in spec.rails:
         fast.append(Channel(f"rail_{column_name(rail.name)}_w", rail.power_file, "scale",
-                            {"uW": 1e-6, "mW": 1e-3, "W": 1.0}[rail.unit]))
+                            POWER_FACTORS_W[rail.unit]))
 
     zones = parse_thermal_zones("\n".join(zone_lines))
     wanted = spec.thermal_zones

@@ -31,14 +31,6 @@ class ClockOffset:
     device_clock: str  # which device clock was read ("realtime", "uptime")
     host_clock: str = "realtime"
 
-    def to_device(self, host_s: float) -> float:
-        """A host time (s) on the device clock."""
-        return host_s + self.offset_s
-
-    def to_host(self, device_s: float) -> float:
-        """A device time (s) on the host clock."""
-        return device_s - self.offset_s
-
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

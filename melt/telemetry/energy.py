@@ -21,7 +21,8 @@ import numpy as np
 #: raw unit name -> factor to the SI unit
 _CURRENT_FACTORS = {"uA": 1e-6, "mA": 1e-3, "A": 1.0}
 _VOLTAGE_FACTORS = {"uV": 1e-6, "mV": 1e-3, "V": 1.0}
-_POWER_FACTORS = {"uW": 1e-6, "mW": 1e-3, "W": 1.0}
+#: watts per unit of a power reading (rail files report uW, mW or W)
+POWER_FACTORS_W = {"uW": 1e-6, "mW": 1e-3, "W": 1.0}
 
 
 class WindowError(ValueError):
@@ -49,13 +50,6 @@ def voltage_v(raw: Sequence[float] | np.ndarray, *, unit: str = "uV") -> np.ndar
     if unit not in _VOLTAGE_FACTORS:
         raise ValueError(f"unknown voltage unit {unit!r}; expected one of {sorted(_VOLTAGE_FACTORS)}")
     return np.asarray(raw, dtype=float) * _VOLTAGE_FACTORS[unit]
-
-
-def power_w_from(raw: Sequence[float] | np.ndarray, *, unit: str = "uW") -> np.ndarray:
-    """Raw power readings (``uW``, ``mW`` or ``W``) -> watts."""
-    if unit not in _POWER_FACTORS:
-        raise ValueError(f"unknown power unit {unit!r}; expected one of {sorted(_POWER_FACTORS)}")
-    return np.asarray(raw, dtype=float) * _POWER_FACTORS[unit]
 
 
 def guess_current_unit(raw: Iterable[float]) -> str:

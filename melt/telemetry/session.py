@@ -66,10 +66,6 @@ class JobOutput:
     step_specs: list[Step] = field(default_factory=list)
 
 
-def _shell_word_ok(path: str) -> bool:
-    return all(c.isalnum() or c in "/._-+:@*[]" for c in path)
-
-
 #: Runner files that stay on the device (inputs and control files).
 _NOT_PULLED = ("job.sh", "tick", "stop", "pid")
 

@@ -93,10 +93,3 @@ class Transport(Protocol):
 
     def kill(self, pid: int, signal: str = "TERM") -> None:
         """Send ``signal`` to a process on the device; a process already gone is fine."""
-
-
-def env_prefix(env: Mapping[str, str] | None) -> list[str]:
-    """``env K=V ...`` argv prefix for transports that only take a command line."""
-    if not env:
-        return []
-    return ["env", *(f"{k}={v}" for k, v in env.items())]

@@ -221,11 +221,6 @@ def parse_shell_service(name: str) -> ShellRequest:
 # ----------------------------------------------------------------- sync
 
 
-def sync_id(name: str) -> int:
-    """The little-endian integer of a four-letter sync id (``b'STAT'`` ...)."""
-    return struct.unpack("<I", name.encode())[0]
-
-
 SYNC_REQUEST = struct.Struct("<4sI")
 SYNC_DATA_MAX = 64 * 1024
 SYNC_STAT_V1 = struct.Struct("<4sIII")  # id, mode, size, mtime

@@ -120,8 +120,21 @@ class Clock:
         self.now += s
 
 
+class FakeDevice(Device):
+    """A device over the scripted transport; only what cool-down reads is real."""
+
+    def workdir(self) -> str:
+        return "/data/local/tmp/melt"
+
+    def properties(self) -> dict:
+        return {"kind": "fake"}
+
+    def stage(self, local, *, category: str) -> str:
+        raise AssertionError("cool-down stages nothing")
+
+
 def fake_device(t: FakePhone, **kw) -> Device:
-    return Device(DeviceSpec(name="fake", kind="android", **kw), t)  # type: ignore[arg-type]
+    return FakeDevice(DeviceSpec(name="fake", kind="android", **kw), t)  # type: ignore[arg-type]
 
 
 def test_cooldown_waits_until_below_the_threshold():

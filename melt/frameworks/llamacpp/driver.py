@@ -136,11 +136,6 @@ class LlamaCpp:
 
     # -- params and commands --------------------------------------------------
 
-    def known_params(self, kind: str) -> list[str]:
-        """Parameter names a kind accepts."""
-        self._check_kind(kind)
-        return sorted(PARAMS[kind])
-
     def validate_params(self, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Check ``params`` for ``kind`` and return them with defaults filled in.
 
@@ -273,7 +268,9 @@ def _bench_metrics(p: Mapping[str, Any], stdout: str, stderr: str) -> dict[str, 
             continue
         metrics[f"{phase}_tps"] = _positive(row.get("avg_tps"), f"{phase} tokens/s")
         std = row.get("stddev_tps")
-        if std is not None and math.isfinite(std) and std >= 0:
+        samples = row.get("samples_ns")
+        repeated = len(samples) > 1 if samples else p["repetitions"] > 1  # one sample has no spread
+        if repeated and std is not None and math.isfinite(std) and std >= 0:
             metrics[f"{phase}_tps_stddev"] = float(std)
     for phase, needed in wanted.items():
         if needed and f"{phase}_tps" not in metrics:
