@@ -11,6 +11,13 @@ command -v ninja >/dev/null 2>&1 || need="$need ninja-build"
 command -v adb >/dev/null 2>&1 || need="$need adb"
 command -v bwrap >/dev/null 2>&1 || need="$need bubblewrap"
 command -v patch >/dev/null 2>&1 || need="$need patch"
+command -v file >/dev/null 2>&1 || need="$need file"
+command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || need="$need g++-aarch64-linux-gnu"
+command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
+[ -x /usr/sbin/sshd ] || need="$need openssh-server"
+command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
+command -v mksh >/dev/null 2>&1 || need="$need mksh"
+command -v toybox >/dev/null 2>&1 || need="$need toybox"
 if [ "${MELT_SKIP_BROWSER:-0}" != 1 ]; then
     command -v chromium >/dev/null 2>&1 || need="$need chromium"
 fi
