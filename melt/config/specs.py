@@ -64,6 +64,18 @@ class RailSpec(Spec):
     unit: Literal["uW", "mW", "W"] = "mW"
 
 
+class IdleReuseSpec(Spec):
+    """When a device's idle baseline, measured in an earlier job, is used again."""
+
+    max_age_s: Annotated[float, Field(ge=0)] = Field(600.0, description="re-measure after this long")
+    max_temp_change_c: Annotated[float, Field(ge=0)] = Field(
+        1.0, description="re-measure when the temperature moved more than this since"
+    )
+    max_battery_change_pct: Annotated[float, Field(ge=0)] = Field(
+        1.0, description="re-measure when the battery level moved more than this since"
+    )
+
+
 class TelemetrySpec(Spec):
     """Where the device's sensors are; the same paths on a phone and the virtual one."""
 
@@ -73,7 +85,11 @@ class TelemetrySpec(Spec):
         5, description="read battery level, temperatures, frequencies and CPU use every Nth tick"
     )
     idle_s: Annotated[float, Field(ge=0)] = Field(
-        2.0, description="idle baseline sampled before each job (seconds; 0 skips it)"
+        2.0, description="idle baseline sampled before a job (seconds; 0 skips it)"
+    )
+    idle_reuse: IdleReuseSpec | None = Field(
+        default_factory=IdleReuseSpec,
+        description="reuse a device's idle baseline while its state holds (null: sample one before every job)",
     )
     battery: BatterySpec | None = None
     thermal_zones: list[str] | Literal["all"] = "all"

@@ -25,6 +25,7 @@ kind                       function
 ``getprop``                :func:`melt.parsers.getprop.parse_getprop`
 ``odpm-energy``            :func:`melt.parsers.odpm.parse_odpm`
 ``dumpsys-power``          :func:`melt.parsers.power.parse_dumpsys_power`
+``melt-marks``             :func:`melt.parsers.marks.parse_marks`
 =========================  ====================================================
 """
 
@@ -38,6 +39,7 @@ from melt.parsers.detect import detect_kind
 from melt.parsers.getprop import parse_getprop
 from melt.parsers.llama_bench import parse_llama_bench
 from melt.parsers.llamacpp import parse_timings
+from melt.parsers.marks import parse_marks
 from melt.parsers.meminfo import parse_dumpsys_meminfo
 from melt.parsers.mlc import parse_mlc_stats
 from melt.parsers.odpm import parse_odpm
@@ -73,6 +75,7 @@ KINDS: dict[str, Callable[[str], Records]] = {
     "getprop": _one(parse_getprop),
     "odpm-energy": parse_odpm,
     "dumpsys-power": _one(parse_dumpsys_power),
+    "melt-marks": parse_marks,
 }
 
 

@@ -19,6 +19,9 @@ _SIGNATURES: dict[str, list[tuple[re.Pattern[str], int]]] = {
         (re.compile(r"INSERT INTO\s+\w+\s*\(\s*build_commit", re.I), 20),
         (re.compile(r"CREATE TABLE IF NOT EXISTS \w+\s*\(\s*build_commit", re.I), 10),
     ],
+    "melt-marks": [
+        (re.compile(r"^melt-mark [a-z_]+ realtime=\d+\.\d+", re.M), 8),
+    ],
     "llamacpp-timings": [
         (re.compile(r"(?:llama_print_timings|llama_perf_context_print|llama_perf_sampler_print|common_perf_print)\s*:"), 20),
         (re.compile(r"print_timings:.*eval time\s*="), 10),

@@ -30,11 +30,13 @@ from melt.devices.base import Device
 from melt.devices.state import health_snapshot
 from melt.errors import JobFailed
 from melt.runner.execute import Execution, PlainExecutor
+from melt.store.runs import utc_now
+from melt.telemetry.baseline import IdleBaseline, conditions_from_health, reuse_verdict
 from melt.telemetry.cooldown import check_battery, wait_for_cooldown
 from melt.telemetry.energy import WindowError, integrate
 from melt.telemetry.instruments import Instrument, InstrumentTrace, align
 from melt.telemetry.metrics import ENERGY_PHASES, clean_numbers, job_metrics
-from melt.telemetry.phases import derive_phases
+from melt.telemetry.phases import METHODS, derive_phases
 from melt.telemetry.session import JobOutput, Step, TelemetrySession
 from melt.telemetry.trace import to_parquet_bytes
 
@@ -71,6 +73,7 @@ class TelemetryExecutor:
         self.idle_s = idle_s
         self._sessions: dict[int, TelemetrySession] = {}
         self._offsets: dict[int, tuple[float, Any]] = {}
+        self._baselines: dict[int, IdleBaseline] = {}
 
     def session(self, device: Device) -> TelemetrySession:
         """The (cached) telemetry session of ``device``."""
@@ -108,30 +111,54 @@ class TelemetryExecutor:
         session.prepare()
         tel = device.spec.telemetry
         battery_dir = session.plan.battery_dir
-        if self.health:
+        idle_s = tel.idle_s if self.idle_s is None else self.idle_s
+        baseline = self._baselines.get(id(device)) if idle_s > 0 and tel.idle_reuse else None
+        if self.health or baseline is not None:
             provenance.setdefault("health", {})["before"] = health_snapshot(
                 device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir)
+        conditions = conditions_from_health(provenance.get("health", {}).get("before"), tel.skin_zone)
+        reuse, why = False, "telemetry.idle_reuse is off: a baseline before every job"
+        if idle_s > 0 and tel.idle_reuse:
+            reuse, why = reuse_verdict(baseline, conditions, time.monotonic(),
+                                       max_age_s=tel.idle_reuse.max_age_s,
+                                       max_temp_change_c=tel.idle_reuse.max_temp_change_c,
+                                       max_battery_change_pct=tel.idle_reuse.max_battery_change_pct)
+        if not self.health:
+            provenance.pop("health", None)  # read for the baseline's sake only
         offset = self._clock_offset(session)
         for inst in self.instruments:
             inst.start()
         try:
-            out = session.run(steps, idle_s=self.idle_s)
+            out = session.run(steps, idle_s=0.0 if reuse else idle_s)
         finally:
             inst_traces = [inst.stop() for inst in self.instruments]
         if self.health:
             provenance["health"]["after"] = health_snapshot(
                 device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir)
-        return self._execution(device, session, out, offset, inst_traces, provenance)
+        execution = self._execution(device, session, out, offset, inst_traces, provenance,
+                                    baseline if reuse else None)
+        now = time.monotonic()
+        if reuse and baseline is not None:
+            execution.provenance["idle_baseline"] = baseline.describe(now, reused=True, reason=why)
+        elif idle_s > 0 and "idle_power_w" in execution.metrics:
+            fresh = IdleBaseline(execution.metrics["idle_power_w"], utc_now(), now, conditions,
+                                 out.trace.t0_device_s)
+            if tel.idle_reuse:
+                self._baselines[id(device)] = fresh
+            execution.provenance["idle_baseline"] = fresh.describe(now, reused=False, reason=why)
+        return execution
 
     # ----------------------------------------------------------------------------
 
     def _execution(self, device: Device, session: TelemetrySession, out: JobOutput, offset: Any,
-                   inst_traces: list[InstrumentTrace], provenance: dict[str, Any]) -> Execution:
+                   inst_traces: list[InstrumentTrace], provenance: dict[str, Any],
+                   baseline: IdleBaseline | None) -> Execution:
         trace, steps = out.trace, out.steps
         frame = trace.frame
         window = (steps[0].start_s, steps[-1].end_s)
         idle = (trace.mark("idle_start"), trace.mark("idle_end"))
-        plan = derive_phases(idle if None not in idle else None, steps)  # type: ignore[arg-type]
+        plan = derive_phases(idle if None not in idle else None, steps,  # type: ignore[arg-type]
+                             clock=trace.clock, t0_device_s=trace.t0_device_s)
 
         primary = None
         for inst in inst_traces:
@@ -160,7 +187,7 @@ class TelemetryExecutor:
                 reference[f"cpufreq_max_{cpu}_khz"] = float(info["hw_max_khz"])
         result = job_metrics(power_frame, plan, window, power_missing=session.plan.missing.get("power"),
                              skin_zone=device.spec.telemetry.skin_zone, throttle_reference=reference,
-                             truth=out.truth)
+                             truth=out.truth, idle_power_w=baseline.power_w if baseline else None)
         metrics = dict(result.metrics)
         missing = dict(result.missing)
         for inst in inst_traces:
@@ -206,6 +233,7 @@ class TelemetryExecutor:
         stderr = "".join(s.stderr for s in steps)
         provenance.update({
             "phases": [ph.as_dict() for ph in plan.phases],
+            "phase_source": {"method": plan.method, "detail": METHODS[plan.method]},
             "throttled_intervals": [iv.as_dict() for iv in result.throttled_intervals],
             "metrics_missing": {k: v for k, v in missing.items() if k not in metrics},
             "telemetry": {**session.describe(), "sample_rate_hz": rate,

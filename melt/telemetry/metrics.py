@@ -58,13 +58,15 @@ def temperature_column(frame: pd.DataFrame, skin_zone: str | None) -> str | None
 def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float], *,
                 power_missing: str | None = None, skin_zone: str | None = None,
                 throttle_reference: dict[str, float] | None = None,
-                truth: tuple[np.ndarray, np.ndarray] | None = None) -> MetricsResult:
+                truth: tuple[np.ndarray, np.ndarray] | None = None,
+                idle_power_w: float | None = None) -> MetricsResult:
     """Every telemetry metric of one job.
 
     ``window`` is the job's inference window (first step start, last step
     end; t_s). ``truth`` is (t_s, cumulative joules) from a virtual device's
     physical model. Energies are gross; ``_net`` subtracts the idle baseline
-    power times the phase's duration.
+    power times the phase's duration. The baseline is the ``idle`` phase's
+    mean power, else ``idle_power_w`` (one measured in an earlier job).
     """
     out = MetricsResult()
     m, missing = out.metrics, out.missing
@@ -85,6 +87,8 @@ def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float
                 m["idle_power_w"] = idle_w
             except WindowError as exc:
                 missing["idle_power_w"] = str(exc)
+        elif idle_power_w is not None:
+            idle_w = m["idle_power_w"] = float(idle_power_w)
         else:
             missing["idle_power_w"] = "no idle baseline was sampled (telemetry.idle_s is 0)"
         for name in ENERGY_PHASES:

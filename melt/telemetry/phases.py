@@ -1,13 +1,20 @@
 """Phase windows (idle, load, prefill, decode) on the trace's clock.
 
-The runner marks the start and end of every step on the device clock. A step
-whose name is a phase (``prefill``, ``decode``) is that phase; llama-bench's
-own per-repetition times (``samples_ns`` in its JSON) narrow the window to the
-timed repetitions, which run last in the process, and the first step's
-remainder before them is ``load``. A single ``run`` step is split with what
-its output says: llama.cpp's timing lines (load, prompt eval, eval) anchored
-at the process exit, or llama-bench's pp and tg rows. Every phase records
-where its edges came from (``source``).
+The runner marks the start and end of every step on the device clock. Inside
+a step, the phases come from the inference process itself when it prints
+them: melt's patched llama.cpp writes a ``melt-mark`` line on the device's
+clock at each prefill and decode boundary (``source: process-marks``); for
+llama-bench one window per timed repetition, so warm-ups and the untimed
+context filling of ``depth > 0`` stay outside. The step's time before its
+first window is ``load``.
+
+Without marks (an unpatched or prebuilt binary) the windows are walked back
+from the step's end mark, labelled as such: llama-bench's per-repetition
+times (``samples_ns``, ``source: llama-bench-samples``) or llama.cpp's timing
+lines printed at exit (``source: timings-at-exit``). A step named for a phase
+(``prefill``, ``decode``) with neither is that phase as marked by the runner
+(``source: marks``). :attr:`PhasePlan.method` says which way the job's
+windows were found.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 
 from melt.parsers.llama_bench import parse_llama_bench
 from melt.parsers.llamacpp import parse_timings
+from melt.parsers.marks import mark_windows, parse_marks
 
 PHASE_NAMES = ("idle", "load", "prefill", "decode")
 
@@ -26,7 +34,7 @@ class Phase:
     name: str
     start_s: float
     end_s: float
-    source: str = "marks"  # marks | llama-bench-samples | timings-at-exit
+    source: str = "marks"  # marks | process-marks | llama-bench-samples | timings-at-exit
 
     @property
     def duration_s(self) -> float:
@@ -50,10 +58,44 @@ class StepResult:
     timed_out: bool = False
 
 
+#: How a job's phase windows were found (``PhasePlan.method``).
+METHODS = {
+    "process-marks": "marks printed by the inference process on the device clock",
+    "walk-back": "fallback: durations from the process's output walked back from its exit mark",
+    "runner-marks": "the runner's marks around each step (one process per phase)",
+}
+
+
 @dataclass
 class PhasePlan:
     phases: list[Phase]
     tokens: dict[str, float]  # phase -> tokens processed in it
+    method: str = "runner-marks"  # a key of METHODS
+
+
+#: Marks may precede the runner's start mark or follow its end mark by this much (s).
+_MARK_SLACK_S = 0.05
+
+
+def _marked_windows(step: StepResult, clock: str, t0: float) -> tuple[list[Phase], dict[str, float]] | None:
+    """Phases of one step from the process's own marks (``None`` when it printed none)."""
+    marks = parse_marks(step.stderr) or parse_marks(step.stdout)
+    if not marks:
+        return None
+    windows = mark_windows(marks, "boottime" if clock == "uptime" else "realtime")
+    phases: list[Phase] = []
+    tokens: dict[str, float] = {}
+    for w in windows:
+        start, end = w["start"] - t0, w["end"] - t0
+        if start < step.start_s - _MARK_SLACK_S or end > step.end_s + _MARK_SLACK_S:
+            continue  # not this step's (another clock, a stale line): never trust it
+        phases.append(Phase(w["phase"], max(start, step.start_s), min(end, step.end_s), "process-marks"))
+        if isinstance(w.get("tokens"), int) and w["tokens"] >= 0:
+            tokens[w["phase"]] = tokens.get(w["phase"], 0.0) + w["tokens"]
+    if not phases:
+        return None
+    phases.sort(key=lambda ph: ph.start_s)
+    return phases, tokens
 
 
 def _bench_rows(step: StepResult) -> list[dict[str, Any]]:
@@ -126,37 +168,65 @@ def _timing_windows(step: StepResult) -> tuple[list[Phase], dict[str, float]] | 
     return phases, tokens
 
 
-def derive_phases(idle: tuple[float, float] | None, steps: list[StepResult]) -> PhasePlan:
-    """Phase windows and token counts for a job (see the module doc)."""
+def derive_phases(idle: tuple[float, float] | None, steps: list[StepResult], *,
+                  clock: str | None = None, t0_device_s: float | None = None) -> PhasePlan:
+    """Phase windows and token counts for a job (see the module doc).
+
+    ``clock`` (``realtime`` or ``uptime``) and ``t0_device_s`` place the
+    process's marks on the trace's clock; without them marks are not read.
+    """
     phases: list[Phase] = []
     tokens: dict[str, float] = {}
+    used: set[str] = set()
+
+    def add_tokens(found: dict[str, float], only: str | None = None) -> None:
+        for k, v in found.items():
+            if only is None or k == only:
+                tokens[k] = tokens.get(k, 0.0) + v
+
     if idle is not None and idle[1] > idle[0]:
         phases.append(Phase("idle", idle[0], idle[1]))
     for i, step in enumerate(steps):
+        marked = (_marked_windows(step, clock, t0_device_s)
+                  if clock is not None and t0_device_s is not None else None)
+        if marked and step.phase in ("prefill", "decode"):
+            own = [p for p in marked[0] if p.name == step.phase]
+            marked = (own, {k: v for k, v in marked[1].items() if k == step.phase}) if own else None
+        if marked:
+            used.add("process-marks")
+            if i == 0 and marked[0][0].start_s > step.start_s:
+                phases.append(Phase("load", step.start_s, marked[0][0].start_s, "marks"))
+            phases.extend(marked[0])
+            add_tokens(marked[1])
+            continue
         if step.phase in ("prefill", "decode", "load"):
             found = _bench_windows(step) if step.phase != "load" else None
             own = [p for p in (found[0] if found else []) if p.name == step.phase]
             if found and own:
+                used.add("walk-back")
                 window = own[-1]
                 if i == 0 and window.start_s > step.start_s:
                     phases.append(Phase("load", step.start_s, window.start_s, "marks"))
                 phases.append(window)
-                if step.phase in found[1]:
-                    tokens[step.phase] = tokens.get(step.phase, 0.0) + found[1][step.phase]
+                add_tokens(found[1], step.phase)
             else:
+                used.add("runner-marks")
                 phases.append(Phase(step.phase, step.start_s, step.end_s, "marks"))
                 timing = _timing_windows(step)
-                if timing and step.phase in timing[1]:
-                    tokens[step.phase] = tokens.get(step.phase, 0.0) + timing[1][step.phase]
+                if timing:
+                    add_tokens(timing[1], step.phase)
             continue
         derived = _timing_windows(step) or _bench_windows(step)
         if derived:
+            used.add("walk-back")
             phases.extend(derived[0])
-            for k, v in derived[1].items():
-                tokens[k] = tokens.get(k, 0.0) + v
+            add_tokens(derived[1])
             if derived[0] and derived[0][0].name != "load" and derived[0][0].start_s > step.start_s:
                 phases.insert(len(phases) - len(derived[0]),
                               Phase("load", step.start_s, derived[0][0].start_s, "marks"))
         else:
+            used.add("runner-marks")
             phases.append(Phase("run", step.start_s, step.end_s, "marks"))
-    return PhasePlan([p for p in phases if p.end_s >= p.start_s], tokens)
+    # the weakest way any step's windows were found names the job's method
+    method = next((m for m in ("walk-back", "runner-marks", "process-marks") if m in used), "runner-marks")
+    return PhasePlan([p for p in phases if p.end_s >= p.start_s], tokens, method)

@@ -23,6 +23,11 @@
 #   out.N err.N status.N   per step
 #   markdata   output of MELT_MARK_CMD at each mark (energy counters)
 #   aux        output of MELT_AUX_CMD (tegrastats), started at begin
+#   truth      "TIME JOULES" lines of the virtual phone's truth log (MELT_TRUTH)
+#              over the job, on the runner's clock
+#
+# With MELT_PACK=1 the output files are packed into JOBDIR.tar at the end and
+# "melt-packed" is printed, so the host pulls one file.
 
 D=$1
 [ -d "$D" ] || { echo "melt runner: no job folder $D" >&2; exit 2; }
@@ -196,6 +201,7 @@ echo "$$" > "$D/runner.pid"
 trap melt_abort INT TERM HUP
 
 mark begin
+T_BEGIN=$T
 if [ -n "${MELT_AUX_CMD:-}" ]; then
   ( eval "exec $MELT_AUX_CMD" ) > "$D/aux" 2>/dev/null < /dev/null &
   apid=$!
@@ -217,5 +223,23 @@ mark end
 : > "$D/stop"
 wait "$spid"
 [ -n "${apid:-}" ] && { kill -TERM "$apid" 2>/dev/null; wait "$apid" 2>/dev/null; }
+if [ -n "${MELT_TRUTH:-}" ] && [ -r "$MELT_TRUTH" ]; then
+  # the truth log's columns: boottime_s (1, what /proc/uptime counts), realtime_s (3)
+  melt_now
+  col=3
+  [ "$MELT_CLOCK" = uptime ] && col=1
+  i=0  # the model writes its log a tick behind: wait until it covers the end
+  while [ $i -lt 50 ] && ! tail -n 1 "$MELT_TRUTH" | awk -F, -v b="$T" -v c="$col" '{ exit !($c >= b) }'; do
+    sleep 0.02 2>/dev/null || sleep 1
+    i=$((i + 1))
+  done
+  awk -F, -v a="$T_BEGIN" -v b="$T" -v c="$col" \
+    'NR > 1 && $c >= a - 1 && $c <= b + 1 { print $c, $4 }' "$MELT_TRUTH" > "$D/truth" 2>/dev/null
+fi
 echo "melt-runner done"
+if [ "${MELT_PACK:-}" = 1 ]; then
+  # everything but the inputs and control files, in one file for one pull
+  ( cd "$D" && tar -cf "$D.tar" $(ls | grep -v -x -E 'job\.sh|tick|stop|pid') ) 2>/dev/null \
+    && echo "melt-packed"
+fi
 exit 0

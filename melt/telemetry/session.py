@@ -5,9 +5,10 @@ stages ``runner.sh`` (content-addressed, so once per device), picks the shell
 that runs it (one with ``$EPOCHREALTIME`` when the device has one: mksh on
 Android, bash elsewhere) and asks the device which sensors it has. Each
 :meth:`TelemetrySession.run` writes a small ``job.sh`` with the steps (every
-argument quoted with :func:`shlex.quote`), runs the runner in one blocking
-shell call (nothing crosses the transport while the model runs), pulls the
-job folder and deletes it from the device.
+argument quoted with :func:`shlex.quote`) and runs the runner in the same
+blocking shell call (nothing crosses the transport while the model runs); the
+runner packs its files (and, on a virtual device, its slice of the truth log)
+into one tar, which is pulled; a last call deletes the job from the device.
 
 If the call is interrupted (Ctrl-C, a timeout, any error) the runner is sent
 SIGTERM through its pid file: it stops the inference process and the sampler.
@@ -68,6 +69,8 @@ class JobOutput:
 
 #: Runner files that stay on the device (inputs and control files).
 _NOT_PULLED = ("job.sh", "tick", "stop", "pid")
+#: A job.sh up to this long travels inside the shell command (adb's oldest limit is 4 KB).
+_INLINE_SCRIPT_MAX = 3000
 
 
 class TelemetrySession:
@@ -164,6 +167,8 @@ class TelemetrySession:
             f"MELT_FAST={q(' '.join(c.path for c in plan.fast))}",
             f"MELT_SLOW={q(' '.join(c.path for c in plan.slow))}",
         ]
+        if self.simulated:
+            lines.append(f"MELT_TRUTH={q(TRUTH_LOG)}")
         if self._odpm:
             lines.append(f"MELT_MARK_CMD={q(f'cat {ODPM_GLOB}')}")
         if self.spec.tegrastats_interval_ms:
@@ -182,30 +187,38 @@ class TelemetrySession:
     def run(self, steps: Sequence[Step], *, idle_s: float | None = None) -> JobOutput:
         """Run ``steps`` under the runner; returns the parsed outputs.
 
-        Raises the transport's errors; on any interruption the runner on the
-        device is stopped before the exception goes on.
+        Three round trips when the device has ``tar``: one shell call writes
+        ``job.sh`` (inline when it is small, else pushed first), runs the
+        runner and packs its files; one pull; one clean-up. Raises the
+        transport's errors; on any interruption the runner on the device is
+        stopped before the exception goes on.
         """
         self.prepare()
         if not steps:
             raise ValueError("a job needs at least one step")
         remote = f"{self.device.workdir().rstrip('/')}/jobs/{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         q = shlex.quote
+        script = self.job_script(steps, idle_s=idle_s) + "MELT_PACK=1\n"
         with tempfile.TemporaryDirectory(prefix="melt-job-") as tmp:
             local = Path(tmp)
-            (local / "job.sh").write_text(self.job_script(steps, idle_s=idle_s))
-            self.transport.push(local / "job.sh", f"{remote}/job.sh")
+            if len(script) <= _INLINE_SCRIPT_MAX:
+                write = f"mkdir -p {q(remote)} && printf '%s' {q(script)} > {q(remote + '/job.sh')} && "
+            else:
+                (local / "job.sh").write_text(script)
+                self.transport.push(local / "job.sh", f"{remote}/job.sh")
+                write = ""
             idle = self.spec.idle_s if idle_s is None else idle_s
             limit = sum(s.timeout_s + 5 for s in steps) + idle + 60
             t0 = time.monotonic()
             try:
-                done = self.transport.run([self._shell or "sh", self._runner or "", remote],
-                                          timeout=limit, check=False)
+                done = self.transport.shell(
+                    f"{write}{shlex.join([self._shell or 'sh', self._runner or '', remote])}",
+                    timeout=limit, check=False)
             except BaseException:
                 self._abort(remote)
                 raise
             duration = time.monotonic() - t0
-            files = self._pull(remote, local / "out")
-            truth = None
+            files = self._pull(remote, local / "out", packed="melt-packed" in done.stdout)
             try:
                 trace = parse_samples(files.get("samples", ""), files.get("marks", ""),
                                       files.get("meta", ""), self.plan)
@@ -213,9 +226,8 @@ class TelemetrySession:
                 tail = (done.stderr or done.stdout).strip()[-300:]
                 raise TransportError(f"the job runner on {self.device.name} failed "
                                      f"(exit {done.returncode}): {exc}: {tail}") from None
-            if self.simulated:
-                truth = self._truth(trace)
-            self.transport.shell(f"rm -rf {q(remote)}", timeout=60, check=False)
+            truth = self._truth(trace, files.get("truth")) if self.simulated else None
+            self.transport.shell(f"rm -rf {q(remote)} {q(remote + '.tar')}", timeout=60, check=False)
         results = []
         for i, step in enumerate(steps):
             # several steps may share a phase name: take the i-th start/end of that name
@@ -243,22 +255,18 @@ class TelemetrySession:
         except (TransportError, CommandTimeout, OSError):
             pass
 
-    def _pull(self, remote: str, local: Path) -> dict[str, str]:
+    def _pull(self, remote: str, local: Path, *, packed: bool) -> dict[str, str]:
         """The runner's output files, by name.
 
-        Packed into one tar on the device and pulled in one transfer (every adb
-        stream costs a round trip); file by file where the device has no tar.
+        ``packed``: the runner left them in ``REMOTE.tar``, pulled in one
+        transfer (every stream costs a round trip); else file by file (a
+        device without tar).
         """
         q = shlex.quote
         local.mkdir(parents=True, exist_ok=True)
-        skip = "|".join(_NOT_PULLED)
-        packed = f"{remote}.tar"
-        r = self.transport.shell(
-            f"cd {q(remote)} && tar -cf {q(packed)} $(ls | grep -v -x -E {q(skip)}) && echo packed",
-            timeout=60, check=False)
-        if r.returncode == 0 and r.stdout.strip().endswith("packed"):
+        if packed:
             try:
-                self.transport.pull(packed, local / "out.tar")
+                self.transport.pull(f"{remote}.tar", local / "out.tar")
                 files = {}
                 with tarfile.open(local / "out.tar") as tar:
                     for member in tar.getmembers():  # regular files only, names only
@@ -269,8 +277,6 @@ class TelemetrySession:
                 return files
             except (tarfile.TarError, OSError, TransportError):
                 pass  # fall back to one pull per file
-            finally:
-                self.transport.shell(f"rm -f {q(packed)}", timeout=30, check=False)
         listing = self.transport.shell(f"ls {q(remote)}", timeout=30, check=False).stdout
         files: dict[str, str] = {}
         for name in listing.split():
@@ -280,17 +286,21 @@ class TelemetrySession:
             files[name] = (local / name).read_text(errors="replace")
         return files
 
-    def _truth(self, trace: Trace) -> tuple[np.ndarray, np.ndarray] | None:
-        """The virtual device's cumulative true energy over the job, on the trace's clock."""
+    def _truth(self, trace: Trace, text: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The virtual device's cumulative true energy over the job, on the trace's clock.
+
+        ``text``: the runner's slice of the truth log (``truth``), else it is read now.
+        """
         col = _TRUTH_TIME_COLUMN.get(trace.clock)
         if col is None or trace.frame.empty:
             return None
-        lo = trace.t0_device_s - 1.0
-        hi = trace.t0_device_s + float(trace.frame["t_s"].max()) + 1.0
-        script = (f"awk -F, -v a={lo:.6f} -v b={hi:.6f} "
-                  f"'NR > 1 && ${col} >= a && ${col} <= b {{ print ${col}, $4 }}' {TRUTH_LOG}")
-        r = self.transport.shell(script, timeout=60, check=False)
-        rows = [line.split() for line in r.stdout.splitlines()]
+        if text is None:
+            lo = trace.t0_device_s - 1.0
+            hi = trace.t0_device_s + float(trace.frame["t_s"].max()) + 1.0
+            script = (f"awk -F, -v a={lo:.6f} -v b={hi:.6f} "
+                      f"'NR > 1 && ${col} >= a && ${col} <= b {{ print ${col}, $4 }}' {TRUTH_LOG}")
+            text = self.transport.shell(script, timeout=60, check=False).stdout
+        rows = [line.split() for line in text.splitlines()]
         data = np.array([[float(a), float(b)] for a, b in (x for x in rows if len(x) == 2)])
         if data.size == 0:
             return None

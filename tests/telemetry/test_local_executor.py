@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -114,24 +115,30 @@ def test_monsoon_says_clearly_when_its_library_is_missing():
 class CountingTransport(LocalTransport):
     """The local transport, counting pulls (every pull is an adb stream on a phone)."""
 
-    def __init__(self, tar_works: bool = True):
+    def __init__(self, no_tar_dir: Path | None = None):
         self.pulls = 0
-        self.tar_works = tar_works
+        self.no_tar_dir = no_tar_dir
 
     def pull(self, remote, local):
         self.pulls += 1
         super().pull(remote, local)
 
     def shell(self, script, **kw):
-        if not self.tar_works and "tar -cf" in script:
-            script = "exit 127"  # a device without tar
+        if self.no_tar_dir is not None:  # a device without tar: its `tar` fails
+            script = f"PATH={self.no_tar_dir}:$PATH; export PATH; {script}"
         return super().shell(script, **kw)
 
 
 @pytest.mark.parametrize("tar_works", [True, False])
 def test_outputs_come_back_in_one_pull_or_file_by_file(tmp_path, tar_works):
     spec = DeviceSpec(name="local", kind="local", workdir=str(tmp_path), telemetry=TelemetrySpec(idle_s=0))
-    transport = CountingTransport(tar_works)
+    no_tar = None
+    if not tar_works:
+        no_tar = tmp_path / "no-tar"
+        no_tar.mkdir()
+        (no_tar / "tar").write_text("#!/bin/sh\nexit 127\n")
+        (no_tar / "tar").chmod(0o755)
+    transport = CountingTransport(no_tar)
     session = TelemetrySession(LocalDevice(spec, transport))
     out = session.run([Step("run", ("sh", "-c", "echo hello; echo oops >&2"))])
     assert out.steps[0].stdout == "hello\n" and out.steps[0].stderr == "oops\n"

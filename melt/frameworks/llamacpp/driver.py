@@ -33,7 +33,6 @@ import math
 import posixpath
 import re
 import signal
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -211,23 +210,14 @@ class LlamaCpp:
     def phased_invocations(
         self, kind: str, params: Mapping[str, Any], *, bin_dir: str, model_path: str
     ) -> list[tuple[str, Invocation]]:
-        """The job as separately timed windows, for on-device telemetry.
+        """The job for on-device telemetry: one process (``"run"``) for both kinds.
 
-        ``bench`` becomes a prefill-only run (``-n 0``) and a decode-only run
-        (``-p 0``), so the energy of each phase is integrated over its own
-        window; ``parse_metrics`` accepts their joined output. ``generate`` stays
-        one run (``"run"``): its phases come from its timing lines.
+        melt's patched llama.cpp prints a mark at each prefill and decode
+        boundary (per timed repetition for llama-bench), so one process gives
+        both phases' windows and the model is loaded once; without marks the
+        telemetry falls back to walking back from the process's exit.
         """
-        p = self.validate_params(kind, params)
-        one = partial(self.invocation, kind, bin_dir=bin_dir, model_path=model_path)
-        if kind != "bench":
-            return [("run", one(params))]
-        steps = []
-        if p["n_prompt"] > 0:
-            steps.append(("prefill", one({**params, "n_gen": 0})))
-        if p["n_gen"] > 0:
-            steps.append(("decode", one({**params, "n_prompt": 0})))
-        return steps
+        return [("run", self.invocation(kind, params, bin_dir=bin_dir, model_path=model_path))]
 
     # -- metrics --------------------------------------------------------------
 
