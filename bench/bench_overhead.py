@@ -1,0 +1,157 @@
+"""Benchmark of melt's per-job overhead: `melt run` against a bare `adb shell llama-bench`.
+
+Not a test: it prints the figures recorded in docs/benchmarks.md.
+
+    python bench/bench_overhead.py [--runs 5] [--profile FILE]
+
+The job is llama-bench ``-p 128 -n 64 -r 1 -t 1`` on gemma3-270m, on melt's
+virtual phone (device_configs/virtual-phone.yaml: telemetry on, cool-down,
+screen and charging state) behind a real adb server. One unmeasured
+``melt run`` first stages the binaries and the model and leaves the phone
+as a user's second run finds it; then, interleaved so that both see the
+same machine load:
+
+- a bare ``adb shell LD_LIBRARY_PATH=... llama-bench ...`` of the very
+  command melt ran (the staged binary and model);
+- ``melt run`` of a one-job experiment, as its own process (Python start-up,
+  config, connecting, staging check, cool-down, telemetry, storing: all of it).
+
+Target (issue 10): melt <= 1.10 x bare + 3 s per run. ``--profile FILE``
+also runs one more ``melt run`` under cProfile and prints its top entries.
+
+An isolated adb server on a free loopback port, one virtual phone and the
+temporary folders are all removed at the end; the llama.cpp build and the
+model come from melt's cache (built / fetched when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine, run  # bench/ is on sys.path when a bench runs
+
+from melt.virtual.config import load_config
+from melt.virtual.testing import adb_available, adb_server, virtual_phone
+
+ROOT = Path(__file__).resolve().parent.parent
+PHONE_CONFIG = ROOT / "device_configs" / "virtual-phone.yaml"
+
+EXPERIMENT = """
+name: overhead
+devices: [{device}]
+frameworks: [{{name: llama.cpp}}]
+models: [{{name: gemma, path: {model}}}]
+workloads:
+  - {{name: bench, kind: bench, n_prompt: 128, n_gen: 64, threads: 1, repetitions: 1}}
+repetitions: 1
+warmup: 0
+"""
+
+
+def device_yaml(address: str, adb_port: int) -> str:
+    """The virtual-phone config, pointed at this benchmark's phone and adb server."""
+    text = PHONE_CONFIG.read_text()
+    out = []
+    for line in text.splitlines():
+        if line.startswith("adb:"):
+            out.append(f"adb: {{connect: '{address}', server_port: {adb_port}}}")
+        elif line.startswith("  connect:") and out and out[-1].startswith("adb:"):
+            continue
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def melt_run(experiment: Path, results: Path, *, profile: Path | None = None) -> tuple[float, str]:
+    """One ``melt run`` as a process; (wall seconds, run id)."""
+    prefix = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
+    t = time.perf_counter()
+    out = subprocess.run([*prefix, "-m", "melt.cli.main", "run", str(experiment), "--results", str(results)],
+                         capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(f"melt run failed ({out.returncode}): {out.stderr.strip()[-800:]}")
+    return wall, out.stdout.strip().splitlines()[-1]
+
+
+def job_of(results: Path, run_id: str) -> dict:
+    jobs = results / run_id / "jobs"
+    return json.loads(next(jobs.glob("*/result.json")).read_text())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5, help="measured runs of each")
+    ap.add_argument("--profile", type=Path, help="also profile one melt run into this file (cProfile)")
+    args = ap.parse_args()
+    if not adb_available():
+        print("adb is not installed (apt-get install adb): cannot run this benchmark", file=sys.stderr)
+        return 1
+    from melt.frameworks.llamacpp.build import host_build
+    from melt.models.catalog import ensure_model
+
+    print(f"machine: {machine()}")
+    host_build()
+    model = ensure_model("gemma3-270m")
+    with tempfile.TemporaryDirectory(prefix="melt-bench-overhead-") as tmp, adb_server() as adb, \
+            virtual_phone(load_config(PHONE_CONFIG), state_dir=Path(tmp) / "phone") as phone:
+        tmp = Path(tmp)
+        serial = adb.connect(phone.address)
+        device = tmp / "phone.yaml"
+        device.write_text(device_yaml(phone.address, adb.port))
+        experiment = tmp / "overhead.yaml"
+        experiment.write_text(EXPERIMENT.format(device=device, model=model))
+        results = tmp / "results"
+
+        _, first = melt_run(experiment, results)  # stages binaries and model: not measured
+        job = job_of(results, first)
+        if job["status"] != "ok":
+            raise SystemExit(f"the job failed: {job['reason']}")
+        env = job["provenance"]["env"]
+        bare = ["shell", " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
+                + job["provenance"]["command"]]
+        print(f"bare command: adb {' '.join(bare)}")
+
+        melt_s, bare_s, phases = [], [], []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            out = adb.run("-s", serial, *bare, timeout=300)
+            bare_s.append(time.perf_counter() - t)
+            if out.returncode != 0:
+                raise SystemExit(f"bare llama-bench failed: {out.stderr.strip()[-500:]}")
+            wall, run_id = melt_run(experiment, results)
+            melt_s.append(wall)
+            j = job_of(results, run_id)
+            phases.append((j["provenance"].get("phase_source", {}).get("method"),
+                           j["provenance"].get("idle_baseline", {}).get("measured_in")))
+
+        print(f"\n{'run':>4} {'bare s':>8} {'melt s':>8} {'ratio':>6}  phases / idle baseline")
+        for i, (b, m, ph) in enumerate(zip(bare_s, melt_s, phases), 1):
+            print(f"{i:>4} {b:8.2f} {m:8.2f} {m / b:6.2f}  {ph[0]} / {ph[1]}")
+        b, m = sum(bare_s), sum(melt_s)
+        allowed = 1.10 * b + 3.0 * args.runs
+        print(f"\ntotal: bare {b:.2f} s, melt {m:.2f} s: {m / b:.2f}x bare, "
+              f"{(m - b) / args.runs:+.2f} s per run (median {statistics.median(melt_s):.2f} s vs "
+              f"{statistics.median(bare_s):.2f} s)")
+        print(f"target: melt <= 1.10 x bare + 3 s per run = {allowed:.2f} s: "
+              f"{'met' if m <= allowed else 'NOT met'}")
+
+        if args.profile:
+            melt_run(experiment, results, profile=args.profile)
+            print(f"\nprofile of one melt run ({args.profile}), by cumulative time:")
+            pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(25)
+        return 0 if m <= allowed else 2
+
+
+if __name__ == "__main__":
+    run(main)
