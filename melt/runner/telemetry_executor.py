@@ -43,6 +43,8 @@ from melt.telemetry.trace import to_parquet_bytes
 
 #: Without host-side instruments, a clock offset is re-measured after this long (s).
 OFFSET_MAX_AGE_S = 120.0
+#: Without host-side instruments the offset is provenance only: this many round trips.
+PROVENANCE_PROBES = 3
 
 
 def as_steps(invocation: Any) -> list[Step]:
@@ -84,12 +86,16 @@ class TelemetryExecutor:
 
     def _clock_offset(self, session: TelemetrySession) -> Any:
         """The host/device offset: measured for every job when host instruments need
-        it, else reused for ``OFFSET_MAX_AGE_S`` (a few dozen round trips per job
-        would cost more than the jobs of a small model)."""
+        it (``telemetry.clock_probes`` round trips), else -- provenance only -- with
+        at most ``PROVENANCE_PROBES`` and reused for ``OFFSET_MAX_AGE_S`` (a few dozen
+        round trips per job would cost more than the jobs of a small model)."""
         now = time.monotonic()
         cached = self._offsets.get(id(session))
-        if self.instruments or cached is None or now - cached[0] > OFFSET_MAX_AGE_S:
+        if self.instruments:
             cached = self._offsets[id(session)] = (now, session.clock_offset())
+        elif cached is None or now - cached[0] > OFFSET_MAX_AGE_S:
+            probes = min(PROVENANCE_PROBES, session.spec.clock_probes)
+            cached = self._offsets[id(session)] = (now, session.clock_offset(probes))
         return cached[1]
 
     def execute(self, device: Device, invocation: Any) -> Execution:
