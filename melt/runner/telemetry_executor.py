@@ -31,7 +31,8 @@ from melt.devices.state import health_snapshot
 from melt.errors import JobFailed
 from melt.runner.execute import Execution, PlainExecutor
 from melt.store.runs import utc_now
-from melt.telemetry.baseline import IdleBaseline, conditions_from_health, reuse_verdict
+from melt.store.paths import cache_dir
+from melt.telemetry.baseline import BaselineStore, IdleBaseline, conditions_from_health, reuse_verdict
 from melt.telemetry.cooldown import check_battery, wait_for_cooldown
 from melt.telemetry.energy import WindowError, integrate
 from melt.telemetry.instruments import Instrument, InstrumentTrace, align
@@ -67,7 +68,7 @@ class TelemetryExecutor:
 
     def __init__(self, *, cooldown: bool = True, health: bool = True,
                  instruments: Sequence[Instrument] = (), energy_source: str = "auto",
-                 idle_s: float | None = None):
+                 idle_s: float | None = None, baselines: BaselineStore | None = None):
         self.cooldown = cooldown
         self.health = health
         self.instruments = list(instruments)
@@ -75,7 +76,7 @@ class TelemetryExecutor:
         self.idle_s = idle_s
         self._sessions: dict[int, TelemetrySession] = {}
         self._offsets: dict[int, tuple[float, Any]] = {}
-        self._baselines: dict[int, IdleBaseline] = {}
+        self._baselines = BaselineStore(cache_dir() / "baselines") if baselines is None else baselines
 
     def session(self, device: Device) -> TelemetrySession:
         """The (cached) telemetry session of ``device``."""
@@ -118,14 +119,15 @@ class TelemetryExecutor:
         tel = device.spec.telemetry
         battery_dir = session.plan.battery_dir
         idle_s = tel.idle_s if self.idle_s is None else self.idle_s
-        baseline = self._baselines.get(id(device)) if idle_s > 0 and tel.idle_reuse else None
+        key = BaselineStore.key(device.name, device.properties(), device.spec.state.model_dump(mode="json"))
+        baseline = self._baselines.get(key) if idle_s > 0 and tel.idle_reuse else None
         if self.health or baseline is not None:
             provenance.setdefault("health", {})["before"] = health_snapshot(
                 device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir)
         conditions = conditions_from_health(provenance.get("health", {}).get("before"), tel.skin_zone)
         reuse, why = False, "telemetry.idle_reuse is off: a baseline before every job"
         if idle_s > 0 and tel.idle_reuse:
-            reuse, why = reuse_verdict(baseline, conditions, time.monotonic(),
+            reuse, why = reuse_verdict(baseline, conditions, time.time(),
                                        max_age_s=tel.idle_reuse.max_age_s,
                                        max_temp_change_c=tel.idle_reuse.max_temp_change_c,
                                        max_battery_change_pct=tel.idle_reuse.max_battery_change_pct)
@@ -143,14 +145,14 @@ class TelemetryExecutor:
                 device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir)
         execution = self._execution(device, session, out, offset, inst_traces, provenance,
                                     baseline if reuse else None)
-        now = time.monotonic()
+        now = time.time()
         if reuse and baseline is not None:
             execution.provenance["idle_baseline"] = baseline.describe(now, reused=True, reason=why)
         elif idle_s > 0 and "idle_power_w" in execution.metrics:
             fresh = IdleBaseline(execution.metrics["idle_power_w"], utc_now(), now, conditions,
                                  out.trace.t0_device_s)
             if tel.idle_reuse:
-                self._baselines[id(device)] = fresh
+                self._baselines.put(key, fresh)
             execution.provenance["idle_baseline"] = fresh.describe(now, reused=False, reason=why)
         return execution
 

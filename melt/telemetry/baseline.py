@@ -7,12 +7,19 @@ is in the state it was measured in: within ``idle_reuse.max_age_s``, the
 temperature within ``max_temp_change_c``, the battery level within
 ``max_battery_change_pct``, and the charger neither plugged nor pulled.
 Anything else, or a reading that is missing now or was missing then,
-measures it again. Pure functions: tested without a device.
+measures it again. The rules are pure functions, tested without a device.
+
+Baselines outlive one ``melt run``: :class:`BaselineStore` keeps the last one
+of each device (keyed by its properties and the state melt set on it, such as
+the screen) in melt's cache, so five runs in a row measure it once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -32,20 +39,59 @@ class IdleBaseline:
 
     power_w: float
     measured_at: str  # UTC, ISO 8601
-    measured_mono_s: float  # host monotonic clock, for its age
+    measured_epoch_s: float  # host wall clock (time.time()), for its age across processes
     conditions: Conditions
     job_t0_device_s: float | None = None  # the measuring job's trace origin (device clock)
 
-    def describe(self, now_mono_s: float, *, reused: bool, reason: str) -> dict[str, Any]:
+    def describe(self, now_epoch_s: float, *, reused: bool, reason: str) -> dict[str, Any]:
         """Provenance stored with each job that uses it."""
         return {
             "power_w": round(self.power_w, 6),
             "measured_at": self.measured_at,
             "measured_in": "an earlier job" if reused else "this job",
-            "age_s": round(max(0.0, now_mono_s - self.measured_mono_s), 3),
+            "age_s": round(max(0.0, now_epoch_s - self.measured_epoch_s), 3),
             "conditions": {k: v for k, v in asdict(self.conditions).items() if v is not None},
             "reason": reason,
         }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "conditions": asdict(self.conditions)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "IdleBaseline":
+        """Raises ``TypeError``/``ValueError``/``KeyError`` on a malformed record."""
+        cond = Conditions(**data["conditions"])
+        return cls(float(data["power_w"]), str(data["measured_at"]), float(data["measured_epoch_s"]),
+                   cond, data.get("job_t0_device_s"))
+
+
+class BaselineStore:
+    """The last idle baseline of each device, one small JSON file per key (atomic writes)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    @staticmethod
+    def key(name: str, properties: dict[str, Any], state: dict[str, Any] | None) -> str:
+        """What identifies a device (its config name and properties) and the state it idles in."""
+        blob = json.dumps({"name": name, "device": properties, "state": state or {}},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def get(self, key: str) -> IdleBaseline | None:
+        try:
+            return IdleBaseline.from_json(json.loads((self.folder / f"{key}.json").read_text()))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None  # none yet, or unreadable: measure a new one
+
+    def put(self, key: str, baseline: IdleBaseline) -> None:
+        from melt.store.atomic import atomic_write_json
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.folder / f"{key}.json", baseline.to_json())
+        except OSError:
+            pass  # a read-only cache only costs a new baseline next time
 
 
 def conditions_from_health(snapshot: dict[str, Any] | None, skin_zone: str | None = None) -> Conditions:
@@ -74,13 +120,15 @@ def conditions_from_health(snapshot: dict[str, Any] | None, skin_zone: str | Non
     return Conditions(temp_c, zone, float(level) if isinstance(level, (int, float)) else None, charging)
 
 
-def reuse_verdict(baseline: IdleBaseline | None, now: Conditions, now_mono_s: float, *,
+def reuse_verdict(baseline: IdleBaseline | None, now: Conditions, now_epoch_s: float, *,
                   max_age_s: float, max_temp_change_c: float,
                   max_battery_change_pct: float) -> tuple[bool, str]:
     """Whether ``baseline`` still stands under ``now``; and why (or why not)."""
     if baseline is None:
         return False, "no idle baseline measured on this device yet"
-    age = now_mono_s - baseline.measured_mono_s
+    age = now_epoch_s - baseline.measured_epoch_s
+    if age < -5:
+        return False, "the baseline is from the future (the host clock was set back)"
     if age > max_age_s:
         return False, f"the baseline is {age:.0f} s old (limit {max_age_s:g} s)"
     then = baseline.conditions

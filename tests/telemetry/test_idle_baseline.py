@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from melt.telemetry.baseline import Conditions, IdleBaseline, conditions_from_health, reuse_verdict
+from melt.telemetry.baseline import BaselineStore, Conditions, IdleBaseline, conditions_from_health, reuse_verdict
 
 RULE = {"max_age_s": 600.0, "max_temp_change_c": 1.0, "max_battery_change_pct": 1.0}
 THEN = Conditions(temp_c=30.0, temp_zone="skin", battery_pct=80.0, charging=False)
@@ -50,3 +50,20 @@ def test_conditions_from_a_health_snapshot():
     zones_only = {"temps_c": {"cpu#0": 50.0, "gpu#1": 44.0}}
     assert conditions_from_health(zones_only) == Conditions(50.0, "cpu", None, None)
     assert conditions_from_health(None) == Conditions()
+
+
+def test_the_store_keeps_one_baseline_per_device_and_state(tmp_path):
+    store = BaselineStore(tmp_path)
+    screen_off = store.key("phone", {"serial": "A"}, {"screen": "off"})
+    assert store.get(screen_off) is None
+    store.put(screen_off, baseline())
+    assert store.get(screen_off) == baseline()  # survives a new process: it is a file
+    assert store.get(store.key("phone", {"serial": "A"}, {"screen": "on"})) is None
+    assert store.get(store.key("phone", {"serial": "B"}, {"screen": "off"})) is None
+    (tmp_path / f"{screen_off}.json").write_text("{broken")
+    assert store.get(screen_off) is None
+
+
+def test_a_baseline_from_the_future_is_not_trusted():
+    ok, why = reuse_verdict(baseline(at=2000.0), THEN, 1000.0, **RULE)
+    assert not ok and "future" in why

@@ -16,6 +16,7 @@ from melt.config.specs import DeviceSpec, TelemetrySpec
 from melt.devices.local import LocalDevice
 from melt.frameworks.base import Invocation
 from melt.runner.telemetry_executor import TelemetryExecutor
+from melt.telemetry.baseline import BaselineStore
 from melt.telemetry.session import Step, TelemetrySession
 from melt.transports.local import LocalTransport
 
@@ -31,7 +32,7 @@ def local(tmp_path, **tel) -> LocalDevice:
 def test_phased_job_on_the_local_machine(tmp_path):
     import sys
 
-    ex = TelemetryExecutor(health=True)
+    ex = TelemetryExecutor(health=True, baselines=BaselineStore(tmp_path / "baselines"))
     device = local(tmp_path)
     e = ex.execute(device, [("prefill", Invocation((sys.executable, "-c", BURN))),
                             ("decode", Invocation(("sleep", "0.4")))])
