@@ -114,3 +114,20 @@ def test_melt_devices_shows_the_virtual_phone(adb_server, virtual_phone, tmp_pat
     assert 0 < row["health"]["battery_pct"] <= 100 and 10 < row["health"]["temp_c"] < 80
     table = melt("devices", "vp", cwd=tmp_path)
     assert "Melt Virtual Phone" in table.stdout and "%" in table.stdout
+
+
+def test_a_stream_costs_no_version_query_and_no_sleep(transport, tmp_path, monkeypatch):
+    import adbutils._adb
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("adbutils queried the server version for a stream")
+
+    slept = []
+    monkeypatch.setattr(adbutils.AdbClient, "server_version", forbidden)
+    monkeypatch.setattr(adbutils._adb.time, "sleep", lambda s: slept.append(s))
+    assert transport.shell("echo hi").stdout == "hi\n"
+    (tmp_path / "f").write_text("x" * 1000)
+    transport.push(tmp_path / "f", "/data/local/tmp/melt-stream-test")
+    transport.pull("/data/local/tmp/melt-stream-test", tmp_path / "g")
+    assert (tmp_path / "g").read_text() == "x" * 1000
+    assert slept == []
