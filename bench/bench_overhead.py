@@ -2,7 +2,7 @@
 
 Not a test: it prints the figures recorded in docs/benchmarks.md.
 
-    python bench/bench_overhead.py [--runs 5] [--profile FILE]
+    python bench/bench_overhead.py [--runs 5] [--profile FILE] [--binaries DIR] [--model GGUF]
 
 The job is llama-bench ``-p 128 -n 64 -r 1 -t 1`` on gemma3-270m, on melt's
 virtual phone (device_configs/virtual-phone.yaml: telemetry on, cool-down,
@@ -18,6 +18,8 @@ same machine load:
 
 Target (issue 10): melt <= 1.10 x bare + 3 s per run. ``--profile FILE``
 also runs one more ``melt run`` under cProfile and prints its top entries.
+``--binaries`` uses a folder of prebuilt llama.cpp binaries instead of melt's
+build, ``--model`` another model file.
 
 An isolated adb server on a free loopback port, one virtual phone and the
 temporary folders are all removed at the end; the llama.cpp build and the
@@ -49,7 +51,7 @@ PHONE_CONFIG = ROOT / "device_configs" / "virtual-phone.yaml"
 EXPERIMENT = """
 name: overhead
 devices: [{device}]
-frameworks: [{{name: llama.cpp}}]
+frameworks: [{framework}]
 models: [{{name: gemma, path: {model}}}]
 workloads:
   - {{name: bench, kind: bench, n_prompt: 128, n_gen: 64, threads: 1, repetitions: 1}}
@@ -93,6 +95,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="measured runs of each")
     ap.add_argument("--profile", type=Path, help="also profile one melt run into this file (cProfile)")
+    ap.add_argument("--binaries", type=Path, help="prebuilt llama.cpp binaries instead of melt's build")
+    ap.add_argument("--model", type=Path, help="a model file instead of gemma3-270m")
     args = ap.parse_args()
     if not adb_available():
         print("adb is not installed (apt-get install adb): cannot run this benchmark", file=sys.stderr)
@@ -101,8 +105,12 @@ def main() -> int:
     from melt.models.catalog import ensure_model
 
     print(f"machine: {machine()}")
-    host_build()
-    model = ensure_model("gemma3-270m")
+    framework = "{name: llama.cpp}"
+    if args.binaries:
+        framework = f"{{name: llama.cpp, binaries: '{args.binaries.resolve()}'}}"
+    else:
+        host_build()
+    model = args.model.resolve() if args.model else ensure_model("gemma3-270m")
     with tempfile.TemporaryDirectory(prefix="melt-bench-overhead-") as tmp, adb_server() as adb, \
             virtual_phone(load_config(PHONE_CONFIG), state_dir=Path(tmp) / "phone") as phone:
         tmp = Path(tmp)
@@ -110,7 +118,7 @@ def main() -> int:
         device = tmp / "phone.yaml"
         device.write_text(device_yaml(phone.address, adb.port))
         experiment = tmp / "overhead.yaml"
-        experiment.write_text(EXPERIMENT.format(device=device, model=model))
+        experiment.write_text(EXPERIMENT.format(device=device, model=model, framework=framework))
         results = tmp / "results"
 
         _, first = melt_run(experiment, results)  # stages binaries and model: not measured

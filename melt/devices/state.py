@@ -352,12 +352,16 @@ def health_snapshot(transport: Transport, *, thermal_dir: str = "/sys/class/ther
     Parsed with melt's parsers (dumpsys battery, thermal zones, dumpsys
     thermalservice, power-supply uevent). Fields the device lacks are absent.
     """
-    from melt.parsers.battery import parse_dumpsys_battery, parse_power_supply_uevent
-    from melt.parsers.thermal import parse_dumpsys_thermalservice, parse_thermal_zones
+    out = transport.shell(health_script(thermal_dir=thermal_dir, battery_dir=battery_dir),
+                          timeout=60, check=False).stdout
+    return parse_health(out)
 
+
+def health_script(*, thermal_dir: str = "/sys/class/thermal", battery_dir: str | None = None) -> str:
+    """The shell script behind :func:`health_snapshot` (the job runner can run it too)."""
     td = q(thermal_dir.rstrip("/"))
     bat = q(battery_dir) if battery_dir else ""
-    script = "\n".join([
+    return "\n".join([
         f"echo '@zones'; grep . {td}/thermal_zone*/type {td}/thermal_zone*/temp 2>/dev/null",
         "if command -v dumpsys >/dev/null 2>&1; then echo '@battery'; dumpsys battery 2>/dev/null;"
         " echo '@thermalservice'; dumpsys thermalservice 2>/dev/null; fi",
@@ -368,7 +372,13 @@ def health_snapshot(transport: Transport, *, thermal_dir: str = "/sys/class/ther
         "echo '@loadavg'; cat /proc/loadavg",
         "true",
     ])
-    out = transport.shell(script, timeout=60, check=False).stdout
+
+
+def parse_health(out: str) -> dict[str, Any]:
+    """A health snapshot from the output of :func:`health_script`."""
+    from melt.parsers.battery import parse_dumpsys_battery, parse_power_supply_uevent
+    from melt.parsers.thermal import parse_dumpsys_thermalservice, parse_thermal_zones
+
     sections: dict[str, list[str]] = {}
     current = None
     for line in out.splitlines():

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from melt.devices.base import Device
-from melt.devices.state import health_snapshot
+from melt.devices.state import health_script, health_snapshot, parse_health
 from melt.errors import JobFailed
 from melt.runner.execute import Execution, PlainExecutor
 from melt.store.runs import utc_now
@@ -136,13 +136,14 @@ class TelemetryExecutor:
         offset = self._clock_offset(session)
         for inst in self.instruments:
             inst.start()
+        after = health_script(thermal_dir=tel.thermal_dir, battery_dir=battery_dir) if self.health else None
         try:
-            out = session.run(steps, idle_s=0.0 if reuse else idle_s)
+            out = session.run(steps, idle_s=0.0 if reuse else idle_s, after=after)
         finally:
             inst_traces = [inst.stop() for inst in self.instruments]
-        if self.health:
-            provenance["health"]["after"] = health_snapshot(
-                device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir)
+        if self.health:  # the runner took the snapshot after the steps, or it is taken now
+            provenance["health"]["after"] = (parse_health(out.after) if out.after is not None else health_snapshot(
+                device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir))
         execution = self._execution(device, session, out, offset, inst_traces, provenance,
                                     baseline if reuse else None)
         now = time.time()

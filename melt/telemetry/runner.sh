@@ -25,6 +25,7 @@
 #   aux        output of MELT_AUX_CMD (tegrastats), started at begin
 #   truth      "TIME JOULES" lines of the virtual phone's truth log (MELT_TRUTH)
 #              over the job, on the runner's clock
+#   after      output of MELT_AFTER_CMD (melt's health snapshot), run after the steps
 #
 # With MELT_PACK=1 the output files are packed into JOBDIR.tar at the end and
 # "melt-packed" is printed, so the host pulls one file.
@@ -223,6 +224,9 @@ mark end
 : > "$D/stop"
 wait "$spid"
 [ -n "${apid:-}" ] && { kill -TERM "$apid" 2>/dev/null; wait "$apid" 2>/dev/null; }
+if [ -n "${MELT_AFTER_CMD:-}" ]; then
+  ( eval "$MELT_AFTER_CMD" ) > "$D/after" 2>/dev/null < /dev/null
+fi
 if [ -n "${MELT_TRUTH:-}" ] && [ -r "$MELT_TRUTH" ]; then
   # the truth log's columns: boottime_s (1, what /proc/uptime counts), realtime_s (3)
   melt_now

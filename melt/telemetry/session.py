@@ -65,12 +65,14 @@ class JobOutput:
     duration_s: float = 0.0
     remote_dir: str = ""
     step_specs: list[Step] = field(default_factory=list)
+    after: str | None = None  # output of the ``after`` script, when one ran
 
 
 #: Runner files that stay on the device (inputs and control files).
 _NOT_PULLED = ("job.sh", "tick", "stop", "pid")
-#: A job.sh up to this long travels inside the shell command (adb's oldest limit is 4 KB).
-_INLINE_SCRIPT_MAX = 3000
+#: A job.sh up to this long travels inside the shell command: far below the adb server's
+#: request limit (64 KB) and the 256 KB-1 MB payload of adbd since Android 7 (4 KB before).
+_INLINE_SCRIPT_MAX = 16_000
 
 
 class TelemetrySession:
@@ -92,26 +94,23 @@ class TelemetrySession:
         """Stage the runner, choose its shell, discover the channels (once)."""
         if self._runner is None:
             self._runner = self.device.stage(RUNNER, category="bin/melt")
-        if self._shell is None:
-            self._shell, self._clock = self._pick_shell()
+        if self._shell is None or self._odpm is None:
+            self._shell, self._clock, self._odpm = self._probe()
         if self._plan is None:
             self._plan = discover_channels(self.transport, self.spec)
-        if self._odpm is None:
-            self._odpm = False
-            if self.spec.odpm == "auto":
-                r = self.transport.shell(f"ls {ODPM_GLOB} 2>/dev/null", timeout=15, check=False)
-                self._odpm = bool(r.stdout.strip())
 
-    def _pick_shell(self) -> tuple[str, str]:
-        script = ('echo "sh=${EPOCHREALTIME:-}"; b=$(command -v bash 2>/dev/null); '
-                  'echo "bash=$b"')
+    def _probe(self) -> tuple[str, str, bool]:
+        """The runner's shell and clock, and whether ODPM counters exist: one shell call."""
+        script = ('echo "sh=${EPOCHREALTIME:-}"; b=$(command -v bash 2>/dev/null); echo "bash=$b"; '
+                  f'echo "odpm=$(ls {ODPM_GLOB} 2>/dev/null | head -n 1)"')
         out = self.transport.shell(script, timeout=15, check=False).stdout
         found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        odpm = self.spec.odpm == "auto" and bool(found.get("odpm", "").strip())
         if found.get("sh"):
-            return "sh", "realtime"
+            return "sh", "realtime", odpm
         if found.get("bash"):
-            return found["bash"], "realtime"
-        return "sh", "uptime"
+            return found["bash"], "realtime", odpm
+        return "sh", "uptime", odpm
 
     @property
     def plan(self) -> ChannelPlan:
@@ -152,7 +151,8 @@ class TelemetrySession:
                               device_clock=self._clock or "realtime")
 
     # ---------------------------------------------------------------- a job
-    def job_script(self, steps: Sequence[Step], *, idle_s: float | None = None) -> str:
+    def job_script(self, steps: Sequence[Step], *, idle_s: float | None = None,
+                   after: str | None = None) -> str:
         """The ``job.sh`` the runner sources (pure; exposed for tests)."""
         plan = self.plan
         period_us = max(1000, int(round(1e6 / self.spec.sample_hz)))
@@ -169,6 +169,8 @@ class TelemetrySession:
         ]
         if self.simulated:
             lines.append(f"MELT_TRUTH={q(TRUTH_LOG)}")
+        if after:
+            lines.append(f"MELT_AFTER_CMD={q(after)}")
         if self._odpm:
             lines.append(f"MELT_MARK_CMD={q(f'cat {ODPM_GLOB}')}")
         if self.spec.tegrastats_interval_ms:
@@ -184,8 +186,11 @@ class TelemetrySession:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
-    def run(self, steps: Sequence[Step], *, idle_s: float | None = None) -> JobOutput:
+    def run(self, steps: Sequence[Step], *, idle_s: float | None = None, after: str | None = None) -> JobOutput:
         """Run ``steps`` under the runner; returns the parsed outputs.
+
+        ``after``: a shell script the runner runs once the steps are done (its
+        output is ``JobOutput.after``), saving a round trip.
 
         Three round trips when the device has ``tar``: one shell call writes
         ``job.sh`` (inline when it is small, else pushed first), runs the
@@ -198,7 +203,7 @@ class TelemetrySession:
             raise ValueError("a job needs at least one step")
         remote = f"{self.device.workdir().rstrip('/')}/jobs/{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         q = shlex.quote
-        script = self.job_script(steps, idle_s=idle_s) + "MELT_PACK=1\n"
+        script = self.job_script(steps, idle_s=idle_s, after=after) + "MELT_PACK=1\n"
         with tempfile.TemporaryDirectory(prefix="melt-job-") as tmp:
             local = Path(tmp)
             if len(script) <= _INLINE_SCRIPT_MAX:
@@ -241,7 +246,7 @@ class TelemetrySession:
             results.append(StepResult(i, step.phase, start, end, rc, files.get(f"out.{i}", ""),
                                       files.get(f"err.{i}", ""), f"timeout.{i}" in files))
         return JobOutput(results, trace, files.get("markdata", ""), files.get("aux", ""), truth,
-                         duration, remote, list(steps))
+                         duration, remote, list(steps), files.get("after"))
 
     def _abort(self, remote: str) -> None:
         q = shlex.quote
