@@ -141,11 +141,14 @@ def main() -> int:
             melt_s.append(wall)
             j = job_of(results, run_id)
             phases.append((j["provenance"].get("phase_source", {}).get("method"),
-                           j["provenance"].get("idle_baseline", {}).get("measured_in")))
+                           j["provenance"].get("idle_baseline", {}).get("measured_in"),
+                           j["provenance"].get("cooldown", {}).get("waited_s"),
+                           j["metrics"].get("wall_s")))
 
-        print(f"\n{'run':>4} {'bare s':>8} {'melt s':>8} {'ratio':>6}  phases / idle baseline")
+        print(f"\n{'run':>4} {'bare s':>8} {'melt s':>8} {'ratio':>6} {'job s':>6} {'cool s':>6}  "
+              "phases / idle baseline")
         for i, (b, m, ph) in enumerate(zip(bare_s, melt_s, phases), 1):
-            print(f"{i:>4} {b:8.2f} {m:8.2f} {m / b:6.2f}  {ph[0]} / {ph[1]}")
+            print(f"{i:>4} {b:8.2f} {m:8.2f} {m / b:6.2f} {ph[3] or 0:6.2f} {ph[2] or 0:6.2f}  {ph[0]} / {ph[1]}")
         b, m = sum(bare_s), sum(melt_s)
         allowed = 1.10 * b + 3.0 * args.runs
         print(f"\ntotal: bare {b:.2f} s, melt {m:.2f} s: {m / b:.2f}x bare, "

@@ -19,7 +19,7 @@ from tests.conftest_models import gemma_model  # noqa: F401
 pytestmark = pytest.mark.slow
 
 
-def run(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(argv: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -53,7 +53,7 @@ def test_llama_completion_marks_prefill_and_decode(llamacpp_build, gemma_model):
     windows = mark_windows(parse_marks(out.stderr))
     assert [w["phase"] for w in windows] == ["prefill", "decode"]
     prefill, decode = windows
-    assert prefill["end"] == decode["start"]
+    assert 0 <= decode["start"] - prefill["end"] < 1.0  # two marks in a row
     timings = parse_timings(out.stderr)[-1]
     assert prefill["tokens"] == timings["prompt_tokens"]
     assert decode["tokens"] == timings["gen_tokens"] == 11
@@ -99,7 +99,7 @@ def test_llama_server_marks_each_request(llamacpp_build, gemma_model, tmp_path):
     windows = mark_windows(parse_marks(log.read()))
     assert [w["phase"] for w in windows] == ["prefill", "decode"] * 2
     for (t0, t1, reply), (prefill, decode) in zip(spans, (windows[:2], windows[2:])):
-        assert t0 <= prefill["start"] <= prefill["end"] == decode["start"] <= decode["end"] <= t1
+        assert t0 <= prefill["start"] <= prefill["end"] <= decode["start"] <= decode["end"] <= t1
         assert prefill["task"] == decode["task"] and prefill["slot"] == decode["slot"] == 0
         assert decode["tokens"] == reply["tokens_predicted"] - 1
     assert windows[0]["task"] != windows[2]["task"]
