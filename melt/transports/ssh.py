@@ -35,7 +35,7 @@ import paramiko
 
 from melt.errors import CommandTimeout, DeviceUnavailableError, RemoteCommandError, TransportError
 from melt.store.paths import config_dir
-from melt.transports.base import CommandResult
+from melt.transports.base import CommandResult, Forward
 from melt.transports.hostkeys import ChangedHostKey, UnknownHostKey, prepare_client
 
 # paramiko reports a dropped connection itself; melt raises DeviceUnavailableError instead
@@ -123,12 +123,9 @@ class SshProcess:
                       check=False)
 
 
-class Forward:
-    """A local port forwarded to ``remote_port`` on the board's loopback.
-
-    ``local_port`` accepts connections on 127.0.0.1 until :meth:`close`; each
-    one becomes a ``direct-tcpip`` channel on the SSH connection.
-    """
+class _Tunnel:
+    """A listener on 127.0.0.1 whose connections become ``direct-tcpip`` channels
+    to ``remote_port`` on the board's loopback (``ssh -L``), until closed."""
 
     def __init__(self, transport: "SshTransport", remote_port: int, remote_host: str = "127.0.0.1"):
         self._t = transport
@@ -167,11 +164,6 @@ class Forward:
             pass
         self._thread.join(2)
 
-    def __enter__(self) -> "Forward":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _pump(sock: socket.socket, chan: paramiko.Channel, closed: threading.Event) -> None:
@@ -440,9 +432,10 @@ class SshTransport:
         self.shell(f"kill -{shlex.quote(signal)} {int(pid)} 2>/dev/null", check=False)
 
     def forward(self, remote_port: int) -> Forward:
-        """Forward a free local port to ``remote_port`` on the board's loopback."""
+        """Forward a free local port to ``remote_port`` on the board's loopback (``ssh -L``)."""
         self.transport()
-        return Forward(self, remote_port)
+        tunnel = _Tunnel(self, remote_port)
+        return Forward(tunnel.local_port, remote_port, closer=tunnel.close)
 
     # ----------------------------------------------------------------- files
 
