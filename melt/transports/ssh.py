@@ -118,7 +118,7 @@ class SshProcess:
     def kill(self) -> None:
         """SIGKILL its process group, then wait (up to 5 s) until it is gone."""
         pid = int(self.pid)
-        self._t.shell(f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; i=0; "
+        self._t.shell(f"kill -KILL -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; i=0; "
                       f"while [ $i -lt 50 ] && kill -0 {pid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done",
                       check=False)
 
@@ -381,6 +381,9 @@ class SshTransport:
                 else:
                     select.select([chan], [], [], min(left, 0.5))
             code = chan.recv_exit_status()
+            if code == -1:  # closed without an exit status: the connection or sshd went away
+                raise DeviceUnavailableError(
+                    f"{self.address}: connection lost while running: {script[:120]}")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise DeviceUnavailableError(f"{self.address}: {exc or type(exc).__name__}") from None
         finally:
@@ -401,7 +404,7 @@ class SshTransport:
         _, pgid, _ = _after_marker(bytes(out), with_pgid=True)
         if pgid and pgid > 1:
             try:
-                self.shell(f"kill -KILL -- -{pgid} 2>/dev/null; true", timeout=15, check=False)
+                self.shell(f"kill -KILL -{pgid} 2>/dev/null; true", timeout=15, check=False)
             except (TransportError, CommandTimeout):
                 pass
 

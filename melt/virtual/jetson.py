@@ -275,6 +275,11 @@ class VirtualJetson(VirtualPhone):
         """The board's folder (sshd config, host key, logs, ``root/``)."""
         return phone_dir(self.state_dir, self.port)
 
+    def host_path(self, device_path: str) -> Path:
+        """Where ``device_path`` of the board lives on the host (``/tmp/x``, ``~/melt`` ...)."""
+        home = pwd.getpwnam(getpass.getuser()).pw_dir
+        return JetsonSandbox(self.root, home=home).host_path(device_path)
+
     def restart_sshd(self, down_s: float = 0.0) -> None:
         """Kill sshd and every session now; it listens again after ``down_s`` s."""
         self._control("sshd", f"restart {down_s}")
