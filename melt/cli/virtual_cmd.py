@@ -45,9 +45,9 @@ def start() -> None:
 @click.option("--port", type=int, default=None, help="Loopback port (default: the config's, 15555; 0 picks one).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help=f"Device config with a `virtual:` section (default: {DEFAULT_CONFIG} when present).")
-@click.option("--abi", type=click.Choice(["arm64-v8a", "x86_64"]), default=None,
-              help="CPU ABI it reports and runs (default: the config's, arm64-v8a; "
-                   "code of another ABI than this machine's runs under qemu-user).")
+@click.option("--abi", type=click.Choice(["arm64-v8a", "x86_64", "host"]), default=None,
+              help="CPU ABI it reports and runs (default: the config's, arm64-v8a); host: this "
+                   "machine's. Code of another ABI than this machine's runs under qemu-user.")
 @click.option("--detach", is_flag=True, help="Run in the background and return once it listens.")
 @state_dir_option
 def android(port: int | None, config_path: str | None, abi: str | None, detach: bool,
@@ -64,7 +64,9 @@ def android(port: int | None, config_path: str | None, abi: str | None, detach: 
         config_path = str(DEFAULT_CONFIG)
     config = load_config(config_path)
     if abi is not None:
-        config = config.model_copy(update={"abi": abi})
+        from melt.devices.abi import host_abi
+
+        config = config.model_copy(update={"abi": host_abi() if abi == "host" else abi})
     port = config.port if port is None else port
     folder = _state_dir(state_dir)
     if detach:
