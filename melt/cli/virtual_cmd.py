@@ -31,6 +31,8 @@ def virtual() -> None:
     \b
       melt virtual start android --detach     prints 127.0.0.1:PORT
       adb connect 127.0.0.1:PORT
+      melt virtual start jetson --detach      prints 127.0.0.1:PORT (its sshd)
+      melt devices trust virtual-jetson
       melt virtual list
       melt virtual stop 127.0.0.1:PORT
     """
@@ -87,6 +89,46 @@ def android(port: int | None, config_path: str | None, abi: str | None, detach: 
         serve(config, port=port, state_dir=folder, on_ready=ready)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
+
+
+JETSON_CONFIG = Path("device_configs/virtual-jetson.yaml")
+
+
+@start.command()
+@click.option("--port", type=int, default=None, help="Loopback port of its sshd (default: the config's, 15022; 0 picks one).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help=f"Device config with a `virtual:` section (default: {JETSON_CONFIG} when present).")
+@click.option("--detach", is_flag=True, help="Run in the background and return once sshd listens.")
+@state_dir_option
+def jetson(port: int | None, config_path: str | None, detach: bool, state_dir: str | None) -> None:
+    """Start a virtual Jetson: Debian's sshd on 127.0.0.1 in front of a simulated board.
+
+    Prints the address its sshd listens on. It logs in with keys only (melt's
+    own key, made on first use, and your ~/.ssh/*.pub) and is not trusted
+    for you: run `melt devices trust virtual-jetson` once, after checking
+    the fingerprint it shows. Without --detach it runs until Ctrl-C or
+    `melt virtual stop ADDRESS`.
+    """
+    from melt.virtual.jetson_config import load_jetson_config
+
+    if config_path is None and JETSON_CONFIG.is_file():
+        config_path = str(JETSON_CONFIG)
+    config = load_jetson_config(config_path)
+    port = config.port if port is None else port
+    folder = _state_dir(state_dir)
+    if detach:
+        from melt.virtual.jetson import VirtualJetson
+
+        click.echo(VirtualJetson(config, port=port, state_dir=folder).start())
+        return
+
+    from melt.virtual.jetson import run_jetson
+
+    def ready(address: str) -> None:
+        click.echo(address)
+        click.echo(f"ssh on {address}    (Ctrl-C or `melt virtual stop {address}` to stop)", err=True)
+
+    run_jetson(config, port=port, state_dir=folder, on_ready=ready)
 
 
 @virtual.command(name="list")

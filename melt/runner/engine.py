@@ -175,8 +175,10 @@ class Runner:
             try:
                 record = self._run_job(prepared, spec, job, executor)
             except TransportError as exc:
-                device_error = f"device {spec.name} unavailable: {exc}"
-                self._save(job, spec, status="failed", reason=device_error)
+                reason = f"device {spec.name} unavailable: {exc}"
+                self._save(job, spec, status="failed", reason=reason)
+                if not _reconnected(prepared.device):  # the others go on once it is back
+                    device_error = reason
                 continue
             self.events.job_finished(job, record)
             last_of_cell = i == len(jobs) - 1 or jobs[i + 1].cell_id != job.cell_id
@@ -353,6 +355,18 @@ class Runner:
         self.run.save_job(record)
         self.events.job_finished(job, record)
         return record
+
+
+def _reconnected(device: Any) -> bool:
+    """Whether a device that dropped off answers again (devices that can reconnect try)."""
+    reconnect = getattr(device, "reconnect", None)
+    if not callable(reconnect):
+        return False
+    try:
+        reconnect()
+        return True
+    except TransportError:
+        return False
 
 
 def run_experiment(path: str | Path, *, results_dir: Path, events: RunEvents | None = None,

@@ -56,7 +56,18 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 class Sandbox:
-    """A virtual phone's file tree and the way its commands are run."""
+    """A virtual phone's file tree and the way its commands are run.
+
+    Subclasses (the virtual Jetson's) change the layout through the class
+    attributes: ``mounts`` (device path -> folder under the root),
+    ``read_only`` (device paths bound read-only) and ``not_bound`` (host
+    top-level entries replaced or kept private).
+    """
+
+    mounts: tuple[tuple[str, str], ...] = MOUNTS
+    read_only: tuple[str, ...] = ("/system", "/vendor")
+    not_bound: frozenset[str] = frozenset(_NOT_BOUND)
+    host_tmp = True  # bind the host's /tmp (the phone's adb pushes may land there)
 
     def __init__(self, root: Path, *, cpu_count: int | None = None, serial: str = ""):
         self.root = Path(root)
@@ -69,7 +80,7 @@ class Sandbox:
     def host_path(self, device_path: str) -> Path:
         """The host path behind ``device_path`` (absolute, normalised)."""
         path = os.path.normpath("/" + device_path.lstrip("/"))
-        for prefix, sub in MOUNTS:
+        for prefix, sub in self.mounts:
             if path == prefix or path.startswith(prefix + "/"):
                 return self.root / sub / path[len(prefix):].lstrip("/")
         return Path(path)
@@ -170,18 +181,21 @@ class Sandbox:
             return self.emulation.prefix(argv)
         args = ["bwrap", "--die-with-parent"]
         for entry in sorted(os.listdir("/")):
-            if entry in _NOT_BOUND:
+            if entry in self.not_bound:
                 continue
             host = "/" + entry
             if os.path.islink(host):
                 args += ["--symlink", os.readlink(host), host]
             elif os.path.isdir(host) or os.path.isfile(host):
                 args += ["--ro-bind", host, host]
-        args += ["--dev-bind", "/dev", "/dev", "--proc", "/proc", "--bind", "/tmp", "/tmp",
-                 "--ro-bind", "/sys", "/sys"]
-        for device, sub in reversed(MOUNTS):
+        args += ["--dev-bind", "/dev", "/dev", "--proc", "/proc"]
+        if self.host_tmp:
+            args += ["--bind", "/tmp", "/tmp"]
+        if not any(device == "/sys" for device, _ in self.mounts):
+            args += ["--ro-bind", "/sys", "/sys"]
+        for device, sub in reversed(self.mounts):
             host = str(self.root / sub)
-            if device in ("/system", "/vendor"):
+            if device in self.read_only:
                 args += ["--ro-bind", host, device]
             else:
                 args += ["--bind", host, device]
