@@ -88,7 +88,15 @@ class AndroidDevice(Device):
         out: dict[str, Any] = {"kind": "android", "serial": self.transport.serial}
         out.update({k: props[v] for k, v in PROPS.items() if v in props})
         out["simulated"] = self.simulated or props.get("ro.melt.virtual") == "1"
+        # melt's virtual phone says when its code runs under qemu-user (not the host CPU)
+        out["emulated"] = props.get("ro.melt.emulated") == "1"
+        if props.get("ro.melt.emulator"):
+            out["emulator"] = props["ro.melt.emulator"]
         return out
+
+    def abi(self) -> str | None:
+        """``ro.product.cpu.abi``: the primary ABI, the one a phone's binaries are built for."""
+        return self.getprop().get("ro.product.cpu.abi") or None
 
     def health(self) -> dict[str, Any]:
         """Battery level and temperature, the hottest thermal zone, thermal status."""
