@@ -17,14 +17,15 @@ class ProgressEvents:
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.text import Text  # noqa: F401  (used in job_finished)
 
         self.console = stderr_console()
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", markup=False, style="bold"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[job]}"),
+            TextColumn("{task.fields[job]}", markup=False),
             console=self.console,
             transient=False,
         )
@@ -39,10 +40,10 @@ class ProgressEvents:
             self.started = True
 
     def stage(self, message: str) -> None:
-        self.console.print(f"[dim]… {message}[/dim]")
+        self.console.print(f"… {message}", style="dim")
 
     def run_started(self, run_id: str, total: int, done: int) -> None:
-        self.console.print(f"run [bold]{run_id}[/bold]: {total} jobs, {done} already done")
+        self.console.print(f"run {run_id}: {total} jobs, {done} already done")
         self._start()
         self.task = self.progress.add_task("jobs", total=total, completed=done, job="")
 
@@ -61,11 +62,12 @@ class ProgressEvents:
         self.progress.update(self.task, job=label)
 
     def job_finished(self, job: Any, record: dict) -> None:
+        from rich.text import Text
+
         if record["status"] != "ok":
             self.failed += 1
-            self.progress.console.print(
-                f"[red]failed[/red] {job.device} {job.workload} #{job.repetition}: {record['reason']}"
-            )
+            self.progress.console.print(Text.assemble(
+                ("failed", "red"), f" {job.device} {job.workload} #{job.repetition}: {record['reason']}"))
         self.progress.advance(self.task)
 
     def close(self) -> None:
@@ -110,7 +112,7 @@ def run(experiment: Path | None, resume: str | None, results_dir: Path | None) -
     jobs = result.jobs()
     ok = sum(1 for j in jobs if j["status"] == "ok")
     where = f" --results {shlex.quote(str(results_dir))}" if results_dir is not None else ""
-    events.console.print(f"{ok}/{len(jobs)} jobs ok, results in [bold]{result.dir}[/bold]")
+    events.console.print(f"{ok}/{len(jobs)} jobs ok, results in {result.dir}")
     events.console.print(f"see: melt results show {result.run_id}{where}", soft_wrap=True)
     click.echo(result.run_id)
     if ok < len(jobs):
