@@ -61,7 +61,7 @@ def turn_tables(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def sustained_charts(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One chart per sustained job: tok/s and temperature over time, throttled time shaded."""
     charts = []
-    for i, j in enumerate(jobs):
+    for j in jobs:
         record = j["record"]
         series = record.get("series") or []
         if j["status"] != "ok" or not series:
@@ -94,5 +94,5 @@ def sustained_charts(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                   "yaxis": {"title": {"text": "tokens/s"}, "rangemode": "tozero"},
                   "yaxis2": {"title": {"text": "temperature (°C)"}, "overlaying": "y", "side": "right"},
                   "shapes": shapes, "legend": {"orientation": "h", "y": -0.2}}
-        charts.append({"id": f"sustained-{i}", "title": title, "figure": {"data": data, "layout": layout}})
+        charts.append({"id": f"sustained-{len(charts)}", "title": title, "figure": {"data": data, "layout": layout}})
     return charts

@@ -24,6 +24,7 @@ fails the job with the last line of its log.
 
 from __future__ import annotations
 
+import http.client
 import re
 import statistics
 import time
@@ -102,7 +103,10 @@ def run_client(kind: str, params: Mapping[str, Any], live: LiveServer) -> dict[s
     with live.transport.forward(port) as fwd:
         client = ServerClient(fwd.local_port, stall_timeout_s=params["stall_timeout_s"])
         ready = wait_for_health(client, live, params["startup_timeout_s"])
-        rtts = client.round_trip_s(5)
+        try:
+            rtts = client.round_trip_s(5)
+        except (OSError, http.client.HTTPException) as exc:
+            raise JobFailed(f"llama-server stopped answering: {exc or type(exc).__name__}") from None
         transcript: dict[str, Any] = {
             "kind": kind,
             "device_port": port,

@@ -89,8 +89,9 @@ class ServerClient:
         return out
 
     def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        conn = self._conn()
+        conn = None
         try:
+            conn = self._conn()
             conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             data = resp.read()
@@ -99,8 +100,11 @@ class ServerClient:
             return json.loads(data)
         except socket.timeout:
             raise JobFailed(f"llama-server {path} did not answer within {self.stall_timeout_s:g} s") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise JobFailed(f"llama-server {path} failed: {exc or type(exc).__name__}") from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def apply_template(self, messages: list[dict[str, str]]) -> str:
         """The prompt the model's chat template makes of ``messages`` (``/apply-template``)."""
@@ -116,8 +120,9 @@ class ServerClient:
         body = {"prompt": prompt, "n_predict": n_predict, "stream": True, "return_tokens": True,
                 "cache_prompt": cache_prompt, "ignore_eos": ignore_eos, "temperature": temperature,
                 "seed": seed}
-        conn = self._conn()
+        conn = None
         try:
+            conn = self._conn()
             sent = self.now()
             conn.request("POST", "/completion", body=json.dumps(body),
                          headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
@@ -159,10 +164,13 @@ class ServerClient:
             return out
         except socket.timeout:
             raise JobFailed(f"stream stalled: no data from llama-server for {self.stall_timeout_s:g} s") from None
-        except (ConnectionError, http.client.HTTPException) as exc:
-            raise JobFailed(f"llama-server connection failed mid-stream: {exc or type(exc).__name__}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise JobFailed(f"llama-server connection failed: {exc or type(exc).__name__}") from None
+        except ValueError as exc:
+            raise JobFailed(f"llama-server sent an event that is not JSON: {exc}") from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
 
 def _error_text(data: bytes) -> str:
