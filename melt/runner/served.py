@@ -2,11 +2,14 @@
 
 - :func:`execute_plain`: the server started through the transport, the client
   run, the server always stopped and its log fetched (no telemetry);
-- :func:`served_plan`: phase windows on the trace clock from the client's
-  host times (``source: host-stream``), mapped with the measured clock
-  offset: ``load`` until the server answered ``/health``, then per request
-  ``prefill`` (sent -> first token) and ``decode`` (first -> last token).
-  Overlapping requests (concurrency > 1) get one ``serve`` window instead;
+- :func:`served_plan`: phase windows on the trace clock. ``load`` runs until
+  the server answered ``/health``; then per request ``prefill`` and
+  ``decode``: from the marks the patched server prints on the device clock
+  (``melt-mark prefill_start|prefill_end|decode_end ... task=N``,
+  ``source: marks``) when every request has them, else from the client's
+  host times mapped with the measured clock offset (sent -> first token ->
+  last token, ``source: host-stream``). Overlapping requests (concurrency >
+  1) get one ``serve`` window instead;
 - :func:`served_tables`: per-turn rows with their energy, and for sustained
   runs the throughput series beside temperature, frequency and power.
 
@@ -72,9 +75,34 @@ def _requests(transcript: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return all_requests(transcript)
 
 
+def server_windows(marks: list[Mapping[str, Any]], to_trace: float) -> list[tuple[float, float, float]]:
+    """``(prefill_start, prefill_end, decode_end)`` per request (by task), on the trace clock.
+
+    ``marks`` are parsed ``melt-mark`` records (``name``, device time, ``task``);
+    ``to_trace`` maps that device time to t_s. Requests lacking a mark are left out.
+    """
+    by_task: dict[Any, dict[str, float]] = {}
+    for m in marks:
+        t = m.get("t")
+        if t is None or m.get("task") is None:
+            continue
+        by_task.setdefault(m["task"], {}).setdefault(str(m.get("name")), float(t) + to_trace)
+    out = []
+    for task in sorted(by_task, key=lambda k: by_task[k].get("prefill_start", float("inf"))):
+        w = by_task[task]
+        if {"prefill_start", "prefill_end", "decode_end"} <= set(w):
+            out.append((w["prefill_start"], w["prefill_end"], w["decode_end"]))
+    return out
+
+
 def served_plan(idle: tuple[float, float] | None, step: StepResult, transcript: Mapping[str, Any],
-                to_trace: float) -> PhasePlan:
-    """Phase windows of a served job (see the module doc); ``to_trace`` maps host time to t_s."""
+                to_trace: float, marks: list[Mapping[str, Any]] | None = None,
+                mark_to_trace: float = 0.0) -> PhasePlan:
+    """Phase windows of a served job (see the module doc).
+
+    ``to_trace`` maps host time to t_s, ``mark_to_trace`` the device time of
+    ``marks`` (records with ``name``, ``t``, ``task``) to t_s.
+    """
     phases: list[Phase] = []
     tokens: dict[str, float] = {}
     if idle is not None and idle[1] > idle[0]:
@@ -88,12 +116,19 @@ def served_plan(idle: tuple[float, float] | None, step: StepResult, transcript: 
         phases.append(Phase("serve", spans[0][0] + to_trace, max(s[1] for s in spans) + to_trace,
                             "host-stream"))
     else:
-        for r in reqs:
+        windows = server_windows(list(marks or []), mark_to_trace)
+        use_marks = len(windows) == len(reqs) and bool(reqs)
+        for k, r in enumerate(reqs):
             times = r["token_times_s"]
-            first, last = times[0] + to_trace, times[-1] + to_trace
-            phases.append(Phase("prefill", r["sent_s"] + to_trace, first, "host-stream"))
+            if use_marks:
+                start, first, last = windows[k]
+                source = "marks"
+            else:
+                start, first, last = r["sent_s"] + to_trace, times[0] + to_trace, times[-1] + to_trace
+                source = "host-stream"
+            phases.append(Phase("prefill", start, first, source))
             if last > first:
-                phases.append(Phase("decode", first, last, "host-stream"))
+                phases.append(Phase("decode", first, last, source))
             n_prompt = (r.get("timings") or {}).get("prompt_n")
             if n_prompt:
                 tokens["prefill"] = tokens.get("prefill", 0.0) + float(n_prompt)

@@ -111,3 +111,18 @@ def test_sustained_table_shades_throttled_windows_and_finds_the_first_throttle()
     assert series[0]["power_w"] == pytest.approx(4.0) and series[0]["temp_c"] == pytest.approx(30.5, abs=0.05)
     assert out["metrics"]["time_to_first_throttle_s"] == pytest.approx(3.0)
     assert out["metrics"]["energy_per_token_end_j"] < out["metrics"]["energy_per_token_start_j"]
+
+
+def test_server_marks_win_over_host_times_when_every_request_has_them():
+    tr = transcript(requests=[request(100.0, 100.2, 0.05, 11), request(101.0, 101.3, 0.05, 11)])
+    step = StepResult(0, "run", start_s=-2.0, end_s=5.0, returncode=0, stdout="", stderr="")
+    marks = [{"name": n, "t": 1000.0 + t, "task": task}
+             for task, base in ((7, 0.01), (9, 1.01))
+             for n, t in (("prefill_start", base), ("prefill_end", base + 0.15), ("decode_end", base + 0.6))]
+    plan = served_plan(None, step, tr, to_trace=-100.0, marks=marks, mark_to_trace=-1000.0)
+    got = [(p.name, round(p.start_s, 3), round(p.end_s, 3), p.source) for p in plan.phases[1:]]
+    assert got == [("prefill", 0.01, 0.16, "marks"), ("decode", 0.16, 0.61, "marks"),
+                   ("prefill", 1.01, 1.16, "marks"), ("decode", 1.16, 1.61, "marks")]
+    # one request without its marks: every window comes from the host's times
+    plan = served_plan(None, step, tr, to_trace=-100.0, marks=marks[:3], mark_to_trace=-1000.0)
+    assert {p.source for p in plan.phases[1:]} == {"host-stream"}
