@@ -71,6 +71,8 @@ models: [{{name: gemma, path: {gemma_model}}}]
 workloads:
   - {{name: stall, kind: serve, prompt: "{PROMPT}", requests: 1, n_predict: 8, stall_timeout_s: 0.001, threads: 2}}
   - {{name: stream, kind: serve, prompt: "{PROMPT}", requests: 3, n_predict: 32, ignore_eos: true, threads: 2}}
+  - {{name: pair, kind: serve, prompt: "{PROMPT}", requests: 2, concurrency: 2, n_predict: 16, ignore_eos: true,
+      threads: 2}}
   - {{name: chat, kind: conversation, conversation: 1, turns: 3, n_predict: 24, ignore_eos: true, threads: 2}}
   - {{name: chat-nocache, kind: conversation, conversation: 1, turns: 3, n_predict: 24, ignore_eos: true,
       cache_prompt: false, threads: 2}}
@@ -96,6 +98,11 @@ warmup: 0
     names = [p["name"] for p in stream["phases"]]
     assert names[:2] == ["idle", "load"] and names.count("prefill") == 3 and names.count("decode") == 3
     assert all(p["source"] == "host-stream" for p in stream["phases"] if p["name"] != "idle")
+
+    pair = jobs["pair"]  # two streams at once through one forward: one window for both
+    assert pair["status"] == "ok", pair["reason"]
+    assert pair["metrics"]["requests"] == 2 and pair["metrics"]["gen_tokens"] == 32
+    assert [p["name"] for p in pair["phases"]][-1] == "serve"
 
     chat, nocache = jobs["chat"], jobs["chat-nocache"]
     assert chat["status"] == "ok" and nocache["status"] == "ok", (chat["reason"], nocache["reason"])
