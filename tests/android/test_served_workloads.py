@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from melt.devices.abi import host_abi
 from melt.runner.engine import run_experiment
 from melt.virtual.config import CpuParams, PowerParams, ThermalParams, VirtualPhoneConfig
 from tests.helpers import ROOT
@@ -125,6 +126,7 @@ warmup: 0
 
 
 HOT = VirtualPhoneConfig(
+    abi=host_abi(),  # runs this machine's build natively, like the other phones of these tests
     # a small die that heats in seconds, a throttle point just above idle: it
     # throttles some seconds into the run and stays throttled
     power=PowerParams(core_active_w=3.0),
