@@ -45,6 +45,10 @@ class UnknownNameError(MeltError):
         )
 
 
+class ModelFetchError(MeltError):
+    """A catalogue model could not be fetched or did not verify."""
+
+
 class TransportError(MeltError):
     """A device could not be reached, or a transfer failed."""
 
@@ -71,6 +75,10 @@ class CommandTimeout(MeltError):
 
 class BuildError(MeltError):
     """A framework build failed or its toolchain is missing."""
+
+
+class AbiMismatchError(BuildError):
+    """A build's binaries are for another instruction set than the device runs."""
 
 
 class ParseError(MeltError):

@@ -47,6 +47,43 @@ class AdbSpec(Spec):
     )
 
 
+class JumpSpec(Spec):
+    """A bastion the connection goes through (``ssh -J``); its host key is checked too."""
+
+    host: NonEmptyStr
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = Field(None, description="default: the board's user")
+    key_file: str | None = None
+
+
+class SshSpec(Spec):
+    """How to reach a Linux board over SSH (key authentication; host keys are checked)."""
+
+    host: NonEmptyStr
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = Field(None, description="default: the user running melt")
+    key_file: str | None = Field(
+        None, description="private key; default: the agent, ~/.ssh/id_*, and melt's own key")
+    use_agent: bool = True
+    password_env: str | None = Field(
+        None, description="name of an environment variable holding a password (discouraged; "
+                          "the password itself never goes into a file, a log or a result)")
+    jump: JumpSpec | None = None
+    connect_timeout_s: PositiveFloat = 10.0
+    reconnect_timeout_s: PositiveFloat = Field(
+        20.0, description="how long to keep trying when the connection dropped")
+    path: str = Field(
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/cuda/bin",
+        description="PATH of the clean environment commands run in")
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "a").isalnum():
+            raise ValueError("must be the NAME of an environment variable, not a password")
+        return v
+
+
 class BatterySpec(Spec):
     """Fuel gauge files and their units (vendors differ)."""
 
@@ -57,11 +94,31 @@ class BatterySpec(Spec):
 
 
 class RailSpec(Spec):
-    """A power rail file the sampler reads every tick (INA3221 on a Jetson, a lab shunt ...)."""
+    """A power rail the sampler reads every tick (INA3221 on a Jetson, a lab shunt ...).
+
+    Either ``power_file``, or ``voltage_file`` and ``current_file`` (an INA3221
+    under hwmon reports bus volts in ``inN_input`` and amps in ``currN_input``).
+    """
 
     name: NonEmptyStr
-    power_file: NonEmptyStr = Field(description="file holding the rail's instantaneous power")
+    power_file: str | None = Field(None, description="file holding the rail's instantaneous power")
     unit: Literal["uW", "mW", "W"] = "mW"
+    voltage_file: str | None = Field(None, description="bus voltage file (hwmon inN_input)")
+    voltage_unit: Literal["uV", "mV", "V"] = "mV"
+    current_file: str | None = Field(None, description="current file (hwmon currN_input)")
+    current_unit: Literal["uA", "mA", "A"] = "mA"
+    total: bool = Field(
+        False, description="counts into the device's power (power_w): the input rail, or each "
+                           "rail of a set that adds up to the module's power")
+    refresh_ms: PositiveFloat | None = Field(
+        None, description="the sensor's effective refresh (INA3221: averaging x conversion "
+                          "time x channels); a phase shorter than this is below its resolution")
+
+    @model_validator(mode="after")
+    def _files(self) -> "RailSpec":
+        if (self.power_file is None) == (self.voltage_file is None or self.current_file is None):
+            raise ValueError("give `power_file`, or both `voltage_file` and `current_file`")
+        return self
 
 
 class TelemetrySpec(Spec):
@@ -117,17 +174,22 @@ class StateSpec(Spec):
     stay_awake: bool | None = None
     airplane: bool | None = Field(None, description="rooted devices, or Android 11+ `cmd connectivity`")
     governor: str | None = Field(None, description="CPU governor for every core (rooted devices)")
+    nvpmodel: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Jetson power mode id (`nvpmodel -m N`; needs root or passwordless sudo)")
 
 
 class DeviceSpec(Spec):
     """One device: what it is and how melt reaches it."""
 
     name: NonEmptyStr
-    kind: Literal["local", "android"]
+    kind: Literal["local", "android", "linux", "jetson"]
     description: str = ""
     workdir: str | None = Field(None, description="where binaries, models and job files go on the device")
-    build_profile: str = Field("host", description="llama.cpp build profile whose binaries run here")
+    build_profile: str = Field(
+        "auto", description="llama.cpp build profile whose binaries run here; auto: chosen by the "
+                            "device's kind and CPU ABI (ro.product.cpu.abi on a phone)")
     adb: AdbSpec | None = None
+    ssh: SshSpec | None = None
     telemetry: TelemetrySpec = TelemetrySpec()
     cooldown: CooldownSpec | None = None
     state: StateSpec = StateSpec()
@@ -154,11 +216,12 @@ class FrameworkRef(Spec):
 
 
 class ModelRef(Spec):
-    """A model file, or ``tiny`` for the small random model melt makes itself."""
+    """A model: a file, a catalogue name (``melt model list``), or melt's tiny random model."""
 
     name: NonEmptyStr
     path: str | None = None
     tiny_seed: int | None = Field(None, description="make melt's tiny model with this seed instead of a file")
+    catalog: str | None = Field(None, description="a model of melt's catalogue (melt model list), fetched once into the cache")
     quantization: str | None = None
 
     @field_validator("tiny_seed")
@@ -170,8 +233,10 @@ class ModelRef(Spec):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelRef":
-        if (self.path is None) == (self.tiny_seed is None):
-            raise ValueError("give exactly one of `path` or `tiny_seed`")
+        given = [k for k in ("path", "tiny_seed", "catalog") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `path`, `tiny_seed` or `catalog`"
+                             + (f" (got {', '.join(given)})" if given else ""))
         return self
 
 

@@ -85,6 +85,7 @@ class Prepared:
     bin_dir: str
     build_provenance: dict[str, Any]
     models: dict[str, str]  # model name -> path on the device
+    emulated: bool = False  # its code runs under an instruction-set emulator (qemu-user)
 
 
 class DeviceWorker:
@@ -145,9 +146,11 @@ class DeviceWorker:
                     break
             return record
         except TransportError as exc:
-            self.broken = f"device {self.spec.name} unavailable: {exc}"
-            self._drop_device()
-            return self.failed_record(job, self.broken)
+            reason = f"device {self.spec.name} unavailable: {exc}"
+            if not self._reconnected():  # the next jobs go on once it is back
+                self.broken = reason
+                self._drop_device()
+            return self.failed_record(job, reason)
 
     def failed_record(self, job: Job, reason: str) -> dict[str, Any]:
         """The record of a job that could not run at all."""
@@ -207,6 +210,17 @@ class DeviceWorker:
             self._state_dict = state.as_dict()
         return self._device
 
+    def _reconnected(self) -> bool:
+        """Whether a device that dropped off answers again (devices that can reconnect try)."""
+        reconnect = getattr(self._device, "reconnect", None)
+        if not callable(reconnect):
+            return False
+        try:
+            reconnect()
+            return True
+        except TransportError:
+            return False
+
     def _drop_device(self) -> None:
         self.close()
         self._prepared.clear()
@@ -232,33 +246,42 @@ class DeviceWorker:
             self._prepared[key] = exc
             return exc
 
-    def _build(self, fw_ref: Any) -> Any:
+    def _build(self, fw_ref: Any, abi: str | None) -> tuple[Any, Any, str]:
+        """(framework, build, label): prebuilt binaries, or the build for the device's profile."""
         from melt.frameworks.registry import get_framework
 
         framework = get_framework(fw_ref.name)
         if fw_ref.binaries:
             folder = Path(fw_ref.binaries).expanduser()
             folder = folder if folder.is_absolute() else self.base_dir / folder
-            return framework, self.builds.get(("prebuilt", fw_ref.name, str(folder)),
-                                              lambda: framework.prebuilt(folder))
+            build = self.builds.get(("prebuilt", fw_ref.name, str(folder)), lambda: framework.prebuilt(folder))
+            return framework, build, f"prebuilt ({build.bin_dir})"
         profile = fw_ref.profile or self.spec.build_profile
+        if profile == "auto":  # as for a real device: by its kind and CPU ABI
+            pick = getattr(framework, "auto_profile", None)
+            profile = pick(self.spec.kind, abi) if pick else "host"
 
         def make() -> Any:
             self.events.stage(f"building {framework.name} ({profile})")
             return framework.build(profile, source=fw_ref.source)
 
-        return framework, self.builds.get(("build", fw_ref.name, fw_ref.source, profile), make)
+        return framework, self.builds.get(("build", fw_ref.name, fw_ref.source, profile), make), f"'{profile}'"
 
     def _build_and_stage(self, fw_ref: Any, job: Job) -> Prepared:
-        framework, build = self._build(fw_ref)
+        from melt.devices.abi import check_binaries
+
         device = self._open()
-        self.events.stage(f"staging binaries and models on {self.spec.name}")
+        abi = device.abi()
+        framework, build, label = self._build(fw_ref, abi)
         kinds = sorted({w.kind for w in self.experiment.workloads})
         names = sorted({b for k in kinds for b in framework.binaries_for(k)})
-        key = Path(build.dir).name
         missing = [n for n in names if n not in build.binaries]
         if missing:
             raise BuildError(f"{framework.name}: no {', '.join(missing)} in {build.bin_dir}")
+        if abi:  # refuse code the device cannot run before pushing anything
+            check_binaries({n: build.binaries[n] for n in names}, abi, device=self.spec.name, build=label)
+        self.events.stage(f"staging binaries and models on {self.spec.name}")
+        key = Path(build.dir).name
         before = getattr(device, "bytes_pushed", 0)
         staged = [device.stage(build.binaries[n], category=f"bin/{key}") for n in names]
         bin_dir = str(Path(staged[0]).parent) if staged else str(build.bin_dir)
@@ -266,7 +289,8 @@ class DeviceWorker:
         if self.on_staging is not None:
             self.on_staging({"device": self.spec.name, "framework": framework.name,
                              "bytes_pushed": getattr(device, "bytes_pushed", 0) - before, "at": utc_now()})
-        return Prepared(framework, bin_dir, dict(build.provenance), models)
+        emulated = bool(device.properties().get("emulated"))
+        return Prepared(framework, bin_dir, dict(build.provenance), models, emulated=emulated)
 
     # ---------------------------------------------------------------- one job
 
@@ -323,13 +347,14 @@ class DeviceWorker:
         except MeltError as exc:
             status, reason = "failed", str(exc)
         record = self._record(job, status=status, reason=reason, metrics=metrics,
-                              provenance=provenance, started=started)
+                              provenance=provenance, started=started, emulated=prepared.emulated)
         record.update(extra)
         record["_files"] = files
         return record
 
     def _record(self, job: Job, *, status: str, reason: str | None, metrics: dict | None = None,
-                provenance: dict | None = None, started: str | None = None) -> dict[str, Any]:
+                provenance: dict | None = None, started: str | None = None,
+                emulated: bool = False) -> dict[str, Any]:
         return {
             "job_id": job.job_id,
             "cell_id": job.cell_id,
@@ -343,6 +368,7 @@ class DeviceWorker:
             "params": job.params,
             "repetition": job.repetition,
             "simulated": self.spec.simulated,
+            "emulated": emulated,
             "started_at": started or utc_now(),
             "finished_at": utc_now(),
             "metrics": metrics or {},

@@ -145,7 +145,9 @@ class TelemetryExecutor:
             from melt.telemetry.tegrastats import tegrastats_frame
 
             extra = tegrastats_frame(out.aux, device.spec.telemetry.tegrastats_interval_ms)
-            if not extra.empty:
+            # rails the sampler read itself win over tegrastats' once-per-interval copies
+            extra = extra.drop(columns=[c for c in extra.columns if c != "t_s" and c in frame.columns])
+            if not extra.empty and len(extra.columns) > 1:
                 frame = pd.concat([frame, extra], ignore_index=True, sort=False)
                 frame = frame.sort_values("t_s", kind="stable").reset_index(drop=True)
         power_frame = frame

@@ -44,6 +44,9 @@ class VirtualPhoneError(MeltError):
 class VirtualPhone:
     """A virtual Android phone in a child process, reachable with ``adb connect``."""
 
+    serve_command = "serve"  # the ``python -m melt.virtual`` subcommand that runs it
+    label = "virtual phone"
+
     def __init__(
         self,
         config: VirtualPhoneConfig | str | Path | None = None,
@@ -84,7 +87,7 @@ class VirtualPhone:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config_file = self.state_dir / f"config-{os.getpid()}-{id(self)}.yaml"
         config_file.write_text(yaml.safe_dump({"virtual": self.config.model_dump(mode="json")}))
-        cmd = [sys.executable, "-m", "melt.virtual", "serve", "--host", self.host,
+        cmd = [sys.executable, "-m", "melt.virtual", self.serve_command, "--host", self.host,
                "--port", str(self.port), "--config", str(config_file),
                "--state-dir", str(self.state_dir)]
         err_file = config_file.with_suffix(".err")
@@ -101,7 +104,7 @@ class VirtualPhone:
             self.kill()
             message = err_file.read_text(errors="replace").strip().removeprefix("Error: ")
             err_file.unlink(missing_ok=True)
-            raise VirtualPhoneError(f"virtual phone did not start: {message or 'no answer'}")
+            raise VirtualPhoneError(f"{self.label} did not start: {message or 'no answer'}")
         self.port = int(line.rpartition(":")[2])
         os.replace(err_file, phone_dir(self.state_dir, self.port) / "stderr.log")
         return self.address

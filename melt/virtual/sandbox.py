@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from melt.virtual.android_tools import STATE, install_tools
+from melt.virtual.emulation import Emulation, native
 
 #: device path -> folder under the sandbox root, longest prefix first
 MOUNTS: tuple[tuple[str, str], ...] = (
@@ -55,19 +56,31 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 class Sandbox:
-    """A virtual phone's file tree and the way its commands are run."""
+    """A virtual phone's file tree and the way its commands are run.
+
+    Subclasses (the virtual Jetson's) change the layout through the class
+    attributes: ``mounts`` (device path -> folder under the root),
+    ``read_only`` (device paths bound read-only) and ``not_bound`` (host
+    top-level entries replaced or kept private).
+    """
+
+    mounts: tuple[tuple[str, str], ...] = MOUNTS
+    read_only: tuple[str, ...] = ("/system", "/vendor")
+    not_bound: frozenset[str] = frozenset(_NOT_BOUND)
+    host_tmp = True  # bind the host's /tmp (the phone's adb pushes may land there)
 
     def __init__(self, root: Path, *, cpu_count: int | None = None, serial: str = ""):
         self.root = Path(root)
         self.serial = serial  # marks every process the phone runs (see marker)
         self.cpu_count = cpu_count or os.cpu_count() or 1
         self.isolation = "none"
+        self.emulation: Emulation = native()  # how the phone's ABI runs here (set at start)
 
     # ---------------------------------------------------------------- layout
     def host_path(self, device_path: str) -> Path:
         """The host path behind ``device_path`` (absolute, normalised)."""
         path = os.path.normpath("/" + device_path.lstrip("/"))
-        for prefix, sub in MOUNTS:
+        for prefix, sub in self.mounts:
             if path == prefix or path.startswith(prefix + "/"):
                 return self.root / sub / path[len(prefix):].lstrip("/")
         return Path(path)
@@ -89,9 +102,7 @@ class Sandbox:
         for sub in ("settings/system", "settings/global", "settings/secure", "state", "control"):
             self.state_path(sub).mkdir(parents=True, exist_ok=True)
         install_tools(self.root / "system/bin")
-        text = "".join(f"{k}={v}\n" for k, v in sorted(props.items()))
-        atomic_write(self.state_path("props"), text)
-        atomic_write(self.root / "system/build.prop", text)
+        self.write_props(props)
         defaults = {
             "settings/system/screen_brightness": "128",
             "settings/system/screen_off_timeout": "60000",
@@ -107,6 +118,12 @@ class Sandbox:
         for ctl in self.state_path("control").iterdir():
             ctl.unlink()
         self._create_sysfs()
+
+    def write_props(self, props: dict[str, str]) -> None:
+        """The props ``getprop`` answers (also ``/system/build.prop``)."""
+        text = "".join(f"{k}={v}\n" for k, v in sorted(props.items()))
+        atomic_write(self.state_path("props"), text)
+        atomic_write(self.root / "system/build.prop", text)
 
     def _create_sysfs(self) -> None:
         ps = self.root / "sys/class/power_supply"
@@ -161,26 +178,29 @@ class Sandbox:
     def wrap(self, argv: Sequence[str], *, force: bool = False) -> list[str]:
         """The host argv that runs ``argv`` inside the device's file layout."""
         if self.isolation != "bwrap" and not force:
-            return list(argv)
+            return self.emulation.prefix(argv)
         args = ["bwrap", "--die-with-parent"]
         for entry in sorted(os.listdir("/")):
-            if entry in _NOT_BOUND:
+            if entry in self.not_bound:
                 continue
             host = "/" + entry
             if os.path.islink(host):
                 args += ["--symlink", os.readlink(host), host]
             elif os.path.isdir(host) or os.path.isfile(host):
                 args += ["--ro-bind", host, host]
-        args += ["--dev-bind", "/dev", "/dev", "--proc", "/proc", "--bind", "/tmp", "/tmp",
-                 "--ro-bind", "/sys", "/sys"]
-        for device, sub in reversed(MOUNTS):
+        args += ["--dev-bind", "/dev", "/dev", "--proc", "/proc"]
+        if self.host_tmp:
+            args += ["--bind", "/tmp", "/tmp"]
+        if not any(device == "/sys" for device, _ in self.mounts):
+            args += ["--ro-bind", "/sys", "/sys"]
+        for device, sub in reversed(self.mounts):
             host = str(self.root / sub)
-            if device in ("/system", "/vendor"):
+            if device in self.read_only:
                 args += ["--ro-bind", host, device]
             else:
                 args += ["--bind", host, device]
         args += ["--chdir", "/", "--"]
-        return args + list(argv)
+        return self.emulation.prefix(args + list(argv))
 
     def environment(self, term: str | None = None) -> dict[str, str]:
         """Environment of a device shell (Android's names; host's locale)."""
