@@ -30,6 +30,8 @@ from pathlib import Path
 
 from _common import machine, run  # bench/ is on sys.path when a bench runs
 
+from melt.devices.abi import host_abi
+from melt.virtual.config import VirtualPhoneConfig
 from melt.virtual.testing import adb_available, adb_server, virtual_phone
 
 TARGET = 0.9
@@ -78,7 +80,7 @@ def main() -> int:
         model = write_tiny_model(tmp / "tiny.gguf", seed=1)
         phones = []
         for i in range(max(counts)):
-            phone = stack.enter_context(virtual_phone(state_dir=tmp / f"phone-{i}"))
+            phone = stack.enter_context(virtual_phone(VirtualPhoneConfig(abi=host_abi()), state_dir=tmp / f"phone-{i}"))
             adb.connect(phone.address)
             (tmp / f"p{i}.yaml").write_text(phone_yaml(f"p{i}", phone.address, adb.port, args.idle_s))
             phones.append(phone)

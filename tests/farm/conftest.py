@@ -100,6 +100,8 @@ class Farm:
 def farm(redis_url, adb_server, tmp_path_factory) -> Iterator[Farm]:  # noqa: F811
     """Two hosts with two virtual phones each, serving a real Redis broker."""
     from melt.frameworks.llamacpp.build import host_build
+    from melt.devices.abi import host_abi
+    from melt.virtual.config import VirtualPhoneConfig
     from melt.virtual.testing import virtual_phone
 
     host_build()
@@ -110,7 +112,9 @@ def farm(redis_url, adb_server, tmp_path_factory) -> Iterator[Farm]:  # noqa: F8
     with contextlib.ExitStack() as stack:
         phones = {}
         for name in names:
-            phone = stack.enter_context(virtual_phone(state_dir=tmp / f"state-{name}"))
+            # host-ABI phones run the host build natively (farm correctness, not emulation)
+            phone = stack.enter_context(virtual_phone(VirtualPhoneConfig(abi=host_abi()),
+                                                      state_dir=tmp / f"state-{name}"))
             adb_server.connect(phone.address)
             (configs / f"{name}.yaml").write_text(phone_config(name, phone.address, adb_server.port))
             phones[name] = phone
