@@ -50,6 +50,15 @@ class FarmPool:
         if problems:
             raise ConfigError(source, problems)
         ping(self.url)
+        # a job still running when its message's visibility timeout ends would be delivered again
+        longest = job_bound_s(experiment)
+        for entry in farm_status(redis_client(self.url)):
+            timeout = entry.info.get("visibility_timeout_s")
+            if entry.device in experiment.devices and timeout and float(timeout) <= longest:
+                raise ConfigError(source, [
+                    f"timeout_s: a job may take up to {longest:.0f} s, not below the visibility timeout of "
+                    f"{entry.device}'s worker on {entry.host} ({float(timeout):.0f} s); lower timeout_s or "
+                    "start the worker with a larger --visibility-timeout"])
 
     def results(self, jobs: list[Job], ctx: Any) -> Iterator[tuple[str, Any]]:
         client = redis_client(self.url)
@@ -124,6 +133,15 @@ class FarmPool:
         online = {e.device for e in farm_status(client) if e.health == "online"}
         for device in sorted(devices - online):
             ctx.events.stage(f"no online worker serves {device}: its jobs wait in {queue_name(device)}")
+
+
+def job_bound_s(experiment: ExperimentSpec) -> float:
+    """An upper bound on one job's time on its device, cool-down waits aside (s).
+
+    Each warm-up and each measured attempt (re-runs of throttled jobs
+    included) may use ``timeout_s`` for each of its two timed windows.
+    """
+    return (experiment.warmup + 1 + experiment.rerun_throttled) * 2 * experiment.timeout_s
 
 
 def rejected_record(job: Job, reason: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 from tests.farm.conftest import PASSWORD
 from tests.helpers import ROOT, last_line, melt, show
 
-pytestmark = [pytest.mark.adb, pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.adb, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(240)]
 
 EXPERIMENT = """
 name: farm

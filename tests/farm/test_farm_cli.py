@@ -75,3 +75,20 @@ def test_status_of_an_empty_farm(redis_url):
 def test_help(args):
     out = melt(*args)
     assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_jobs_longer_than_a_workers_visibility_timeout_are_refused(redis_url, tmp_path):
+    from melt.farm.app import redis_client
+    from melt.farm.registry import advertise, withdraw
+
+    client = redis_client(redis_url)
+    advertise(client, "phone-z", "host-z", {"health": "online", "visibility_timeout_s": 900})
+    try:
+        exp = tmp_path / "e.yaml"
+        exp.write_text(EXPERIMENT.format(device="phone-z") + "timeout_s: 300\n")  # 1 warm-up + 1 run, 2 windows
+        out = melt("run", str(exp), "--farm", redis_url, "--results", str(tmp_path / "r"))
+        assert out.returncode == 1
+        assert "a job may take up to 1200 s" in out.stderr and "--visibility-timeout" in out.stderr
+        assert not list((tmp_path / "r").glob("*/manifest.json"))
+    finally:
+        withdraw(client, "phone-z", "host-z")
