@@ -2,7 +2,7 @@
 
 Not a test: it prints the figures recorded in docs/benchmarks.md.
 
-    python bench/bench_parallel.py [--phones 1,2,4,8] [--jobs-per-phone 4] [--idle-s 3]
+    python bench/bench_parallel.py [--phones 1,2,4,8] [--jobs-per-phone 4] [--idle-s 3] [--binaries DIR]
 
 Each phone is melt's virtual phone (its own process), reached through an
 isolated real adb server. Each job is a real one through ``melt run``'s code
@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--phones", default="1,2,4,8")
     ap.add_argument("--jobs-per-phone", type=int, default=4)
     ap.add_argument("--idle-s", type=float, default=3.0)
+    ap.add_argument("--binaries", type=Path, default=None,
+                    help="a folder of llama.cpp host binaries to use instead of the cached host build")
     args = ap.parse_args()
     if not adb_available():
         print("adb is not installed", file=sys.stderr)
@@ -72,7 +74,9 @@ def main() -> int:
     from melt.runner.engine import run_experiment
 
     print(machine())
-    host_build()
+    if args.binaries is None:
+        host_build()
+    frameworks = f"frameworks: [{{name: llama.cpp, binaries: {args.binaries.resolve()}}}]\n" if args.binaries else ""
     rows = []
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="melt-bench-parallel-")))
@@ -87,13 +91,13 @@ def main() -> int:
         # stage binaries and the model on every phone once, so runs measure jobs only
         warm = tmp / "warm.yaml"
         warm.write_text(EXPERIMENT.format(n=0, devices=", ".join(str(tmp / f"p{i}.yaml") for i in range(len(phones))),
-                                          model=model, reps=1))
+                                          model=model, reps=1) + frameworks)
         run_experiment(warm, results_dir=tmp / "results")
         base = None
         for n in counts:
             exp = tmp / f"exp{n}.yaml"
             exp.write_text(EXPERIMENT.format(n=n, devices=", ".join(str(tmp / f"p{i}.yaml") for i in range(n)),
-                                             model=model, reps=args.jobs_per_phone))
+                                             model=model, reps=args.jobs_per_phone) + frameworks)
             t = time.monotonic()
             result = run_experiment(exp, results_dir=tmp / "results")
             wall = time.monotonic() - t
