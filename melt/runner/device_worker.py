@@ -329,7 +329,7 @@ class DeviceWorker:
         try:
             command, env, execution = self._measure(prepared, job, executor)
             provenance["command"], provenance["env"] = command, env
-            for key in ("phases", "throttled_intervals", "metrics_missing"):
+            for key in ("phases", "throttled_intervals", "metrics_missing", "turns", "series"):
                 if key in execution.provenance:
                     extra[key] = execution.provenance.pop(key)
             provenance.update(execution.provenance)

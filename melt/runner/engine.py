@@ -183,3 +183,10 @@ def _validate_refs(experiment: ExperimentSpec, base: Path, source: str, *, devic
     for i, m in enumerate(experiment.models):
         if m.path is not None:
             resolve_model(m, base=base, source=source, index=i)
+        elif m.catalog is not None:  # the name only: fetching waits for the run
+            from melt.models.catalog import lookup
+
+            try:
+                lookup(m.catalog)
+            except UnknownNameError as exc:
+                raise ConfigError(source, [f"models[{i}].catalog: {exc}"]) from None
