@@ -151,7 +151,7 @@ def run(experiment: Path | None, resume: str | None, farm: str | None, results_d
     jobs = result.jobs()
     ok = sum(1 for j in jobs if j["status"] == "ok")
     where = f" --results {shlex.quote(str(results_dir))}" if results_dir is not None else ""
-    events.console.print(f"{ok}/{len(jobs)} jobs ok, results in [bold]{result.dir}[/bold]")
+    events.console.print(f"{ok}/{len(jobs)} jobs ok, results in {result.dir}", soft_wrap=True)
     events.console.print(f"see: melt results show {result.run_id}{where}", soft_wrap=True)
     click.echo(result.run_id)
     if ok < len(jobs):
