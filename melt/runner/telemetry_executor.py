@@ -30,10 +30,11 @@ from melt.devices.base import Device
 from melt.devices.state import health_snapshot
 from melt.errors import JobFailed
 from melt.runner.execute import Execution, PlainExecutor
+from melt.telemetry.charging import CHARGING_REASON, charging_state
 from melt.telemetry.cooldown import check_battery, wait_for_cooldown
 from melt.telemetry.energy import WindowError, integrate
 from melt.telemetry.instruments import Instrument, InstrumentTrace, align
-from melt.telemetry.metrics import ENERGY_PHASES, clean_numbers, job_metrics
+from melt.telemetry.metrics import ENERGY_PHASES, GaugeInfo, clean_numbers, job_metrics
 from melt.telemetry.phases import derive_phases
 from melt.telemetry.session import JobOutput, Step, TelemetrySession
 from melt.telemetry.trace import to_parquet_bytes
@@ -150,19 +151,32 @@ class TelemetryExecutor:
                 frame = frame.sort_values("t_s", kind="stable").reset_index(drop=True)
         power_frame = frame
         if primary is not None:
-            power_frame = frame.drop(columns=[c for c in ("power_w",) if c in frame.columns])
+            power_frame = frame.drop(columns=[c for c in ("power_w", "current_ua") if c in frame.columns])
             power_frame = power_frame.rename(columns={primary: "power_w"})
 
         reference = {}
         before = provenance.get("health", {}).get("before", {})
         for cpu, info in (before.get("cpufreq") or {}).items():
-            if info.get("hw_max_khz"):
-                reference[f"cpufreq_max_{cpu}_khz"] = float(info["hw_max_khz"])
+            if info.get("max_khz"):  # the resting cap, not the hardware maximum
+                reference[f"cpufreq_max_{cpu}_khz"] = float(info["max_khz"])
         result = job_metrics(power_frame, plan, window, power_missing=session.plan.missing.get("power"),
                              skin_zone=device.spec.telemetry.skin_zone, throttle_reference=reference,
-                             truth=out.truth)
+                             truth=out.truth, gauge=gauge_info(device.spec.telemetry, session.plan,
+                                                               primary is not None))
         metrics = dict(result.metrics)
         missing = dict(result.missing)
+        battery = charging_state(frame, out.markfiles, window)
+        metrics["charging"] = int(battery["charging"])
+        if battery["charging"] and primary is None:
+            reason = CHARGING_REASON.format("; ".join(battery["evidence"]))
+            for key in [k for k in metrics if k.startswith(("energy_", "avg_power_w", "idle_power_w"))]:
+                metrics.pop(key)
+                if not key.endswith("_u95"):
+                    missing[key] = reason
+        if result.resolution:
+            provenance["energy_resolution"] = {f"energy_{k}_resolution": v for k, v in result.resolution.items()}
+        if result.gauge:
+            provenance["energy_error_model"] = result.gauge
         for inst in inst_traces:
             col = f"{inst.name}_power_w"
             sub = frame[["t_s", col]].dropna()
@@ -225,6 +239,17 @@ class TelemetryExecutor:
         files = {"trace.parquet": to_parquet_bytes(frame)}
         return Execution(stdout, stderr, rc, max(0.0, window[1] - window[0]),
                          metrics=clean_numbers(metrics), files=files, provenance=provenance)
+
+
+def gauge_info(tel: Any, plan: Any, instrument: bool) -> GaugeInfo:
+    """The fuel gauge's error-model inputs from the device config (a host instrument: sampled power)."""
+    if instrument:
+        return GaugeInfo(update_period_s=None, averaging_s=0.0, gain_error_pct=1.0, current_unit=None)
+    bat = tel.battery
+    if bat is None:
+        return GaugeInfo(current_unit=plan.current_unit)
+    return GaugeInfo(update_period_s=bat.update_period_s, averaging_s=bat.averaging_s,
+                     gain_error_pct=bat.gain_error_pct, current_unit=plan.current_unit)
 
 
 def _merge_samples(frame: pd.DataFrame, t: np.ndarray, values: np.ndarray, column: str) -> pd.DataFrame:
