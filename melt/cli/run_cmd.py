@@ -39,7 +39,9 @@ class ProgressEvents:
             self.started = True
 
     def stage(self, message: str) -> None:
-        self.console.print(f"[dim]… {message}[/dim]")
+        from rich.markup import escape
+
+        self.console.print(f"[dim]… {escape(message)}[/dim]")
 
     def run_started(self, run_id: str, total: int, done: int) -> None:
         self.console.print(f"run [bold]{run_id}[/bold]: {total} jobs, {done} already done")

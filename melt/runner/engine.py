@@ -146,6 +146,9 @@ class Runner:
             restore_journal(prepared.device.transport, journal)  # left changed by a killed melt
             with DeviceState(prepared.device.transport, spec.state, journal=journal) as state:
                 prepared.state = state.as_dict()
+                for rep in state.reports:
+                    if rep.warning:
+                        self.events.stage(f"warning: {spec.name}: {rep.warning}")
                 self._run_jobs(prepared, spec, jobs)
         except TransportError as exc:  # the device went away while setting or restoring state
             journaled = self.run.journal()
@@ -309,6 +312,8 @@ class Runner:
             status, reason = "failed", str(exc)
         record = self._record(job, spec, status=status, reason=reason, metrics=metrics,
                               provenance=provenance, started=started)
+        # the device itself says so too (a virtual phone's ro.melt.virtual), not only its config
+        record["simulated"] = bool(spec.simulated or (provenance.get("device") or {}).get("simulated"))
         record.update(extra)
         record["_files"] = files
         return record

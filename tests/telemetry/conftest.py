@@ -1,3 +1,3 @@
 """Fixtures of the telemetry tests: the shared adb server of tests/conftest_virtual.py."""
 
-from tests.conftest_virtual import adb_server  # noqa: F401
+from tests.conftest_virtual import adb_server, virtual_phone_factory  # noqa: F401
