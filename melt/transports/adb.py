@@ -17,7 +17,7 @@ import adbutils
 from adbutils.errors import AdbError, AdbTimeout
 
 from melt.errors import CommandTimeout, DeviceUnavailableError, RemoteCommandError, TransportError
-from melt.transports.base import CommandResult
+from melt.transports.base import CommandResult, Forward
 
 #: Called with (bytes sent so far, total bytes) during a push.
 ProgressFn = Callable[[int, int], None]
@@ -222,6 +222,36 @@ class AdbTransport:
 
     def kill(self, pid: int, signal: str = "TERM") -> None:
         self.shell(f"kill -{signal} {int(pid)} 2>/dev/null", check=False)
+
+    def forward(self, remote_port: int) -> Forward:
+        """``adb forward tcp:0 tcp:PORT``: the adb server picks a free host port.
+
+        The forward belongs to the adb server, not to this process, so it is
+        removed on :meth:`Forward.close` (``adb forward --remove``); a forward
+        already gone (the device dropped off) is fine.
+        """
+        remote_port = int(remote_port)
+        if not 0 < remote_port < 65536:
+            raise TransportError(f"cannot forward to device port {remote_port}: not a TCP port")
+
+        def install() -> int:
+            # the server answers OKAY (transport), OKAY (forward) and the port it bound
+            with self._device.open_transport(f"forward:tcp:0;tcp:{remote_port}") as c:
+                c.check_okay()
+                return int(c.read_string_block())
+
+        try:
+            local_port = self._call(install)
+        except (AdbError, ValueError) as exc:
+            raise TransportError(f"adb forward to {self.serial} port {remote_port} failed: {exc}") from None
+
+        def remove() -> None:
+            try:
+                self._device.forward_remove(f"tcp:{local_port}", raise_non_found=False)
+            except (AdbError, OSError, EOFError):
+                pass
+
+        return Forward(local_port, remote_port, remove)
 
     # ----------------------------------------------------------------- files
 

@@ -1,8 +1,8 @@
 """The one small interface through which melt reaches every device.
 
 Callers never see subprocess, adbutils or paramiko: they hold a
-:class:`Transport` and call ``run``, ``start``, ``push``, ``pull`` and
-``kill``. Arguments are argv lists; a transport that goes through a remote
+:class:`Transport` and call ``run``, ``start``, ``push``, ``pull``, ``kill``
+and ``forward``. Arguments are argv lists; a transport that goes through a remote
 shell quotes each one with :func:`shlex.join`.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,48 @@ class CommandResult:
     def command_line(self) -> str:
         """The command as a shell would read it (every argument quoted)."""
         return shlex.join(self.argv)
+
+
+class Forward:
+    """A port on this host that reaches a TCP port on the device, until closed.
+
+    Connect to ``127.0.0.1:local_port`` to reach ``remote_port`` on the device
+    (``adb forward``, an SSH tunnel, or the same port on the local machine).
+    :meth:`close` removes the forward; it is idempotent, and runs on leaving a
+    ``with`` block whatever happened inside it. Transports pass the function
+    that tears their forward down as ``closer``.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, local_port: int, remote_port: int, closer: Callable[[], None] | None = None):
+        self.local_port = int(local_port)
+        self.remote_port = int(remote_port)
+        self._closer = closer
+        self.closed = False
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:LOCAL_PORT``: the base URL of an HTTP server behind the forward."""
+        return f"http://{self.host}:{self.local_port}"
+
+    def close(self) -> None:
+        """Remove the forward (once; later calls do nothing)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._closer is not None:
+            self._closer()
+
+    def __enter__(self) -> "Forward":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Forward {self.host}:{self.local_port} -> device:{self.remote_port} ({state})>"
 
 
 @runtime_checkable
@@ -93,3 +135,10 @@ class Transport(Protocol):
 
     def kill(self, pid: int, signal: str = "TERM") -> None:
         """Send ``signal`` to a process on the device; a process already gone is fine."""
+
+    def forward(self, remote_port: int) -> Forward:
+        """Reach TCP ``remote_port`` on the device from a free port on this host.
+
+        Returns a :class:`Forward` (use it in a ``with`` block, or ``close()``
+        it). Raises ``TransportError`` when the forward cannot be set up.
+        """

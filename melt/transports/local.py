@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from melt.errors import CommandTimeout, RemoteCommandError, TransportError
-from melt.transports.base import CommandResult
+from melt.transports.base import CommandResult, Forward
 
 
 def _merged_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -149,3 +149,10 @@ class LocalTransport:
             os.kill(pid, getattr(_signal, f"SIG{signal}"))
         except ProcessLookupError:
             pass
+
+    def forward(self, remote_port: int) -> Forward:
+        """This machine is the device: its port is reached as it is (closing does nothing)."""
+        remote_port = int(remote_port)
+        if not 0 < remote_port < 65536:
+            raise TransportError(f"cannot forward to port {remote_port}: not a TCP port")
+        return Forward(remote_port, remote_port)

@@ -27,6 +27,7 @@ from melt.virtual.registry import PhoneRecord, phone_dir, remove_record, write_r
 from melt.virtual.sandbox import Sandbox
 from melt.virtual.services_shell import ShellServices
 from melt.virtual.services_sync import SyncService
+from melt.virtual.services_tcp import tcp_service
 from melt.virtual.simulator import Simulator
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class PhoneRuntime:
         """The coroutine serving ``name``, or None (the host then sees it refused)."""
         if name == "sync:":
             return SyncService(self.sandbox)
+        if name.startswith("tcp:"):
+            return tcp_service(name)
         return self.shell.resolve(name)
 
     def prepare(self) -> None:

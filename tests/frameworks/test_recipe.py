@@ -19,9 +19,9 @@ def test_recipe_profiles_and_host_flags():
     assert flags["GGML_NATIVE"] == "OFF"
     assert flags["BUILD_SHARED_LIBS"] == "OFF"
     assert flags["CMAKE_BUILD_TYPE"] == "Release"
-    assert flags["LLAMA_BUILD_TESTS"] == "OFF" and flags["LLAMA_BUILD_SERVER"] == "OFF"
+    assert flags["LLAMA_BUILD_TESTS"] == "OFF" and flags["LLAMA_BUILD_SERVER"] == "ON"
     host = recipe.profile("host")
-    assert set(host.targets) == {"llama-bench", "llama-completion"}
+    assert set(host.targets) == {"llama-bench", "llama-completion", "llama-server", "llama-quantize"}
     assert recipe.source.default == "pypi" and recipe.source.pypi.subdir == "vendor/llama.cpp"
     assert all(p.is_file() for p in recipe.patch_paths())
 
