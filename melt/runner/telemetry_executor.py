@@ -72,6 +72,7 @@ class TelemetryExecutor:
         self.idle_s = idle_s
         self._sessions: dict[int, TelemetrySession] = {}
         self._offsets: dict[int, tuple[float, Any]] = {}
+        self._rest_caps: dict[int, dict[str, float]] = {}
 
     def session(self, device: Device) -> TelemetrySession:
         """The (cached) telemetry session of ``device``."""
@@ -154,11 +155,14 @@ class TelemetryExecutor:
             power_frame = frame.drop(columns=[c for c in ("power_w", "current_ua") if c in frame.columns])
             power_frame = power_frame.rename(columns={primary: "power_w"})
 
-        reference = {}
+        # the cap each core rested at: the highest seen before any job of this device, not the
+        # hardware maximum (a policy cap below it is not throttling)
+        reference = self._rest_caps.setdefault(id(device), {})
         before = provenance.get("health", {}).get("before", {})
         for cpu, info in (before.get("cpufreq") or {}).items():
-            if info.get("max_khz"):  # the resting cap, not the hardware maximum
-                reference[f"cpufreq_max_{cpu}_khz"] = float(info["max_khz"])
+            if info.get("max_khz"):
+                col = f"cpufreq_max_{cpu}_khz"
+                reference[col] = max(reference.get(col, 0.0), float(info["max_khz"]))
         result = job_metrics(power_frame, plan, window, power_missing=session.plan.missing.get("power"),
                              skin_zone=device.spec.telemetry.skin_zone, throttle_reference=reference,
                              truth=out.truth, gauge=gauge_info(device.spec.telemetry, session.plan,

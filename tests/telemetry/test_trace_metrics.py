@@ -236,3 +236,40 @@ def test_tegrastats_lines_become_rail_columns():
     assert list(df["t_s"]) == pytest.approx([0.1, 0.2])
     assert df["rail_vdd_in_w"].iloc[0] == pytest.approx(5.0)
     assert df["gpu_util_pct"].iloc[0] == 50
+
+
+def test_a_policy_cap_below_the_hardware_maximum_is_not_throttling():
+    frame = pd.DataFrame({"t_s": [0.0, 1.0, 2.0], "cpufreq_max_cpu0_khz": [1.8e6, 1.8e6, 1.8e6]})
+    # the core rested at 1.8 GHz (its hardware maximum is 2.4 GHz): nothing dropped
+    assert throttled_intervals(frame, reference={"cpufreq_max_cpu0_khz": 1.8e6}) == []
+    assert len(throttled_intervals(frame, reference={"cpufreq_max_cpu0_khz": 2.4e6})) == 1
+
+
+def test_throttled_is_absent_with_a_reason_without_a_signal():
+    frame = pd.DataFrame({"t_s": np.linspace(0, 3, 31), "rss_bytes": np.full(31, 1e6)})
+    plan = derive_phases(None, [StepResult(0, "decode", 0.5, 2.5, 0, "", "")])
+    r = job_metrics(frame, plan, (0.5, 2.5))
+    assert "throttled" not in r.metrics and "no throttling signal" in r.missing["throttled"]
+
+
+def test_charging_is_read_from_marks_counter_and_current():
+    from melt.telemetry.charging import charging_state
+
+    frame = pd.DataFrame({"t_s": [0.0, 1.0, 2.0], "current_ua": [-500000.0, -480000.0, -490000.0],
+                          "charge_counter_uah": [3000000.0, np.nan, 3000300.0], "usb_online": [1.0, np.nan, 1.0]})
+    marks = ("10.0 decode_start /sys/class/power_supply/battery/status Charging\n"
+             "10.0 decode_start /sys/class/power_supply/usb/online 1\n")
+    state = charging_state(frame, marks, (0.0, 2.0))
+    assert state["charging"] and state["usb_online"] == 1 and len(state["evidence"]) == 3
+    quiet = frame.assign(current_ua=[400000.0] * 3, charge_counter_uah=[3000300.0, np.nan, 3000000.0])
+    cut = charging_state(quiet, marks.replace("Charging", "Not charging"), (0.0, 2.0))
+    assert not cut["charging"] and "did not charge" in cut["note"]
+
+
+def test_battery_drain_comes_from_the_charge_counter():
+    from melt.telemetry.metrics import _battery_drain
+
+    frame = pd.DataFrame({"t_s": [0.0, 5.0], "battery_pct": [80.0, 80.0],
+                          "charge_counter_uah": [3600000.0, 3599100.0], "charge_full_uah": [4500000.0, np.nan]})
+    drain = _battery_drain(frame)
+    assert drain["battery_drain_uah"] == 900.0 and drain["battery_drain_pct"] == pytest.approx(0.02)

@@ -82,12 +82,24 @@ def test_next_job_starts_only_after_cooling_below_the_threshold(phone, adb_serve
 
 def test_an_injected_throttle_is_flagged(phone, adb_server):
     device = device_for(phone, adb_server, telemetry=TelemetrySpec(idle_s=0.5))
-    timer = threading.Timer(1.2, phone.force_throttle, args=(True,))
-    timer.start()
+    done = threading.Event()
+
+    def throttle_once_decoding() -> None:  # not on a timer: a loaded machine starts jobs late
+        jobs = phone.host_path("/data/local/tmp/melt/jobs")
+        while not done.is_set():
+            if any("decode_start" in (m.read_text() if m.exists() else "") for m in jobs.glob("*/marks")):
+                time.sleep(0.5)
+                phone.force_throttle(True)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=throttle_once_decoding, daemon=True)
+    watcher.start()
     try:
         e = TelemetryExecutor(health=True).execute(device, [burn("decode")])
     finally:
-        timer.cancel()
+        done.set()
+        watcher.join(5)
         phone.force_throttle(None)
     assert e.metrics["throttled"] == 1
     assert e.provenance["throttled_intervals"]
