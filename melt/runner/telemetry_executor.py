@@ -14,7 +14,12 @@ measures the host/device clock offset. It returns the inference output plus:
 - ``files["trace.parquet"]``: the samples;
 - ``provenance``: ``phases``, ``throttled_intervals``, ``metrics_missing``,
   ``telemetry`` (sampler set-up, achieved rate, sampler CPU), ``clock``,
-  ``health`` (before/after), ``cooldown``, ``steps``.
+  ``health`` (before/after), ``cooldown``, ``steps``, ``battery`` (charging
+  evidence), ``energy_error_model`` and ``energy_resolution``.
+
+Energies carry ``_u95`` intervals (:mod:`melt.telemetry.uncertainty`); a job
+measured while the battery charged has ``charging = 1`` and no fuel-gauge
+energies (:mod:`melt.telemetry.charging`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from melt.telemetry.metrics import ENERGY_PHASES, GaugeInfo, clean_numbers, job_
 from melt.telemetry.phases import derive_phases
 from melt.telemetry.session import JobOutput, Step, TelemetrySession
 from melt.telemetry.trace import to_parquet_bytes
+from melt.telemetry.uncertainty import sampled_energy_bound
 
 
 #: Without host-side instruments, a clock offset is re-measured after this long (s).
@@ -171,6 +177,7 @@ class TelemetryExecutor:
         missing = dict(result.missing)
         battery = charging_state(frame, out.markfiles, window)
         metrics["charging"] = int(battery["charging"])
+        provenance["battery"] = battery
         if battery["charging"] and primary is None:
             reason = CHARGING_REASON.format("; ".join(battery["evidence"]))
             for key in [k for k in metrics if k.startswith(("energy_", "avg_power_w", "idle_power_w"))]:
@@ -188,8 +195,16 @@ class TelemetryExecutor:
                 chosen = [ph for ph in plan.phases if ph.name == name]
                 try:
                     if chosen:
-                        metrics[f"{inst.name}_energy_{name}_j"] = sum(
-                            integrate(sub["t_s"], sub[col], ph.start_s, ph.end_s) for ph in chosen)
+                        value = sum(integrate(sub["t_s"], sub[col], ph.start_s, ph.end_s) for ph in chosen)
+                        p = sub[col].to_numpy(dtype=float)
+                        # the edges are placed through the clock offset: its uncertainty, per edge
+                        est = sampled_energy_bound(
+                            value, float(p.max() - p.min()) if p.size else 0.0,
+                            offset.uncertainty_s * len(chosen),
+                            sample_period_s=1.0 / inst.rate_hz if inst.rate_hz else 0.0,
+                            duration_s=sum(ph.duration_s for ph in chosen))
+                        metrics[f"{inst.name}_energy_{name}_j"] = value
+                        metrics[f"{inst.name}_energy_{name}_j_u95"] = est.u95
                 except WindowError as exc:
                     missing[f"{inst.name}_energy_{name}_j"] = str(exc)
         if out.markdata:
