@@ -185,8 +185,11 @@ def gauge_energy(r: Readings, start: float, end: float, *, period_s: float, aver
         d_in, d_out = b - a, width - (b - a)
         if d_out > 1e-12:  # an edge block: the split between inside and outside is unknown
             e_k = values[k] * width
-            if below:  # the phase may hide inside one block: only the floor bounds it
+            if below and averaging_s >= 0.9 * period_s:  # may hide inside one averaged block
                 low, high = p_min * d_in, max(p_min * d_in, e_k - p_min * d_out)
+                mid, half = (low + high) / 2.0, (high - low) / 2.0
+            elif below:  # the readings are samples: only the job's range bounds the slice
+                low, high = p_min * d_in, p_max * d_in
                 mid, half = (low + high) / 2.0, (high - low) / 2.0
             else:
                 mid, half = _edge_split(values, k, width, d_in, start > lo, p_lo, p_hi,
