@@ -230,12 +230,35 @@ class GovernorKnob(Knob):
                "governor restore")
 
 
+class NvpmodelKnob(Knob):
+    """Jetson power mode (``nvpmodel -m N``; as root, else through ``sudo -n``)."""
+
+    name = "nvpmodel"
+    _ROOT = 'if [ "$(id -u)" = 0 ]; then S=; else S="sudo -n"; fi; '
+
+    def available(self, t: Transport) -> bool:
+        return _has(t, "nvpmodel")
+
+    def show(self, t: Transport) -> str:
+        from melt.parsers.nvpmodel import parse_nvpmodel_query
+
+        _, out = _sh(t, self._ROOT + "$S nvpmodel -q")
+        mode = parse_nvpmodel_query(out).get("mode_id")
+        if mode is None:
+            raise StateError(f"nvpmodel -q gave no mode id: {out[:200]!r}")
+        return str(mode)
+
+    def write(self, t: Transport, value: Any) -> None:
+        _check(t, self._ROOT + f"$S nvpmodel -m {int(value)} </dev/null", f"nvpmodel -m {int(value)}")
+
+
 #: spec field -> knob, in the order they are applied (restored in reverse)
 KNOBS: tuple[tuple[str, type[Knob]], ...] = (
     ("stay_awake", StayAwakeKnob),
     ("charging", ChargingKnob),
     ("airplane", AirplaneKnob),
     ("governor", GovernorKnob),
+    ("nvpmodel", NvpmodelKnob),
     ("brightness", BrightnessKnob),
     ("screen", ScreenKnob),
 )

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from melt.config.specs import BatterySpec, TelemetrySpec
 from melt.parsers.thermal import parse_thermal_zones
-from melt.telemetry.energy import POWER_FACTORS_W, guess_current_unit
+from melt.telemetry.energy import CURRENT_FACTORS_A, POWER_FACTORS_W, VOLTAGE_FACTORS_V, guess_current_unit
 from melt.transports.base import Transport
 
 #: how a raw reading becomes the column's unit
@@ -49,12 +49,16 @@ class ChannelPlan:
     current_unit: str | None = None  # as configured or guessed, for provenance
     current_sign: str | None = None
     missing: dict[str, str] = field(default_factory=dict)  # what is not sampled, and why
+    #: rails (``rail_<name>`` stems) whose power adds up to ``power_w`` when there is no fuel gauge
+    power_rails: tuple[str, ...] = ()
+    #: rail stem -> the sensor's effective refresh (ms), where the device config gives it
+    rail_refresh_ms: dict[str, float] = field(default_factory=dict)
     mark_files: tuple[str, ...] = ()  # read at every phase mark (battery status, chargers online)
 
     @property
     def has_power(self) -> bool:
         cols = {c.column for c in self.fast}
-        return "power_w" in cols or {"current_ua", "voltage_uv"} <= cols
+        return "power_w" in cols or {"current_ua", "voltage_uv"} <= cols or bool(self.power_rails)
 
     def columns(self) -> list[str]:
         return [c.column for c in (*self.fast, *self.slow)]
@@ -68,6 +72,8 @@ class ChannelPlan:
             "current_unit": self.current_unit,
             "current_sign": self.current_sign,
             "missing": dict(self.missing),
+            **({"power_rails": list(self.power_rails)} if self.power_rails else {}),
+            **({"rail_refresh_ms": dict(self.rail_refresh_ms)} if self.rail_refresh_ms else {}),
         }
 
 
@@ -179,9 +185,25 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
         if col and col not in {c.column for c in slow}:
             slow.append(Channel(col, f"{supply}/online"))
 
+    power_rails: list[str] = []
+    refresh: dict[str, float] = {}
     for rail in spec.rails:
-        fast.append(Channel(f"rail_{column_name(rail.name)}_w", rail.power_file, "scale",
-                            POWER_FACTORS_W[rail.unit]))
+        stem = f"rail_{column_name(rail.name)}"
+        if rail.power_file:
+            fast.append(Channel(f"{stem}_w", rail.power_file, "scale", POWER_FACTORS_W[rail.unit]))
+        else:  # volts x amps, multiplied in the trace (melt.telemetry.trace)
+            fast.append(Channel(f"{stem}_v", str(rail.voltage_file), "scale",
+                                VOLTAGE_FACTORS_V[rail.voltage_unit]))
+            fast.append(Channel(f"{stem}_a", str(rail.current_file), "scale",
+                                CURRENT_FACTORS_A[rail.current_unit]))
+        if rail.total:
+            power_rails.append(stem)
+        if rail.refresh_ms:
+            refresh[stem] = rail.refresh_ms
+    if power_rails and not any(c.column in ("current_ua", "power_w") for c in fast):
+        missing.pop("power", None)  # the rails measure the device's power
+    else:
+        power_rails = []
 
     zones = parse_thermal_zones("\n".join(zone_lines))
     wanted = spec.thermal_zones
@@ -234,7 +256,7 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
                   + [c.path for c in slow if c.column in ("usb_online", "ac_online")]
                   if _SAFE_PATH.match(p))
     return ChannelPlan(tuple(fast), tuple(slow), battery_dir if battery else None, unit, sign, missing,
-                       marks)
+                       tuple(power_rails), refresh, marks)
 
 
 def find_battery_dir(listing: str) -> str | None:

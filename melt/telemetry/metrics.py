@@ -195,6 +195,20 @@ def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float
         for name in ("avg_power_w", *(f"energy_{n}_j" for n in ENERGY_PHASES)):
             missing[name] = reason
 
+    for col in sorted(c for c in frame.columns if c.startswith("rail_") and c.endswith("_w")):
+        if frame[col].notna().sum() < 2:
+            continue
+        t, p = _series(frame, col)
+        for name in ENERGY_PHASES:
+            key = f"{col[:-2]}_energy_{name}_j"
+            try:
+                found = _phase_sum(phases, name, t, p)
+            except WindowError as exc:
+                missing[key] = str(exc)
+                continue
+            if found is not None:
+                m[key] = found[0]
+
     if truth is not None:
         tt, cum = truth
         for name in ENERGY_PHASES:
