@@ -71,8 +71,9 @@ def list_(names: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         echo_json({"devices": rows, "attached_unconfigured": extra})
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from melt.cli.common import console
 
     table = Table("name", "kind", "status", "model / os", "battery", "temp", "note")
     for r in rows:
@@ -88,7 +89,7 @@ def list_(names: tuple[str, ...], as_json: bool) -> None:
     for e in extra:
         table.add_row(e.get("serial", "?"), "android", "attached, not configured",
                       str(e.get("model", "")), "-", "-", "add a device config to use it")
-    Console().print(table)
+    console().print(table)
 
 
 @devices.command()
