@@ -102,8 +102,11 @@ class TelemetrySession:
                 self._odpm = bool(r.stdout.strip())
 
     def _pick_shell(self) -> tuple[str, str]:
+        # abilities, not names: a bash older than 5.0 (RHEL 8, Ubuntu 18.04,
+        # JetPack 4) has no $EPOCHREALTIME, so it is chosen only when it has one
         script = ('echo "sh=${EPOCHREALTIME:-}"; b=$(command -v bash 2>/dev/null); '
-                  'echo "bash=$b"')
+                  '[ -n "$b" ] && [ -n "$("$b" -c \'echo "${EPOCHREALTIME:-}"\' 2>/dev/null)" ] '
+                  '&& echo "bash=$b"; true')
         out = self.transport.shell(script, timeout=15, check=False).stdout
         found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         if found.get("sh"):
