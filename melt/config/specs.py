@@ -88,9 +88,16 @@ class BatterySpec(Spec):
     """Fuel gauge files and their units (vendors differ)."""
 
     dir: str = "/sys/class/power_supply/battery"
-    current_unit: Literal["uA", "mA"] = "uA"
+    current_unit: Literal["uA", "mA", "auto"] = Field(
+        "auto", description="unit of current_now; auto: read from its magnitude when melt connects")
     current_sign: Literal["positive-discharging", "negative-discharging"] = "negative-discharging"
     voltage_unit: Literal["uV", "mV"] = "uV"
+    update_period_s: PositiveFloat | None = Field(
+        None, description="how often the gauge refreshes; default: measured from the trace")
+    averaging_s: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="window current_now is averaged over (0: instantaneous)")
+    gain_error_pct: Annotated[float, Field(ge=0, le=50)] = Field(
+        1.0, description="the gauge's accuracy: a bound on its gain error (percent)")
 
 
 class RailSpec(Spec):
@@ -133,6 +140,9 @@ class TelemetrySpec(Spec):
         2.0, description="idle baseline sampled before each job (seconds; 0 skips it)"
     )
     battery: BatterySpec | None = None
+    tail_s: Annotated[float, Field(ge=0, le=120)] | None = Field(
+        None, description="keep sampling this long after the last phase (default: one refresh and "
+                          "averaging window of a battery with a declared update_period_s, else 0)")
     thermal_zones: list[str] | Literal["all"] = "all"
     thermal_dir: str = "/sys/class/thermal"
     cpufreq_glob: str = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"
