@@ -383,6 +383,15 @@ class ExperimentSpec(Spec):
         0, description="measure a job again (up to this many times) when it throttled"
     )
 
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, v: list) -> list:
+        names = [m.name for m in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique (results are kept by name): {', '.join(dupes)}")
+        return v
+
     @field_validator("workloads")
     @classmethod
     def _unique_names(cls, v: list) -> list:

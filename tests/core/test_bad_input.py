@@ -85,3 +85,26 @@ def test_old_bash_without_epochrealtime_is_not_chosen(tmp_path: Path) -> None:
     assert session._pick_shell() == ("sh", "uptime")
     old_bash.write_text("#!/bin/sh\nexec /bin/bash \"$@\"\n")  # bash 5: has it
     assert session._pick_shell() == (str(old_bash), "realtime")
+
+
+def _experiment(tmp_path: Path, extra: str, models: str = "[{name: t, tiny_seed: 1}]") -> Path:
+    path = tmp_path / "e.yaml"
+    path.write_text(f"name: x\ndevices: [local]\nmodels: {models}\n"
+                    "workloads: [{name: g, kind: generate, prompt: hi, n_predict: 4}]\n" + extra)
+    return path
+
+
+def test_duplicate_model_names_are_rejected(tmp_path: Path) -> None:
+    from melt.config.loader import load_experiment
+
+    path = _experiment(tmp_path, "", models="[{name: t, tiny_seed: 1}, {name: t, tiny_seed: 2}]")
+    with pytest.raises(ConfigError, match="model names must be unique.*: t"):
+        load_experiment(path)
+
+
+def test_unknown_adaptive_metric_is_rejected_before_anything_runs(tmp_path: Path) -> None:
+    path = _experiment(tmp_path, "adaptive: {metric: decode_tsp}\n")
+    done = melt("run", str(path), "--results", str(tmp_path / "r"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "Unknown adaptive.metric 'decode_tsp'" in done.stderr and "decode_tps" in done.stderr
+    assert not (tmp_path / "r").exists()  # nothing ran
