@@ -309,6 +309,8 @@ class Runner:
             status, reason = "failed", str(exc)
         record = self._record(job, spec, status=status, reason=reason, metrics=metrics,
                               provenance=provenance, started=started)
+        if prepared.build_provenance.get("stand_in"):  # a stand-in framework's numbers are not its own
+            record["simulated"] = record["stand_in"] = True
         record.update(extra)
         record["_files"] = files
         return record

@@ -59,11 +59,13 @@ class Requirement(_Frozen):
     """One thing a profile needs on the build machine.
 
     Exactly one of ``program`` (an executable on PATH), ``env`` (an environment
-    variable naming a folder, optionally holding ``file``) or ``arch`` (the
-    build machine's CPU) is set. ``what`` and ``hint`` make the error message.
+    variable naming a folder, optionally holding ``file``), ``arch`` (the
+    build machine's CPU) or ``module`` (an importable Python module) is set.
+    ``what`` and ``hint`` make the error message.
     """
 
     program: str | None = None
+    module: str | None = None
     env: str | None = None
     file: str | None = None
     arch: str | None = None
@@ -72,9 +74,9 @@ class Requirement(_Frozen):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Requirement":
-        kinds = [k for k in ("program", "env", "arch") if getattr(self, k)]
+        kinds = [k for k in ("program", "env", "arch", "module") if getattr(self, k)]
         if len(kinds) != 1:
-            raise ValueError("set exactly one of program, env, arch")
+            raise ValueError("set exactly one of program, env, arch, module")
         if self.file and not self.env:
             raise ValueError("'file' only goes with 'env'")
         return self
@@ -91,6 +93,11 @@ class Requirement(_Frozen):
                 return f"{self.what} was not found: {self.env} is not set; {self.hint}"
             if self.file and not (Path(value) / self.file).is_file():
                 return f"{self.what} was not found: {self.env}={value} has no {self.file}; {self.hint}"
+        elif self.module:
+            import importlib.util
+
+            if importlib.util.find_spec(self.module) is None:
+                return f"{self.what} (Python module {self.module}) is not installed: {self.hint}"
         elif self.arch:
             machine = platform.machine().lower()
             aliases = {"arm64": "aarch64", "amd64": "x86_64"}
