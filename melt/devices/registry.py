@@ -10,6 +10,7 @@ from melt.errors import UnknownNameError
 DEVICE_KINDS = {
     "local": "melt.devices.local:LocalDevice",
     "android": "melt.devices.android:AndroidDevice",
+    "ios": "melt.devices.ios:IosDevice",
 }
 
 
