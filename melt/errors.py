@@ -45,6 +45,10 @@ class UnknownNameError(MeltError):
         )
 
 
+class ModelFetchError(MeltError):
+    """A catalogue model could not be fetched or did not verify."""
+
+
 class TransportError(MeltError):
     """A device could not be reached, or a transfer failed."""
 

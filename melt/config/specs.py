@@ -163,11 +163,12 @@ class FrameworkRef(Spec):
 
 
 class ModelRef(Spec):
-    """A model file, or ``tiny`` for the small random model melt makes itself."""
+    """A model: a file, a catalogue name (``melt model list``), or melt's tiny random model."""
 
     name: NonEmptyStr
     path: str | None = None
     tiny_seed: int | None = Field(None, description="make melt's tiny model with this seed instead of a file")
+    catalog: str | None = Field(None, description="a model of melt's catalogue (melt model list), fetched once into the cache")
     quantization: str | None = None
 
     @field_validator("tiny_seed")
@@ -179,8 +180,10 @@ class ModelRef(Spec):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelRef":
-        if (self.path is None) == (self.tiny_seed is None):
-            raise ValueError("give exactly one of `path` or `tiny_seed`")
+        given = [k for k in ("path", "tiny_seed", "catalog") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `path`, `tiny_seed` or `catalog`"
+                             + (f" (got {', '.join(given)})" if given else ""))
         return self
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from melt.config.specs import DeviceSpec
 from melt.devices.base import Device
 from melt.errors import DeviceUnavailableError
-from melt.runner.models import sha256_file
+from melt.models.hashes import sha256_file
 from melt.transports.adb import AdbTransport
 
 DEFAULT_WORKDIR = "/data/local/tmp/melt"

@@ -1,15 +1,14 @@
-"""Turn model references into files on this machine, with their sha256."""
+"""Turn model references into files on this machine, with their sha256 and facts."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from melt.config.specs import ModelRef
-from melt.errors import ConfigError
-from melt.hashing import file_sha256
-from melt.store.atomic import atomic_write_json
+from melt.errors import ConfigError, ModelFetchError, UnknownNameError
+from melt.models.gguf_facts import GGUFFacts, gguf_facts
+from melt.models.hashes import sha256_file
 from melt.store.paths import cache_dir
 
 
@@ -20,46 +19,33 @@ class ResolvedModel:
     sha256: str
     size_bytes: int
     n_params: int | None = None
+    facts: GGUFFacts | None = None
+    extra: dict | None = None  # provenance of a catalogue model or a quantized variant
 
     def provenance(self) -> dict:
-        return {
+        out = {
             "name": self.ref.name,
             "path": str(self.path),
             "sha256": self.sha256,
             "size_bytes": self.size_bytes,
             "n_params": self.n_params,
-            "quantization": self.ref.quantization,
+            "quantization": self.ref.quantization or (self.facts.file_type if self.facts else None),
             "generated_tiny_seed": self.ref.tiny_seed,
         }
+        if self.facts is not None:
+            out["architecture"] = self.facts.architecture
+            out["file_type"] = self.facts.file_type
+        if self.ref.catalog is not None:
+            out["catalog"] = self.ref.catalog
+        if self.extra:
+            out.update(self.extra)
+        return out
 
 
 def gguf_n_params(path: Path) -> int | None:
-    """Number of weights in a GGUF file (sum over its tensors); ``None`` if it is not GGUF."""
-    try:
-        from gguf import GGUFReader
-
-        return int(sum(int(t.n_elements) for t in GGUFReader(str(path), "r").tensors))
-    except Exception:  # not GGUF, or a version the reader does not know: unknown, not 0
-        return None
-
-
-def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) so big models hash once."""
-    path = Path(path).resolve()
-    st = path.stat()
-    memo_file = cache_dir() / "sha256.json"
-    key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    if key in memo:
-        return memo[key]
-    memo[key] = file_sha256(path, chunk=chunk)
-    if len(memo) > 2000:  # keep the memo small
-        memo = dict(list(memo.items())[-1000:])
-    atomic_write_json(memo_file, memo)
-    return memo[key]
+    """Number of weights in a GGUF file (from its tensor infos); ``None`` if it is not GGUF."""
+    facts = gguf_facts(path)
+    return facts.n_params if facts else None
 
 
 def tiny_model_path(seed: int) -> Path:
@@ -73,13 +59,36 @@ def tiny_model_path(seed: int) -> Path:
 
 
 def resolve_model(ref: ModelRef, *, base: Path, source: str, index: int) -> ResolvedModel:
-    """Find or make the file of ``ref``; a missing file is a ``ConfigError``."""
+    """Find, fetch or make the file of ``ref``.
+
+    A missing file or an unknown catalogue name is a ``ConfigError``; a
+    catalogue model that cannot be fetched raises ``ModelFetchError``.
+    """
+    extra: dict = {}
     if ref.tiny_seed is not None:
         path = tiny_model_path(ref.tiny_seed)
+    elif ref.catalog is not None:
+        from melt.models.catalog import ensure_model, lookup
+
+        try:
+            entry = lookup(ref.catalog)
+        except UnknownNameError as exc:
+            raise ConfigError(source, [f"models[{index}].catalog: {exc}"]) from None
+        try:
+            path = ensure_model(ref.catalog)
+        except ModelFetchError as exc:
+            raise ModelFetchError(f"models[{index}] ({ref.catalog}): {exc}") from None
+        extra = {"licence": entry.licence, "source": entry.source.describe()}
     else:
         path = Path(ref.path).expanduser()
         if not path.is_absolute():
             path = base / path
         if not path.is_file():
             raise ConfigError(source, [f"models[{index}].path: model file not found: {path}"])
-    return ResolvedModel(ref, path.resolve(), sha256_file(path), path.stat().st_size, gguf_n_params(path))
+    path = path.resolve()
+    from melt.models.provenance import read_provenance
+
+    extra.update(read_provenance(path) or {})
+    facts = gguf_facts(path)
+    return ResolvedModel(ref, path, sha256_file(path), path.stat().st_size,
+                         facts.n_params if facts else None, facts, extra or None)

@@ -10,3 +10,6 @@ def llamacpp_build():
     from melt.frameworks.llamacpp.build import host_build
 
     return host_build()
+
+
+from tests.conftest_models import gemma_model  # noqa: E402,F401
