@@ -47,6 +47,14 @@ class AdbSpec(Spec):
     )
 
 
+class IosSpec(Spec):
+    """An iPhone: which one, and melt's benchmark host app on it."""
+
+    udid: str | None = Field(None, description="the phone's UDID; default: the only iPhone attached")
+    bundle_id: NonEmptyStr = Field("org.melt.bench", description="bundle id of melt's benchmark host app")
+    app: str | None = Field(None, description="the built app (.app folder or .ipa) to install before a run")
+
+
 class JumpSpec(Spec):
     """A bastion the connection goes through (``ssh -J``); its host key is checked too."""
 
@@ -192,7 +200,7 @@ class DeviceSpec(Spec):
     """One device: what it is and how melt reaches it."""
 
     name: NonEmptyStr
-    kind: Literal["local", "android", "linux", "jetson"]
+    kind: Literal["local", "android", "linux", "jetson", "ios"]
     description: str = ""
     workdir: str | None = Field(None, description="where binaries, models and job files go on the device")
     build_profile: str = Field(
@@ -200,6 +208,7 @@ class DeviceSpec(Spec):
                             "device's kind and CPU ABI (ro.product.cpu.abi on a phone)")
     adb: AdbSpec | None = None
     ssh: SshSpec | None = None
+    ios: IosSpec | None = Field(None, description="kind ios: the iPhone and melt's app on it")
     telemetry: TelemetrySpec = TelemetrySpec()
     cooldown: CooldownSpec | None = None
     state: StateSpec = StateSpec()
