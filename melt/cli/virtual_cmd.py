@@ -31,6 +31,8 @@ def virtual() -> None:
     \b
       melt virtual start android --detach     prints 127.0.0.1:PORT
       adb connect 127.0.0.1:PORT
+      melt virtual start jetson --detach      prints 127.0.0.1:PORT (its sshd)
+      melt devices trust virtual-jetson
       melt virtual list
       melt virtual stop 127.0.0.1:PORT
     """
@@ -42,28 +44,43 @@ def start() -> None:
 
 
 @start.command()
-@click.option("--port", type=int, default=None, help="Loopback port (default: the config's, 15555; 0 picks one).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Loopback port (default: the config's, 15555; 0 picks one).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help=f"Device config with a `virtual:` section (default: {DEFAULT_CONFIG} when present).")
+@click.option("--abi", type=click.Choice(["arm64-v8a", "x86_64", "host"]), default=None,
+              help="CPU ABI it reports and runs (default: the config's, arm64-v8a); host: this "
+                   "machine's. Code of another ABI than this machine's runs under qemu-user.")
 @click.option("--detach", is_flag=True, help="Run in the background and return once it listens.")
+@click.option("--unisolated", is_flag=True,
+              help="Run even where bubblewrap does not work: the phone's commands (charging "
+                   "writes, rm -rf of its folders) then run on this host, as you. "
+                   "Also MELT_VIRTUAL_UNISOLATED=1.")
 @state_dir_option
-def android(port: int | None, config_path: str | None, detach: bool, state_dir: str | None) -> None:
+def android(port: int | None, config_path: str | None, abi: str | None, detach: bool,
+            unisolated: bool,
+            state_dir: str | None) -> None:
     """Start a virtual Android phone speaking the ADB device protocol on 127.0.0.1.
 
     Prints the address to give `adb connect`. Without --detach it runs until
-    Ctrl-C or `melt virtual stop ADDRESS`.
+    Ctrl-C or `melt virtual stop ADDRESS`. An arm64-v8a phone on an x86-64
+    machine runs its arm64 binaries under qemu-user (emulated: slower).
     """
     from melt.virtual.config import load_config
 
     if config_path is None and DEFAULT_CONFIG.is_file():
         config_path = str(DEFAULT_CONFIG)
     config = load_config(config_path)
+    if abi is not None:
+        from melt.devices.abi import host_abi
+
+        config = config.model_copy(update={"abi": host_abi() if abi == "host" else abi})
     port = config.port if port is None else port
     folder = _state_dir(state_dir)
     if detach:
         from melt.virtual.phone import VirtualPhone
 
-        phone = VirtualPhone(config, port=port, state_dir=folder)
+        phone = VirtualPhone(config, port=port, state_dir=folder, unisolated=unisolated)
         click.echo(phone.start())
         return
 
@@ -75,9 +92,49 @@ def android(port: int | None, config_path: str | None, detach: bool, state_dir: 
                    err=True)
 
     try:
-        serve(config, port=port, state_dir=folder, on_ready=ready)
+        serve(config, port=port, state_dir=folder, on_ready=ready, allow_unisolated=unisolated)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
+
+
+JETSON_CONFIG = Path("device_configs/virtual-jetson.yaml")
+
+
+@start.command()
+@click.option("--port", type=int, default=None, help="Loopback port of its sshd (default: the config's, 15022; 0 picks one).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help=f"Device config with a `virtual:` section (default: {JETSON_CONFIG} when present).")
+@click.option("--detach", is_flag=True, help="Run in the background and return once sshd listens.")
+@state_dir_option
+def jetson(port: int | None, config_path: str | None, detach: bool, state_dir: str | None) -> None:
+    """Start a virtual Jetson: Debian's sshd on 127.0.0.1 in front of a simulated board.
+
+    Prints the address its sshd listens on. It logs in with keys only (melt's
+    own key, made on first use, and your ~/.ssh/*.pub) and is not trusted
+    for you: run `melt devices trust virtual-jetson` once, after checking
+    the fingerprint it shows. Without --detach it runs until Ctrl-C or
+    `melt virtual stop ADDRESS`.
+    """
+    from melt.virtual.jetson_config import load_jetson_config
+
+    if config_path is None and JETSON_CONFIG.is_file():
+        config_path = str(JETSON_CONFIG)
+    config = load_jetson_config(config_path)
+    port = config.port if port is None else port
+    folder = _state_dir(state_dir)
+    if detach:
+        from melt.virtual.jetson import VirtualJetson
+
+        click.echo(VirtualJetson(config, port=port, state_dir=folder).start())
+        return
+
+    from melt.virtual.jetson import run_jetson
+
+    def ready(address: str) -> None:
+        click.echo(address)
+        click.echo(f"ssh on {address}    (Ctrl-C or `melt virtual stop {address}` to stop)", err=True)
+
+    run_jetson(config, port=port, state_dir=folder, on_ready=ready)
 
 
 @virtual.command(name="list")
@@ -96,10 +153,12 @@ def list_(as_json: bool, state_dir: str | None) -> None:
     if not phones:
         click.echo("No virtual devices running.")
         return
-    click.echo(f"{'ADDRESS':<22} {'KIND':<8} {'PID':>7} {'UPTIME':>8}  ISOLATION  FILES")
+    click.echo(f"{'ADDRESS':<22} {'KIND':<8} {'PID':>7} {'UPTIME':>8}  ISOLATION  {'ABI':<10} "
+               f"{'CODE RUNS':<9}  FILES")
     for p in phones:
         uptime = f"{time.time() - p.started_at:.0f}s"
-        click.echo(f"{p.address:<22} {p.kind:<8} {p.pid:>7} {uptime:>8}  {p.isolation:<9}  {p.root}")
+        click.echo(f"{p.address:<22} {p.kind:<8} {p.pid:>7} {uptime:>8}  {p.isolation:<9}  "
+                   f"{p.abi or '?':<10} {p.emulation or '?':<9}  {p.root}")
 
 
 @virtual.command()

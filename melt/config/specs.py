@@ -47,21 +47,93 @@ class AdbSpec(Spec):
     )
 
 
+class IosSpec(Spec):
+    """An iPhone: which one, and melt's benchmark host app on it."""
+
+    udid: str | None = Field(None, description="the phone's UDID; default: the only iPhone attached")
+    bundle_id: NonEmptyStr = Field("org.melt.bench", description="bundle id of melt's benchmark host app")
+    app: str | None = Field(None, description="the built app (.app folder or .ipa) to install before a run")
+
+
+class JumpSpec(Spec):
+    """A bastion the connection goes through (``ssh -J``); its host key is checked too."""
+
+    host: NonEmptyStr
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = Field(None, description="default: the board's user")
+    key_file: str | None = None
+
+
+class SshSpec(Spec):
+    """How to reach a Linux board over SSH (key authentication; host keys are checked)."""
+
+    host: NonEmptyStr
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = Field(None, description="default: the user running melt")
+    key_file: str | None = Field(
+        None, description="private key; default: the agent, ~/.ssh/id_*, and melt's own key")
+    use_agent: bool = True
+    password_env: str | None = Field(
+        None, description="name of an environment variable holding a password (discouraged; "
+                          "the password itself never goes into a file, a log or a result)")
+    jump: JumpSpec | None = None
+    connect_timeout_s: PositiveFloat = 10.0
+    reconnect_timeout_s: PositiveFloat = Field(
+        20.0, description="how long to keep trying when the connection dropped")
+    path: str = Field(
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/cuda/bin",
+        description="PATH of the clean environment commands run in")
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "a").isalnum():
+            raise ValueError("must be the NAME of an environment variable, not a password")
+        return v
+
+
 class BatterySpec(Spec):
     """Fuel gauge files and their units (vendors differ)."""
 
     dir: str = "/sys/class/power_supply/battery"
-    current_unit: Literal["uA", "mA"] = "uA"
+    current_unit: Literal["uA", "mA", "auto"] = Field(
+        "auto", description="unit of current_now; auto: read from its magnitude when melt connects")
     current_sign: Literal["positive-discharging", "negative-discharging"] = "negative-discharging"
     voltage_unit: Literal["uV", "mV"] = "uV"
+    update_period_s: PositiveFloat | None = Field(
+        None, description="how often the gauge refreshes; default: measured from the trace")
+    averaging_s: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="window current_now is averaged over (0: instantaneous)")
+    gain_error_pct: Annotated[float, Field(ge=0, le=50)] = Field(
+        1.0, description="the gauge's accuracy: a bound on its gain error (percent)")
 
 
 class RailSpec(Spec):
-    """A power rail file the sampler reads every tick (INA3221 on a Jetson, a lab shunt ...)."""
+    """A power rail the sampler reads every tick (INA3221 on a Jetson, a lab shunt ...).
+
+    Either ``power_file``, or ``voltage_file`` and ``current_file`` (an INA3221
+    under hwmon reports bus volts in ``inN_input`` and amps in ``currN_input``).
+    """
 
     name: NonEmptyStr
-    power_file: NonEmptyStr = Field(description="file holding the rail's instantaneous power")
+    power_file: str | None = Field(None, description="file holding the rail's instantaneous power")
     unit: Literal["uW", "mW", "W"] = "mW"
+    voltage_file: str | None = Field(None, description="bus voltage file (hwmon inN_input)")
+    voltage_unit: Literal["uV", "mV", "V"] = "mV"
+    current_file: str | None = Field(None, description="current file (hwmon currN_input)")
+    current_unit: Literal["uA", "mA", "A"] = "mA"
+    total: bool = Field(
+        False, description="counts into the device's power (power_w): the input rail, or each "
+                           "rail of a set that adds up to the module's power")
+    refresh_ms: PositiveFloat | None = Field(
+        None, description="the sensor's effective refresh (INA3221: averaging x conversion "
+                          "time x channels); a phase shorter than this is below its resolution")
+
+    @model_validator(mode="after")
+    def _files(self) -> "RailSpec":
+        if (self.power_file is None) == (self.voltage_file is None or self.current_file is None):
+            raise ValueError("give `power_file`, or both `voltage_file` and `current_file`")
+        return self
 
 
 class IdleReuseSpec(Spec):
@@ -92,6 +164,9 @@ class TelemetrySpec(Spec):
         description="reuse a device's idle baseline while its state holds (null: sample one before every job)",
     )
     battery: BatterySpec | None = None
+    tail_s: Annotated[float, Field(ge=0, le=120)] | None = Field(
+        None, description="keep sampling this long after the last phase (default: one refresh and "
+                          "averaging window of a battery with a declared update_period_s, else 0)")
     thermal_zones: list[str] | Literal["all"] = "all"
     thermal_dir: str = "/sys/class/thermal"
     cpufreq_glob: str = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"
@@ -133,17 +208,23 @@ class StateSpec(Spec):
     stay_awake: bool | None = None
     airplane: bool | None = Field(None, description="rooted devices, or Android 11+ `cmd connectivity`")
     governor: str | None = Field(None, description="CPU governor for every core (rooted devices)")
+    nvpmodel: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Jetson power mode id (`nvpmodel -m N`; needs root or passwordless sudo)")
 
 
 class DeviceSpec(Spec):
     """One device: what it is and how melt reaches it."""
 
     name: NonEmptyStr
-    kind: Literal["local", "android"]
+    kind: Literal["local", "android", "linux", "jetson", "ios"]
     description: str = ""
     workdir: str | None = Field(None, description="where binaries, models and job files go on the device")
-    build_profile: str = Field("host", description="llama.cpp build profile whose binaries run here")
+    build_profile: str = Field(
+        "auto", description="llama.cpp build profile whose binaries run here; auto: chosen by the "
+                            "device's kind and CPU ABI (ro.product.cpu.abi on a phone)")
     adb: AdbSpec | None = None
+    ssh: SshSpec | None = None
+    ios: IosSpec | None = Field(None, description="kind ios: the iPhone and melt's app on it")
     telemetry: TelemetrySpec = TelemetrySpec()
     cooldown: CooldownSpec | None = None
     state: StateSpec = StateSpec()
@@ -242,7 +323,64 @@ class GenerateWorkload(Spec):
     temperature: Annotated[float, Field(ge=0)] = 0.0
 
 
-Workload = Annotated[Union[BenchWorkload, GenerateWorkload], Field(discriminator="kind")]
+class _ServedWorkload(Spec):
+    """llama-server on the device, driven from the host through a forwarded port."""
+
+    name: NonEmptyStr
+    threads: IntList | None = None
+    n_predict: IntList = Field([64], description="tokens per completion (each turn, each request)")
+    ctx_size: PositiveInt = 4096
+    temperature: Annotated[float, Field(ge=0)] = 0.0
+    seed: int = 42
+    ignore_eos: bool = Field(False, description="always generate n_predict tokens")
+    cache_prompt: bool = Field(True, description="let the server reuse the context it already holds")
+    startup_timeout_s: PositiveFloat = Field(120.0, description="for the server to load the model and answer")
+    stall_timeout_s: PositiveFloat = Field(60.0, description="longest wait for the next streamed token")
+
+
+class ServeWorkload(_ServedWorkload):
+    """Streamed completions of one prompt: measured TTFT, inter-token latency, end to end."""
+
+    kind: Literal["serve"]
+    prompt: NonEmptyStr = "The quick brown fox jumps over the lazy dog."
+    requests: PositiveInt = Field(3, description="completions per job")
+    concurrency: IntList = Field([1], description="requests in flight at once (server slots)")
+
+
+class ConversationWorkload(_ServedWorkload):
+    """MELT's multi-turn conversations replayed as a chat app does (history kept)."""
+
+    kind: Literal["conversation"]
+    conversation: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="index of one conversation (0..49); default 0 unless `sample` is given")
+    sample: PositiveInt | None = Field(None, description="replay this many conversations drawn with `seed`")
+    turns: PositiveInt | None = Field(None, description="replay only the first N user turns")
+
+    @model_validator(mode="after")
+    def _pick(self) -> "ConversationWorkload":
+        from melt.prompts import pick_conversations
+
+        if self.conversation is not None and self.sample is not None:
+            raise ValueError("give `conversation` or `sample`, not both")
+        index = self.conversation if self.sample is not None or self.conversation is not None else 0
+        pick_conversations(index=None if self.sample is not None else index, sample=self.sample,
+                           seed=self.seed)
+        return self
+
+
+class SustainedWorkload(_ServedWorkload):
+    """Completions back to back for a set time: the throughput series and throttling."""
+
+    kind: Literal["sustained"]
+    n_predict: IntList = Field([128], description="tokens per completion")
+    duration_s: PositiveFloat = Field(60.0, description="keep generating this long")
+    window_s: PositiveFloat = Field(5.0, description="width of the tok/s windows")
+
+
+Workload = Annotated[
+    Union[BenchWorkload, GenerateWorkload, ServeWorkload, ConversationWorkload, SustainedWorkload],
+    Field(discriminator="kind"),
+]
 
 
 class AdaptiveSpec(Spec):
@@ -269,6 +407,15 @@ class ExperimentSpec(Spec):
     rerun_throttled: Annotated[int, Field(ge=0)] = Field(
         0, description="measure a job again (up to this many times) when it throttled"
     )
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, v: list) -> list:
+        names = [m.name for m in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique (results are kept by name): {', '.join(dupes)}")
+        return v
 
     @field_validator("workloads")
     @classmethod

@@ -10,6 +10,9 @@ from melt.errors import UnknownNameError
 DEVICE_KINDS = {
     "local": "melt.devices.local:LocalDevice",
     "android": "melt.devices.android:AndroidDevice",
+    "linux": "melt.devices.linux:LinuxDevice",
+    "jetson": "melt.devices.linux:LinuxDevice",
+    "ios": "melt.devices.ios:IosDevice",
 }
 
 

@@ -126,6 +126,7 @@ class ChargingKnob(Knob):
     """Charging off: ``dumpsys battery unplug`` plus the vendor sysfs switch where writable."""
 
     name = "charging"
+    warning: str | None = None
 
     def available(self, t: Transport) -> bool:
         return _has(t, "dumpsys") or bool(self._files(t))
@@ -150,9 +151,14 @@ class ChargingKnob(Knob):
                                                   for f, v in CHARGING_FILES.items()}, "unplugged": False}))
             return
         parts = ["dumpsys battery unplug >/dev/null 2>&1 || true"]
-        for f in self._files(t):
+        files = self._files(t)
+        for f in files:
             parts.append(f"echo {CHARGING_FILES[f]} > {q(f)}")
         _check(t, " ; ".join(parts), "charging off")
+        if not files:
+            self.warning = ("charging: no writable charger switch (input_suspend, charging_enabled) on this "
+                            "device; `dumpsys battery unplug` only changes what Android reports, a plugged-in "
+                            "charger keeps charging: jobs measured while it charges are flagged (charging=1)")
 
     def restore(self, t: Transport, saved: str) -> None:
         data = json.loads(saved)
@@ -224,12 +230,35 @@ class GovernorKnob(Knob):
                "governor restore")
 
 
+class NvpmodelKnob(Knob):
+    """Jetson power mode (``nvpmodel -m N``; as root, else through ``sudo -n``)."""
+
+    name = "nvpmodel"
+    _ROOT = 'if [ "$(id -u)" = 0 ]; then S=; else S="sudo -n"; fi; '
+
+    def available(self, t: Transport) -> bool:
+        return _has(t, "nvpmodel")
+
+    def show(self, t: Transport) -> str:
+        from melt.parsers.nvpmodel import parse_nvpmodel_query
+
+        _, out = _sh(t, self._ROOT + "$S nvpmodel -q")
+        mode = parse_nvpmodel_query(out).get("mode_id")
+        if mode is None:
+            raise StateError(f"nvpmodel -q gave no mode id: {out[:200]!r}")
+        return str(mode)
+
+    def write(self, t: Transport, value: Any) -> None:
+        _check(t, self._ROOT + f"$S nvpmodel -m {int(value)} </dev/null", f"nvpmodel -m {int(value)}")
+
+
 #: spec field -> knob, in the order they are applied (restored in reverse)
 KNOBS: tuple[tuple[str, type[Knob]], ...] = (
     ("stay_awake", StayAwakeKnob),
     ("charging", ChargingKnob),
     ("airplane", AirplaneKnob),
     ("governor", GovernorKnob),
+    ("nvpmodel", NvpmodelKnob),
     ("brightness", BrightnessKnob),
     ("screen", ScreenKnob),
 )
@@ -243,6 +272,7 @@ class KnobReport:
     applied: bool = False
     restored: bool = False
     error: str | None = None
+    warning: str | None = None  # applied, but not everything the knob promises
 
 
 @dataclass
@@ -279,6 +309,7 @@ class DeviceState:
                 self._save_journal()
                 knob.write(self.transport, target)
                 rep.applied = True
+                rep.warning = getattr(knob, "warning", None)
                 self._save_journal()
         except BaseException:
             self.restore()

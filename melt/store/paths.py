@@ -14,3 +14,12 @@ def cache_dir() -> Path:
 def default_results_dir() -> Path:
     """``$MELT_RESULTS_DIR`` or ``./results``."""
     return Path(os.environ.get("MELT_RESULTS_DIR") or "results")
+
+
+def config_dir() -> Path:
+    """melt's own settings (SSH known hosts and key): ``$MELT_CONFIG_DIR`` or ``~/.config/melt``."""
+    env = os.environ.get("MELT_CONFIG_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base).expanduser() / "melt"

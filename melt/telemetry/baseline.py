@@ -42,11 +42,13 @@ class IdleBaseline:
     measured_epoch_s: float  # host wall clock (time.time()), for its age across processes
     conditions: Conditions
     job_t0_device_s: float | None = None  # the measuring job's trace origin (device clock)
+    u95_w: float = 0.0  # half-width of its 95% interval
 
     def describe(self, now_epoch_s: float, *, reused: bool, reason: str) -> dict[str, Any]:
         """Provenance stored with each job that uses it."""
         return {
             "power_w": round(self.power_w, 6),
+            "u95_w": round(self.u95_w, 6),
             "measured_at": self.measured_at,
             "measured_in": "an earlier job" if reused else "this job",
             "age_s": round(max(0.0, now_epoch_s - self.measured_epoch_s), 3),
@@ -62,7 +64,7 @@ class IdleBaseline:
         """Raises ``TypeError``/``ValueError``/``KeyError`` on a malformed record."""
         cond = Conditions(**data["conditions"])
         return cls(float(data["power_w"]), str(data["measured_at"]), float(data["measured_epoch_s"]),
-                   cond, data.get("job_t0_device_s"))
+                   cond, data.get("job_t0_device_s"), float(data.get("u95_w") or 0.0))
 
 
 class BaselineStore:

@@ -17,13 +17,15 @@ from typing import Any, Literal
 
 from melt.config.specs import BatterySpec, TelemetrySpec
 from melt.parsers.thermal import parse_thermal_zones
-from melt.telemetry.energy import POWER_FACTORS_W
+from melt.telemetry.energy import CURRENT_FACTORS_A, POWER_FACTORS_W, VOLTAGE_FACTORS_V, guess_current_unit
 from melt.transports.base import Transport
 
 #: how a raw reading becomes the column's unit
 Convert = Literal["scale", "temp_auto", "tenths"]
 
 ANDROID_BATTERY_DIR = "/sys/class/power_supply/battery"
+#: cooling devices that slow the work itself (others, like a charger's or a modem's, do not)
+COMPUTE_COOLING = re.compile(r"cpu|gpu|tpu|npu|cluster|devfreq|thermal-cpufreq|big|little|mid", re.I)
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./:@+\-]+$")
 
 
@@ -47,11 +49,16 @@ class ChannelPlan:
     current_unit: str | None = None  # as configured or guessed, for provenance
     current_sign: str | None = None
     missing: dict[str, str] = field(default_factory=dict)  # what is not sampled, and why
+    #: rails (``rail_<name>`` stems) whose power adds up to ``power_w`` when there is no fuel gauge
+    power_rails: tuple[str, ...] = ()
+    #: rail stem -> the sensor's effective refresh (ms), where the device config gives it
+    rail_refresh_ms: dict[str, float] = field(default_factory=dict)
+    mark_files: tuple[str, ...] = ()  # read at every phase mark (battery status, chargers online)
 
     @property
     def has_power(self) -> bool:
         cols = {c.column for c in self.fast}
-        return "power_w" in cols or {"current_ua", "voltage_uv"} <= cols
+        return "power_w" in cols or {"current_ua", "voltage_uv"} <= cols or bool(self.power_rails)
 
     def columns(self) -> list[str]:
         return [c.column for c in (*self.fast, *self.slow)]
@@ -65,6 +72,8 @@ class ChannelPlan:
             "current_unit": self.current_unit,
             "current_sign": self.current_sign,
             "missing": dict(self.missing),
+            **({"power_rails": list(self.power_rails)} if self.power_rails else {}),
+            **({"rail_refresh_ms": dict(self.rail_refresh_ms)} if self.rail_refresh_ms else {}),
         }
 
 
@@ -83,7 +92,7 @@ def _discovery_script(battery_dir: str | None, spec: TelemetrySpec) -> str:
     ]
     if bat:
         lines.append(
-            f"for f in current_now voltage_now power_now capacity temp status; do"
+            f"for f in current_now voltage_now power_now capacity temp status charge_counter charge_full; do"
             f' [ -r {bat}/"$f" ] && v= && read -r v < {bat}/"$f" 2>/dev/null && echo "battery $f $v"; done'
         )
     lines.append(f"grep . {thermal}/thermal_zone*/type 2>/dev/null")
@@ -91,7 +100,8 @@ def _discovery_script(battery_dir: str | None, spec: TelemetrySpec) -> str:
         f'for f in {spec.cpufreq_glob}; do [ -r "$f" ] && echo "cpufreq $f"; done'
     )
     lines.append(
-        f'for f in {thermal}/cooling_device*/cur_state; do [ -r "$f" ] && echo "cooling $f"; done'
+        f'for f in {thermal}/cooling_device*/cur_state; do [ -r "$f" ] && {{ t=;'
+        f' read -r t < "${{f%/cur_state}}/type" 2>/dev/null; echo "cooling $f ${{t:-?}}"; }}; done'
     )
     lines.append("true")
     return "\n".join(lines)
@@ -113,7 +123,7 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
     supplies: list[tuple[str, str, str]] = []
     battery: dict[str, str] = {}
     cpufreq: list[str] = []
-    cooling: list[str] = []
+    cooling: list[tuple[str, str]] = []
     zone_lines: list[str] = []
     for line in text.splitlines():
         parts = line.split()
@@ -125,8 +135,8 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
             battery[parts[1]] = " ".join(parts[2:])
         elif parts[0] == "cpufreq" and len(parts) == 2:
             cpufreq.append(parts[1])
-        elif parts[0] == "cooling" and len(parts) == 2:
-            cooling.append(parts[1])
+        elif parts[0] == "cooling" and len(parts) >= 2:
+            cooling.append((parts[1], " ".join(parts[2:]) or "?"))
         elif "thermal_zone" in parts[0]:
             zone_lines.append(line)
 
@@ -138,6 +148,11 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
         if "current_now" in battery and "voltage_now" in battery:
             unit = cfg.current_unit
             sign = cfg.current_sign
+            if unit == "auto":  # from the magnitude of the reading now (a phone awake draws > 20 mA)
+                try:
+                    unit = guess_current_unit([float(battery["current_now"])])
+                except ValueError:
+                    unit = "uA"
             if spec.battery is None:  # not configured: infer the sign from the status
                 try:
                     raw = float(battery["current_now"])
@@ -157,14 +172,38 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
             slow.append(Channel("battery_pct", f"{battery_dir}/capacity"))
         if "temp" in battery:
             slow.append(Channel("battery_temp_c", f"{battery_dir}/temp", "tenths"))
+        if "charge_counter" in battery:
+            slow.append(Channel("charge_counter_uah", f"{battery_dir}/charge_counter"))
+            if "charge_full" in battery:
+                slow.append(Channel("charge_full_uah", f"{battery_dir}/charge_full"))
     elif battery_dir:
         missing["power"] = f"no readable fuel gauge files in {battery_dir}"
     else:
         missing["power"] = "no battery fuel gauge on this device"
+    for supply, stype, _status in supplies:  # is a charger plugged in? (charging contamination)
+        col = {"usb": "usb_online", "mains": "ac_online", "usb_pd": "usb_online"}.get(stype.lower())
+        if col and col not in {c.column for c in slow}:
+            slow.append(Channel(col, f"{supply}/online"))
 
+    power_rails: list[str] = []
+    refresh: dict[str, float] = {}
     for rail in spec.rails:
-        fast.append(Channel(f"rail_{column_name(rail.name)}_w", rail.power_file, "scale",
-                            POWER_FACTORS_W[rail.unit]))
+        stem = f"rail_{column_name(rail.name)}"
+        if rail.power_file:
+            fast.append(Channel(f"{stem}_w", rail.power_file, "scale", POWER_FACTORS_W[rail.unit]))
+        else:  # volts x amps, multiplied in the trace (melt.telemetry.trace)
+            fast.append(Channel(f"{stem}_v", str(rail.voltage_file), "scale",
+                                VOLTAGE_FACTORS_V[rail.voltage_unit]))
+            fast.append(Channel(f"{stem}_a", str(rail.current_file), "scale",
+                                CURRENT_FACTORS_A[rail.current_unit]))
+        if rail.total:
+            power_rails.append(stem)
+        if rail.refresh_ms:
+            refresh[stem] = rail.refresh_ms
+    if power_rails and not any(c.column in ("current_ua", "power_w") for c in fast):
+        missing.pop("power", None)  # the rails measure the device's power
+    else:
+        power_rails = []
 
     zones = parse_thermal_zones("\n".join(zone_lines))
     wanted = spec.thermal_zones
@@ -203,9 +242,9 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
             slow.append(Channel(f"cpufreq_max_cpu{n}_khz", cap))
     if not cpufreq:
         missing["cpufreq"] = "no cpufreq files readable"
-    for path in cooling if spec.cooling_devices else []:
+    for path, ctype in cooling if spec.cooling_devices else []:
         m = re.search(r"cooling_device(\d+)", path)
-        if m:
+        if m and (ctype == "?" or COMPUTE_COOLING.search(ctype)):
             slow.append(Channel(f"cooling_{m.group(1)}_state", path))
 
     bad = [c.path for c in (*fast, *slow) if not _SAFE_PATH.match(c.path)]
@@ -213,7 +252,11 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
         fast = [c for c in fast if c.path not in bad]
         slow = [c for c in slow if c.path not in bad]
         missing["unsafe_paths"] = ", ".join(bad)
-    return ChannelPlan(tuple(fast), tuple(slow), battery_dir if battery else None, unit, sign, missing)
+    marks = tuple(p for p in ([f"{battery_dir}/status"] if battery_dir and "status" in battery else [])
+                  + [c.path for c in slow if c.column in ("usb_online", "ac_online")]
+                  if _SAFE_PATH.match(p))
+    return ChannelPlan(tuple(fast), tuple(slow), battery_dir if battery else None, unit, sign, missing,
+                       tuple(power_rails), refresh, marks)
 
 
 def find_battery_dir(listing: str) -> str | None:

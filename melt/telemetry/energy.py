@@ -23,6 +23,9 @@ _CURRENT_FACTORS = {"uA": 1e-6, "mA": 1e-3, "A": 1.0}
 _VOLTAGE_FACTORS = {"uV": 1e-6, "mV": 1e-3, "V": 1.0}
 #: watts per unit of a power reading (rail files report uW, mW or W)
 POWER_FACTORS_W = {"uW": 1e-6, "mW": 1e-3, "W": 1.0}
+#: volts / amperes per unit of a rail's voltage / current reading
+VOLTAGE_FACTORS_V = {"uV": 1e-6, "mV": 1e-3, "V": 1.0}
+CURRENT_FACTORS_A = {"uA": 1e-6, "mA": 1e-3, "A": 1.0}
 
 
 class WindowError(ValueError):

@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -65,6 +65,8 @@ class JobOutput:
     duration_s: float = 0.0
     remote_dir: str = ""
     step_specs: list[Step] = field(default_factory=list)
+    client: Any = None  # what a host-side client (``during``) returned
+    markfiles: str = ""  # battery status and chargers online at each mark
     after: str | None = None  # output of the ``after`` script, when one ran
 
 
@@ -101,8 +103,12 @@ class TelemetrySession:
 
     def _probe(self) -> tuple[str, str, bool]:
         """The runner's shell and clock, and whether ODPM counters exist: one shell call."""
-        script = ('echo "sh=${EPOCHREALTIME:-}"; b=$(command -v bash 2>/dev/null); echo "bash=$b"; '
-                  f'echo "odpm=$(ls {ODPM_GLOB} 2>/dev/null | head -n 1)"')
+        # abilities, not names: a bash older than 5.0 (RHEL 8, Ubuntu 18.04,
+        # JetPack 4) has no $EPOCHREALTIME, so it is chosen only when it has one
+        script = ('echo "sh=${EPOCHREALTIME:-}"; b=$(command -v bash 2>/dev/null); '
+                  '[ -n "$b" ] && [ -n "$("$b" -c \'echo "${EPOCHREALTIME:-}"\' 2>/dev/null)" ] '
+                  '&& echo "bash=$b"; '
+                  f'echo "odpm=$(ls {ODPM_GLOB} 2>/dev/null | head -n 1)"; true')
         out = self.transport.shell(script, timeout=15, check=False).stdout
         found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         odpm = self.spec.odpm == "auto" and bool(found.get("odpm", "").strip())
@@ -173,6 +179,14 @@ class TelemetrySession:
             lines.append(f"MELT_AFTER_CMD={q(after)}")
         if self._odpm:
             lines.append(f"MELT_MARK_CMD={q(f'cat {ODPM_GLOB}')}")
+        if plan.mark_files:
+            lines.append(f"MELT_MARK_FILES={q(' '.join(plan.mark_files))}")
+        tail = self.spec.tail_s
+        if tail is None:
+            bat = self.spec.battery
+            tail = (bat.update_period_s + bat.averaging_s + 0.1) if bat and bat.update_period_s else 0.0
+        if tail:
+            lines.append(f"MELT_TAIL_S={q(f'{tail:g}')}")
         if self.spec.tegrastats_interval_ms:
             lines.append(f"MELT_AUX_CMD={q(f'tegrastats --interval {self.spec.tegrastats_interval_ms}')}")
         lines.append("melt_steps() {")
@@ -186,17 +200,21 @@ class TelemetrySession:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
-    def run(self, steps: Sequence[Step], *, idle_s: float | None = None, after: str | None = None) -> JobOutput:
+    def run(self, steps: Sequence[Step], *, idle_s: float | None = None, after: str | None = None,
+            during: Callable[[Any], Any] | None = None) -> JobOutput:
         """Run ``steps`` under the runner; returns the parsed outputs.
-
-        ``after``: a shell script the runner runs once the steps are done (its
-        output is ``JobOutput.after``), saving a round trip.
 
         Three round trips when the device has ``tar``: one shell call writes
         ``job.sh`` (inline when it is small, else pushed first), runs the
-        runner and packs its files; one pull; one clean-up. Raises the
-        transport's errors; on any interruption the runner on the device is
-        stopped before the exception goes on.
+        runner and packs its files; one pull; one clean-up. ``after``: a
+        shell script the runner runs once the steps are done (its output is
+        ``JobOutput.after``), saving a round trip.
+
+        With ``during``, the runner runs in the background and ``during(live)``
+        on this thread (a client driving a server step, see
+        :mod:`melt.telemetry.live`); what it returns is ``JobOutput.client``.
+        Raises the transport's errors; on any interruption the runner on the
+        device is stopped before the exception goes on.
         """
         self.prepare()
         if not steps:
@@ -215,10 +233,18 @@ class TelemetrySession:
             idle = self.spec.idle_s if idle_s is None else idle_s
             limit = sum(s.timeout_s + 5 for s in steps) + idle + 60
             t0 = time.monotonic()
+            client = None
             try:
-                done = self.transport.shell(
-                    f"{write}{shlex.join([self._shell or 'sh', self._runner or '', remote])}",
-                    timeout=limit, check=False)
+                argv = [self._shell or "sh", self._runner or "", remote]
+                if during is None:
+                    done = self.transport.shell(f"{write}{shlex.join(argv)}", timeout=limit, check=False)
+                else:
+                    from melt.telemetry.live import run_beside
+
+                    if write:
+                        self.transport.shell(f"{write}true", timeout=60)
+                    done, client = run_beside(self.transport, argv, timeout=limit, remote=remote,
+                                              during=during)
             except BaseException:
                 self._abort(remote)
                 raise
@@ -246,7 +272,8 @@ class TelemetrySession:
             results.append(StepResult(i, step.phase, start, end, rc, files.get(f"out.{i}", ""),
                                       files.get(f"err.{i}", ""), f"timeout.{i}" in files))
         return JobOutput(results, trace, files.get("markdata", ""), files.get("aux", ""), truth,
-                         duration, remote, list(steps), files.get("after"))
+                         duration, remote, list(steps), client, files.get("markfiles", ""),
+                         files.get("after"))
 
     def _abort(self, remote: str) -> None:
         q = shlex.quote

@@ -16,14 +16,16 @@ from melt.telemetry.channels import column_name
 
 
 def tegrastats_frame(text: str, interval_ms: int, *, start_s: float = 0.0) -> pd.DataFrame:
-    """One row per tegrastats line: ``t_s``, ``rail_<name>_w``, ``gpu_util_pct``, ``ram_used_bytes``."""
+    """One row per tegrastats line: ``t_s``, ``rail_<name>_w``, ``gpu_util_pct``,
+    ``gpu_freq_mhz``, ``emc_util_pct``, ``emc_freq_mhz``, ``ram_used_bytes`` (what the line has)."""
     rows = []
     for i, rec in enumerate(parse_tegrastats(text)):
         row: dict[str, float] = {"t_s": start_s + (i + 1) * interval_ms / 1000.0}
         for rail, mw in (rec.get("rails_mw") or {}).items():
             row[f"rail_{column_name(rail)}_w"] = mw / 1000.0
-        if rec.get("gpu_util_pct") is not None:
-            row["gpu_util_pct"] = rec["gpu_util_pct"]
+        for key in ("gpu_util_pct", "gpu_freq_mhz", "emc_util_pct", "emc_freq_mhz"):
+            if rec.get(key) is not None:
+                row[key] = rec[key]
         if rec.get("ram_used_mb") is not None:
             row["ram_used_bytes"] = rec["ram_used_mb"] * 1024 * 1024
         rows.append(row)

@@ -163,6 +163,13 @@ def parse_samples(samples: str, marks: str, meta: str, plan: ChannelPlan) -> Tra
     df = df.sort_values("t", kind="stable").reset_index(drop=True)
     if {"current_ua", "voltage_uv"} <= set(df.columns) and "power_w" not in df.columns:
         df.insert(1, "power_w", df["current_ua"] * df["voltage_uv"] * 1e-12)
+    for col in [c for c in df.columns if c.startswith("rail_") and c.endswith("_v")]:
+        stem = col[:-2]
+        if f"{stem}_a" in df.columns and f"{stem}_w" not in df.columns:
+            df[f"{stem}_w"] = df[col] * df[f"{stem}_a"]
+    rails = [f"{stem}_w" for stem in plan.power_rails if f"{stem}_w" in df.columns]
+    if rails and "power_w" not in df.columns:
+        df.insert(1, "power_w", df[rails].sum(axis=1, min_count=len(rails)))
     df.insert(0, "t_s", df.pop("t") - begin)
     df = df[[c for c in _ordered(df.columns)]]
     if "rss_bytes" in df.columns and df["rss_bytes"].isna().all():

@@ -27,7 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=None, help="default: the config's port; 0 picks one")
     s.add_argument("--config", default=None, help="device config YAML with a `virtual:` section")
     s.add_argument("--state-dir", default=None)
+    s.add_argument("--unisolated", action="store_true",
+                   help="run even without bubblewrap (the phone's commands then run on this host)")
+    j = sub.add_parser("jetson", help="run a virtual Jetson (a real sshd in front of it) until stopped")
+    for a in ("--host", "--port", "--config", "--state-dir"):
+        j.add_argument(a, default="127.0.0.1" if a == "--host" else None, type=int if a == "--port" else str)
     args = parser.parse_args(argv)
+    if args.command == "jetson":
+        return _jetson(args)
     try:
         config = load_config(args.config)
     except MeltError as exc:
@@ -44,9 +51,41 @@ def main(argv: list[str] | None = None) -> int:
         os.close(devnull)
 
     try:
-        serve(config, host=args.host, port=port, state_dir=state_dir, on_ready=ready)
+        serve(config, host=args.host, port=port, state_dir=state_dir, on_ready=ready,
+              allow_unisolated=args.unisolated)
+    except MeltError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"Error: cannot listen on {args.host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except MeltError as exc:  # e.g. its ABI cannot run here
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _ready(address: str) -> None:
+    print(address, flush=True)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def _jetson(args: argparse.Namespace) -> int:
+    from melt.virtual.jetson import run_jetson
+    from melt.virtual.jetson_config import load_jetson_config
+
+    try:
+        config = load_jetson_config(args.config)
+        port = config.port if args.port is None else args.port
+        state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+        run_jetson(config, host=args.host, port=port, state_dir=state_dir, on_ready=_ready)
+    except MeltError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"Error: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from melt.errors import MeltError
 from melt.virtual import adb_protocol as p
 from melt.virtual.adb_device import AdbDeviceServer, Service
 from melt.virtual.config import VirtualPhoneConfig
+from melt.virtual.emulation import setup_sandbox
 from melt.virtual.proctree import become_subreaper, kill_marked, kill_tree
 from melt.virtual.registry import PhoneRecord, phone_dir, remove_record, write_record
 from melt.virtual.sandbox import Sandbox
@@ -34,6 +36,12 @@ log = logging.getLogger(__name__)
 
 #: banner props adb shows in `adb devices -l`, plus the simulation label
 BANNER_KEYS = ("ro.product.name", "ro.product.model", "ro.product.device", "ro.melt.virtual")
+
+
+def check_port(port: int) -> None:
+    """Raise :class:`MeltError` unless ``port`` is a TCP port number (0 picks a free one)."""
+    if not 0 <= port <= 65535:
+        raise MeltError(f"port {port} is out of range: use 0-65535 (0 picks a free port)")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -49,8 +57,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
 class PhoneRuntime:
     """The parts of one running virtual phone."""
 
-    def __init__(self, config: VirtualPhoneConfig, state_dir: Path, sock: socket.socket):
+    def __init__(self, config: VirtualPhoneConfig, state_dir: Path, sock: socket.socket,
+                 *, allow_unisolated: bool = False):
         self.config = config
+        self.allow_unisolated = allow_unisolated
         self.state_dir = Path(state_dir)
         self.sock = sock
         self.host, self.port = sock.getsockname()[:2]
@@ -80,8 +90,13 @@ class PhoneRuntime:
         if left:
             log.info("killed %d process(es) left by an earlier run on this port", left)
         self.sandbox.create(self.props)
-        if self.sandbox.probe() != "bwrap":
-            log.warning("bubblewrap is unusable here: commands run without the device file layout")
+        if self.sandbox.require_isolation(self.allow_unisolated) != "bwrap":
+            log.warning("running unisolated, as allowed (%s): commands run on the host, "
+                        "without the device file layout", self.sandbox.probe_error)
+        emulation = setup_sandbox(self.sandbox, self.config.abi)
+        log.info("%s", emulation.describe())
+        self.props.update(emulation.props())
+        self.sandbox.write_props(self.props)
 
     async def run(self, on_ready: Callable[[str], None]) -> None:
         become_subreaper()
@@ -96,7 +111,8 @@ class PhoneRuntime:
         record = PhoneRecord(
             address=self.address, port=self.port, pid=os.getpid(), started_at=time.time(),
             root=str(self.sandbox.root), truth_log=str(self.simulator.truth_path),
-            isolation=self.sandbox.isolation,
+            isolation=self.sandbox.isolation, abi=self.config.abi,
+            emulation=self.sandbox.emulation.mode,
         )
         try:
             await server.start(self.sock)
@@ -117,10 +133,17 @@ def serve(
     port: int = 0,
     state_dir: Path,
     on_ready: Callable[[str], None] = lambda address: None,
+    allow_unisolated: bool = False,
 ) -> None:
-    """Run a virtual phone in this process until SIGTERM or SIGINT."""
+    """Run a virtual phone in this process until SIGTERM or SIGINT.
+
+    Raises :class:`MeltError` for a port outside 0-65535, :class:`OSError` when
+    it cannot listen, and :class:`~melt.virtual.sandbox.IsolationError` when
+    bubblewrap does not work and ``allow_unisolated`` is false.
+    """
+    check_port(port)
     sock = bind_socket(host, port)
-    runtime = PhoneRuntime(config, state_dir, sock)
+    runtime = PhoneRuntime(config, state_dir, sock, allow_unisolated=allow_unisolated)
     runtime.dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(runtime.dir / "phone.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

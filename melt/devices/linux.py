@@ -1,0 +1,181 @@
+"""Linux boards and NVIDIA Jetsons over SSH.
+
+The same runner, sampler and results as a phone: only the transport differs.
+Files are staged content-addressed like on a phone: a manifest in the work
+dir maps each staged path to the sha256 and size pushed there, and a file
+whose entry matches (and whose size on the board still agrees) is not sent
+again. On a Jetson the power mode (``nvpmodel -q``) and whether
+``jetson_clocks`` pins the clocks are part of the device's properties.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any, Callable
+
+from melt.config.specs import DeviceSpec
+from melt.devices.base import Device
+from melt.errors import DeviceUnavailableError
+from melt.runner.models import sha256_file
+from melt.transports.ssh import SshTransport
+
+MANIFEST = ".melt-manifest"
+
+#: one shell call: the sections :meth:`LinuxDevice.properties` reads
+_PROBE = r"""
+echo '@uname'; uname -srm
+echo '@os'; . /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"
+echo '@model'; tr -d '\0' < /sys/firmware/devicetree/base/model 2>/dev/null || tr -d '\0' < /proc/device-tree/model 2>/dev/null; echo
+echo '@virtual'; [ -e /sys/firmware/devicetree/base/melt,virtual ] && echo 1
+echo '@l4t'; head -n 1 /etc/nv_tegra_release 2>/dev/null
+echo '@nvpmodel'; nvpmodel -q 2>/dev/null || sudo -n nvpmodel -q 2>/dev/null
+echo '@clocks'; jetson_clocks --show 2>/dev/null || sudo -n jetson_clocks --show 2>/dev/null
+echo '@cuda'; nvcc --version 2>/dev/null | tail -n 1; cat /usr/local/cuda/version.txt 2>/dev/null
+echo '@cpus'; getconf _NPROCESSORS_ONLN
+echo '@mem'; grep MemTotal /proc/meminfo
+echo '@home'; printf '%s\n' "$HOME"
+true
+"""
+
+
+def _sections(text: str) -> dict[str, str]:
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("@") and line[1:].strip().isidentifier():
+            current = line[1:].strip()
+            out[current] = []
+        elif current:
+            out[current].append(line)
+    return {k: "\n".join(v).strip() for k, v in out.items()}
+
+
+class LinuxDevice(Device):
+    """A Linux board (``kind: linux``) or a Jetson (``kind: jetson``) reached over SSH."""
+
+    transport: SshTransport
+
+    def __init__(self, spec: DeviceSpec, transport: SshTransport):
+        super().__init__(spec, transport)
+        self.on_push: Callable[[str, int, int], None] | None = None
+        self._probe: dict[str, str] | None = None
+
+    @classmethod
+    def connect(cls, spec: DeviceSpec) -> "LinuxDevice":
+        ssh = spec.ssh
+        if ssh is None:
+            raise DeviceUnavailableError(f"device {spec.name}: its config needs an `ssh:` section")
+        try:
+            transport = SshTransport(
+                ssh.host, port=ssh.port, user=ssh.user, key_file=ssh.key_file, use_agent=ssh.use_agent,
+                password_env=ssh.password_env, jump=ssh.jump.model_dump() if ssh.jump else None,
+                connect_timeout_s=ssh.connect_timeout_s, reconnect_timeout_s=ssh.reconnect_timeout_s,
+                path=ssh.path, device=spec.name,
+            )
+        except DeviceUnavailableError as exc:
+            if spec.virtual is None:
+                raise
+            raise DeviceUnavailableError(
+                f"{exc} (is the virtual Jetson running? melt virtual start jetson --port {ssh.port} --detach)"
+            ) from None
+        return cls(spec, transport)
+
+    def reconnect(self) -> None:
+        """Open the SSH connection again (after it dropped); raises ``DeviceUnavailableError``."""
+        self.transport.reconnect()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # ------------------------------------------------------------ identity
+
+    def probe(self) -> dict[str, str]:
+        """The board's identity sections (cached for the life of this object)."""
+        if self._probe is None:
+            self._probe = _sections(self.transport.shell(_PROBE, timeout=30, check=False).stdout)
+        return self._probe
+
+    def workdir(self) -> str:
+        if self.spec.workdir:
+            return self.spec.workdir
+        home = self.probe().get("home") or "/tmp"
+        return f"{home.rstrip('/')}/melt"
+
+    def abi(self) -> str | None:
+        """The board's CPU ABI, from ``uname -m`` (``aarch64`` is ``arm64-v8a``)."""
+        from melt.devices.abi import abi_of_machine
+
+        fields = self.probe().get("uname", "").split()
+        return abi_of_machine(fields[-1]) if fields else None
+
+    def properties(self) -> dict[str, Any]:
+        from melt.parsers.nvpmodel import parse_jetson_clocks_show, parse_nvpmodel_query
+
+        p = self.probe()
+        out: dict[str, Any] = {"kind": self.spec.kind, "address": self.transport.address}
+        for key in ("model", "os", "uname", "l4t", "cuda"):
+            if p.get(key):
+                out[key] = p[key].splitlines()[-1].strip() if key == "cuda" else p[key].strip()
+        if p.get("cpus", "").isdigit():
+            out["cpu_count"] = int(p["cpus"])
+        mem = p.get("mem", "").split()
+        if len(mem) >= 2 and mem[1].isdigit():
+            out["mem_total_bytes"] = int(mem[1]) * 1024
+        if p.get("nvpmodel"):
+            mode = parse_nvpmodel_query(p["nvpmodel"])
+            if mode:
+                out["power_mode"] = mode
+        if p.get("clocks"):
+            clocks = parse_jetson_clocks_show(p["clocks"])
+            if "pinned" in clocks:
+                out["jetson_clocks"] = "on" if clocks["pinned"] else "off"
+        elif self.spec.kind == "jetson":
+            out["jetson_clocks"] = None  # needs root: `jetson_clocks --show` did not answer
+        out["simulated"] = self.simulated or p.get("virtual") == "1"
+        return out
+
+    def health(self) -> dict[str, Any]:
+        """The hottest thermal zone and the load average."""
+        from melt.devices.state import health_snapshot
+
+        snap = health_snapshot(self.transport, thermal_dir=self.spec.telemetry.thermal_dir)
+        temps = [t for t in (snap.get("temps_c") or {}).values() if t is not None and t > -200]
+        out: dict[str, Any] = {"temp_c": max(temps) if temps else None,
+                               "loadavg": snap.get("loadavg")}
+        return {k: v for k, v in out.items() if v is not None}
+
+    # ------------------------------------------------------------- staging
+
+    def _manifest(self) -> dict[str, tuple[str, int]]:
+        r = self.transport.shell(f"cat {shlex.quote(self.workdir() + '/' + MANIFEST)} 2>/dev/null", check=False)
+        entries: dict[str, tuple[str, int]] = {}
+        for line in r.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1].isdigit():
+                entries[parts[2]] = (parts[0], int(parts[1]))
+        return entries
+
+    def stage(self, local: Path, *, category: str) -> str:
+        """Push ``local`` to ``WORKDIR/category/NAME`` unless the same bytes are already there."""
+        q = shlex.quote
+        local = Path(local)
+        remote = f"{self.workdir()}/{category}/{local.name}"
+        digest, size = sha256_file(local), local.stat().st_size
+        if self._manifest().get(remote) == (digest, size):
+            there = self.transport.shell(f"stat -c %s {q(remote)} 2>/dev/null", check=False).stdout.strip()
+            if there == str(size):
+                return remote
+        mode = 0o755 if category.startswith("bin") else 0o644
+        progress = (lambda done, total: self.on_push(local.name, done, total)) if self.on_push else None
+        self.transport.push(local, remote, progress=progress, mode=mode)
+        manifest = f"{self.workdir()}/{MANIFEST}"
+        line = "\t".join([digest, str(size), remote])
+        self.transport.shell(
+            f"touch {q(manifest)} && grep -v -F {q(chr(9) + remote)} {q(manifest)} > {q(manifest + '.tmp')}; "
+            f"printf '%s\\n' {q(line)} >> {q(manifest + '.tmp')} && mv {q(manifest + '.tmp')} {q(manifest)}")
+        return remote
+
+    @property
+    def bytes_pushed(self) -> int:
+        return self.transport.bytes_pushed
