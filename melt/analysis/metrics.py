@@ -20,6 +20,8 @@ DEFAULT_COMPARED = (
     "prefill_tps",
     "decode_tps",
     "ttft_ms",
+    "ttft_est_ms",
+    "itl_ms_p50",
     "energy_per_token_prefill_j",
     "energy_per_token_decode_j",
     "peak_rss_bytes",
@@ -30,6 +32,8 @@ SUMMARY_METRICS = (
     "prefill_tps",
     "decode_tps",
     "ttft_ms",
+    "ttft_est_ms",
+    "itl_ms_p50",
     "energy_per_token_decode_j",
     "peak_rss_bytes",
     "temp_max_c",
@@ -45,6 +49,14 @@ _EXACT: dict[str, int] = {
     "avg_power_w": LOWER_IS_BETTER,
     "throttled": LOWER_IS_BETTER,
     "wall_s": LOWER_IS_BETTER,
+    "requests": NO_DIRECTION,
+    "turns": NO_DIRECTION,
+    "conversations": NO_DIRECTION,
+    "windows": NO_DIRECTION,
+    "context_tokens_max": NO_DIRECTION,
+    "transport_rtt_ms": NO_DIRECTION,  # the link to the device, not the model
+    "decode_tps_sustained_ratio": HIGHER_IS_BETTER,
+    "time_to_first_throttle_s": HIGHER_IS_BETTER,
     "peak_rss_bytes": LOWER_IS_BETTER,
 }
 
@@ -65,7 +77,15 @@ _PREFIXES: tuple[tuple[str, int], ...] = (
 _LABELS: dict[str, str] = {
     "prefill_tps": "prefill tok/s",
     "decode_tps": "decode tok/s",
-    "ttft_ms": "TTFT ms",
+    "ttft_ms": "TTFT ms (measured)",
+    "ttft_est_ms": "TTFT ms (estimate)",
+    "itl_ms_p50": "ITL p50 ms",
+    "itl_ms_p90": "ITL p90 ms",
+    "itl_ms_p99": "ITL p99 ms",
+    "e2e_ms": "end to end ms",
+    "decode_tps_peak": "peak tok/s",
+    "decode_tps_sustained": "sustained tok/s",
+    "time_to_first_throttle_s": "time to throttle s",
     "load_ms": "load ms",
     "energy_per_token_decode_j": "decode J/token",
     "energy_per_token_prefill_j": "prefill J/token",
@@ -88,6 +108,18 @@ def direction(metric: str) -> int:
         if metric.endswith(suffix):
             return d
     return NO_DIRECTION
+
+
+def is_known_metric(metric: str) -> bool:
+    """True for a name melt measures or derives (an exact name, or one of the unit rules)."""
+    return (metric in _EXACT or metric in _LABELS
+            or any(metric.startswith(p) for p, _ in _PREFIXES)
+            or any(metric.endswith(s) for s, _ in _SUFFIXES))
+
+
+def known_metric_names() -> list[str]:
+    """The metric names listed by name (for suggestions)."""
+    return sorted({*_EXACT, *_LABELS, *DEFAULT_COMPARED})
 
 
 def label(metric: str) -> str:

@@ -47,6 +47,14 @@ class AdbSpec(Spec):
     )
 
 
+class IosSpec(Spec):
+    """An iPhone: which one, and melt's benchmark host app on it."""
+
+    udid: str | None = Field(None, description="the phone's UDID; default: the only iPhone attached")
+    bundle_id: NonEmptyStr = Field("org.melt.bench", description="bundle id of melt's benchmark host app")
+    app: str | None = Field(None, description="the built app (.app folder or .ipa) to install before a run")
+
+
 class JumpSpec(Spec):
     """A bastion the connection goes through (``ssh -J``); its host key is checked too."""
 
@@ -88,9 +96,16 @@ class BatterySpec(Spec):
     """Fuel gauge files and their units (vendors differ)."""
 
     dir: str = "/sys/class/power_supply/battery"
-    current_unit: Literal["uA", "mA"] = "uA"
+    current_unit: Literal["uA", "mA", "auto"] = Field(
+        "auto", description="unit of current_now; auto: read from its magnitude when melt connects")
     current_sign: Literal["positive-discharging", "negative-discharging"] = "negative-discharging"
     voltage_unit: Literal["uV", "mV"] = "uV"
+    update_period_s: PositiveFloat | None = Field(
+        None, description="how often the gauge refreshes; default: measured from the trace")
+    averaging_s: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="window current_now is averaged over (0: instantaneous)")
+    gain_error_pct: Annotated[float, Field(ge=0, le=50)] = Field(
+        1.0, description="the gauge's accuracy: a bound on its gain error (percent)")
 
 
 class RailSpec(Spec):
@@ -133,6 +148,9 @@ class TelemetrySpec(Spec):
         2.0, description="idle baseline sampled before each job (seconds; 0 skips it)"
     )
     battery: BatterySpec | None = None
+    tail_s: Annotated[float, Field(ge=0, le=120)] | None = Field(
+        None, description="keep sampling this long after the last phase (default: one refresh and "
+                          "averaging window of a battery with a declared update_period_s, else 0)")
     thermal_zones: list[str] | Literal["all"] = "all"
     thermal_dir: str = "/sys/class/thermal"
     cpufreq_glob: str = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"
@@ -182,7 +200,7 @@ class DeviceSpec(Spec):
     """One device: what it is and how melt reaches it."""
 
     name: NonEmptyStr
-    kind: Literal["local", "android", "linux", "jetson"]
+    kind: Literal["local", "android", "linux", "jetson", "ios"]
     description: str = ""
     workdir: str | None = Field(None, description="where binaries, models and job files go on the device")
     build_profile: str = Field(
@@ -190,6 +208,7 @@ class DeviceSpec(Spec):
                             "device's kind and CPU ABI (ro.product.cpu.abi on a phone)")
     adb: AdbSpec | None = None
     ssh: SshSpec | None = None
+    ios: IosSpec | None = Field(None, description="kind ios: the iPhone and melt's app on it")
     telemetry: TelemetrySpec = TelemetrySpec()
     cooldown: CooldownSpec | None = None
     state: StateSpec = StateSpec()
@@ -288,7 +307,64 @@ class GenerateWorkload(Spec):
     temperature: Annotated[float, Field(ge=0)] = 0.0
 
 
-Workload = Annotated[Union[BenchWorkload, GenerateWorkload], Field(discriminator="kind")]
+class _ServedWorkload(Spec):
+    """llama-server on the device, driven from the host through a forwarded port."""
+
+    name: NonEmptyStr
+    threads: IntList | None = None
+    n_predict: IntList = Field([64], description="tokens per completion (each turn, each request)")
+    ctx_size: PositiveInt = 4096
+    temperature: Annotated[float, Field(ge=0)] = 0.0
+    seed: int = 42
+    ignore_eos: bool = Field(False, description="always generate n_predict tokens")
+    cache_prompt: bool = Field(True, description="let the server reuse the context it already holds")
+    startup_timeout_s: PositiveFloat = Field(120.0, description="for the server to load the model and answer")
+    stall_timeout_s: PositiveFloat = Field(60.0, description="longest wait for the next streamed token")
+
+
+class ServeWorkload(_ServedWorkload):
+    """Streamed completions of one prompt: measured TTFT, inter-token latency, end to end."""
+
+    kind: Literal["serve"]
+    prompt: NonEmptyStr = "The quick brown fox jumps over the lazy dog."
+    requests: PositiveInt = Field(3, description="completions per job")
+    concurrency: IntList = Field([1], description="requests in flight at once (server slots)")
+
+
+class ConversationWorkload(_ServedWorkload):
+    """MELT's multi-turn conversations replayed as a chat app does (history kept)."""
+
+    kind: Literal["conversation"]
+    conversation: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="index of one conversation (0..49); default 0 unless `sample` is given")
+    sample: PositiveInt | None = Field(None, description="replay this many conversations drawn with `seed`")
+    turns: PositiveInt | None = Field(None, description="replay only the first N user turns")
+
+    @model_validator(mode="after")
+    def _pick(self) -> "ConversationWorkload":
+        from melt.prompts import pick_conversations
+
+        if self.conversation is not None and self.sample is not None:
+            raise ValueError("give `conversation` or `sample`, not both")
+        index = self.conversation if self.sample is not None or self.conversation is not None else 0
+        pick_conversations(index=None if self.sample is not None else index, sample=self.sample,
+                           seed=self.seed)
+        return self
+
+
+class SustainedWorkload(_ServedWorkload):
+    """Completions back to back for a set time: the throughput series and throttling."""
+
+    kind: Literal["sustained"]
+    n_predict: IntList = Field([128], description="tokens per completion")
+    duration_s: PositiveFloat = Field(60.0, description="keep generating this long")
+    window_s: PositiveFloat = Field(5.0, description="width of the tok/s windows")
+
+
+Workload = Annotated[
+    Union[BenchWorkload, GenerateWorkload, ServeWorkload, ConversationWorkload, SustainedWorkload],
+    Field(discriminator="kind"),
+]
 
 
 class AdaptiveSpec(Spec):
@@ -315,6 +391,15 @@ class ExperimentSpec(Spec):
     rerun_throttled: Annotated[int, Field(ge=0)] = Field(
         0, description="measure a job again (up to this many times) when it throttled"
     )
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, v: list) -> list:
+        names = [m.name for m in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique (results are kept by name): {', '.join(dupes)}")
+        return v
 
     @field_validator("workloads")
     @classmethod

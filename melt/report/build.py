@@ -1,7 +1,8 @@
 """Build the HTML report: one self-contained file (Plotly inlined) for one run or many.
 
 Sections: simulated-data notice, summary table (median and 95 % bootstrap CI
-per cell), comparison charts, failed jobs with reasons, every job with its
+per cell), comparison charts, sustained runs (tok/s and temperature over
+time, throttling shaded), conversations turn by turn, failed jobs with reasons, every job with its
 provenance and its downsampled trace (rendered when opened), and the shared
 provenance blocks. Every user string is escaped by the template (autoescape)
 or by :func:`melt.report.figures.text` for chart labels; data blocks are
@@ -28,6 +29,7 @@ from melt.analysis.history import params_text
 from melt.analysis.metrics import SUMMARY_METRICS, format_value, label
 from melt.analysis.stats import cell_stats, summary_table
 from melt.report.figures import bar_chart, text, trace_channels, trace_data
+from melt.report.workloads import sustained_charts, turn_tables
 from melt.store.runs import Run
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -75,6 +77,7 @@ def _summary(jobs: pd.DataFrame, multi_run: bool, n_boot: int) -> tuple[pd.DataF
         if stats.empty:
             continue
         table = summary_table(stats, SUMMARY_METRICS)
+        _add_measurement_intervals(table, g)
         table.insert(0, "run_id", run_id)
         parts.append(table)
     if not parts:
@@ -87,6 +90,21 @@ def _summary(jobs: pd.DataFrame, multi_run: bool, n_boot: int) -> tuple[pd.DataF
     table["quantization"] = table["quantization"].fillna("")
     table["run_label"] = table["run_id"] if multi_run else ""
     return table, len(table)
+
+
+def _add_measurement_intervals(table: pd.DataFrame, jobs: pd.DataFrame) -> None:
+    """``<metric>_u95``: the median over a cell's ok jobs of each job's own 95% half-width.
+
+    An energy's interval (the sensor's limits, docs/measurement.md) does not
+    shrink with repetitions the way the spread does: the error bars show
+    whichever reaches further.
+    """
+    ok = jobs[jobs["status"] == "ok"] if "status" in jobs.columns else jobs
+    for m in SUMMARY_METRICS:
+        col = f"{m}_u95"
+        if col in ok.columns and ok[col].notna().any():
+            per_cell = ok.groupby("cell_id")[col].median()
+            table[col] = table["cell_id"].map(per_cell)
 
 
 def _charts(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -120,7 +138,8 @@ def _summary_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
             values.append({
                 "metric": m, "value": float(v) if ok else None, "text": format_value(m, v) if ok else "–",
                 "ci": (f"{format_value(m, r.get(f'{m}_ci_low'))} – {format_value(m, r.get(f'{m}_ci_high'))}"
-                       if ok else ""),
+                       + (f"; sensor ± {format_value(m, u)}" if (u := r.get(f"{m}_u95")) is not None
+                          and u == u else "") if ok else ""),
                 "flags": flags if ok and isinstance(flags := r.get(f"{m}_flags"), str) else "",
             })
         rows.append({"run_id": r["run_id"], "cell_id": r["cell_id"], "device": r["device"],
@@ -254,6 +273,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     failed = [r for r in job_rows if r["status"] != "ok"]
     simulated = sum(1 for r in job_rows if r["simulated"])
     emulated = sum(1 for r in job_rows if r["emulated"])
+    sustained = sustained_charts(job_rows)
+    turns = turn_tables(job_rows)
     html_text = env.get_template("report.html.j2").render(
         title=title or ("melt report: " + ", ".join(r.run_id for r in runs[:3])
                         + (" …" if len(runs) > 3 else "")),
@@ -264,7 +285,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
                "jobs": len(records[r.run_id])} for r in runs],
         metric_labels=[label(m) for m in SUMMARY_METRICS],
         summary=summary_rows, multi_run=multi_run, charts=charts,
-        charts_json=_json({c["id"]: c["figure"] for c in charts}),
+        charts_json=_json({c["id"]: c["figure"] for c in (*charts, *sustained)}),
+        sustained=sustained, turns=turns,
         failed=failed, jobs=job_rows, traces={k: _json(v) for k, v in traces.items()},
         provenance=list(book.blocks.values()), simulated=simulated, emulated=emulated,
         total_jobs=len(job_rows),
@@ -274,7 +296,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     output.write_text(html_text, encoding="utf-8")
     timings["render_s"] = time.perf_counter() - t3
     return ReportInfo(path=output, size_bytes=output.stat().st_size, jobs=len(job_rows),
-                      failed=len(failed), cells=n_cells, charts=len(charts), traces=len(traces),
+                      failed=len(failed), cells=n_cells, charts=len(charts) + len(sustained),
+                      traces=len(traces),
                       trace_samples=total_samples, trace_points=total_points,
                       seconds=time.perf_counter() - t0, plotly_js=js_path,
                       simulated_jobs=simulated, timings=timings)

@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -64,6 +64,8 @@ class JobOutput:
     duration_s: float = 0.0
     remote_dir: str = ""
     step_specs: list[Step] = field(default_factory=list)
+    client: Any = None  # what a host-side client (``during``) returned
+    markfiles: str = ""  # battery status and chargers online at each mark
 
 
 #: Runner files that stay on the device (inputs and control files).
@@ -100,8 +102,11 @@ class TelemetrySession:
                 self._odpm = bool(r.stdout.strip())
 
     def _pick_shell(self) -> tuple[str, str]:
+        # abilities, not names: a bash older than 5.0 (RHEL 8, Ubuntu 18.04,
+        # JetPack 4) has no $EPOCHREALTIME, so it is chosen only when it has one
         script = ('echo "sh=${EPOCHREALTIME:-}"; b=$(command -v bash 2>/dev/null); '
-                  'echo "bash=$b"')
+                  '[ -n "$b" ] && [ -n "$("$b" -c \'echo "${EPOCHREALTIME:-}"\' 2>/dev/null)" ] '
+                  '&& echo "bash=$b"; true')
         out = self.transport.shell(script, timeout=15, check=False).stdout
         found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         if found.get("sh"):
@@ -166,6 +171,14 @@ class TelemetrySession:
         ]
         if self._odpm:
             lines.append(f"MELT_MARK_CMD={q(f'cat {ODPM_GLOB}')}")
+        if plan.mark_files:
+            lines.append(f"MELT_MARK_FILES={q(' '.join(plan.mark_files))}")
+        tail = self.spec.tail_s
+        if tail is None:
+            bat = self.spec.battery
+            tail = (bat.update_period_s + bat.averaging_s + 0.1) if bat and bat.update_period_s else 0.0
+        if tail:
+            lines.append(f"MELT_TAIL_S={q(f'{tail:g}')}")
         if self.spec.tegrastats_interval_ms:
             lines.append(f"MELT_AUX_CMD={q(f'tegrastats --interval {self.spec.tegrastats_interval_ms}')}")
         lines.append("melt_steps() {")
@@ -179,9 +192,13 @@ class TelemetrySession:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
-    def run(self, steps: Sequence[Step], *, idle_s: float | None = None) -> JobOutput:
+    def run(self, steps: Sequence[Step], *, idle_s: float | None = None,
+            during: Callable[[Any], Any] | None = None) -> JobOutput:
         """Run ``steps`` under the runner; returns the parsed outputs.
 
+        With ``during``, the runner runs in the background and ``during(live)``
+        on this thread (a client driving a server step, see
+        :mod:`melt.telemetry.live`); what it returns is ``JobOutput.client``.
         Raises the transport's errors; on any interruption the runner on the
         device is stopped before the exception goes on.
         """
@@ -197,9 +214,16 @@ class TelemetrySession:
             idle = self.spec.idle_s if idle_s is None else idle_s
             limit = sum(s.timeout_s + 5 for s in steps) + idle + 60
             t0 = time.monotonic()
+            client = None
             try:
-                done = self.transport.run([self._shell or "sh", self._runner or "", remote],
-                                          timeout=limit, check=False)
+                argv = [self._shell or "sh", self._runner or "", remote]
+                if during is None:
+                    done = self.transport.run(argv, timeout=limit, check=False)
+                else:
+                    from melt.telemetry.live import run_beside
+
+                    done, client = run_beside(self.transport, argv, timeout=limit, remote=remote,
+                                              during=during)
             except BaseException:
                 self._abort(remote)
                 raise
@@ -229,7 +253,7 @@ class TelemetrySession:
             results.append(StepResult(i, step.phase, start, end, rc, files.get(f"out.{i}", ""),
                                       files.get(f"err.{i}", ""), f"timeout.{i}" in files))
         return JobOutput(results, trace, files.get("markdata", ""), files.get("aux", ""), truth,
-                         duration, remote, list(steps))
+                         duration, remote, list(steps), client, files.get("markfiles", ""))
 
     def _abort(self, remote: str) -> None:
         q = shlex.quote
