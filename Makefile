@@ -28,6 +28,7 @@ models/tiny.gguf: $(VENV)/.installed
 	$(MELT) model tiny $@
 
 PHONE := 127.0.0.1:15555
+JETSON := 127.0.0.1:15022
 
 demo: venv deps models/tiny.gguf
 	$(MELT) build
@@ -44,7 +45,15 @@ demo: venv deps models/tiny.gguf
 	-@adb disconnect $(PHONE) >/dev/null 2>&1
 	-@[ -f .demo-adb-started ] && adb kill-server; rm -f .demo-adb-started
 	$(MELT) results show latest
-	$(MELT) report $$($(MELT) results list --json | $(PY) -c 'import json,sys; print(" ".join(r["run_id"] for r in json.load(sys.stdin)[-2:]))') -o results/report.html
+	@# and on melt's virtual Jetson, through Debian's real sshd: trusting its
+	@# host key is an explicit step, as for a real board
+	$(MELT) virtual stop $(JETSON) >/dev/null 2>&1 || true
+	$(MELT) virtual start jetson --port 15022 --detach
+	$(MELT) devices trust virtual-jetson
+	$(MELT) run experiments/quickstart-jetson.yaml || { $(MELT) virtual stop $(JETSON); exit 1; }
+	$(MELT) virtual stop $(JETSON)
+	$(MELT) results show latest
+	$(MELT) report $$($(MELT) results list --json | $(PY) -c 'import json,sys; print(" ".join(r["run_id"] for r in json.load(sys.stdin)[-3:]))') -o results/report.html
 	@echo
 	@echo "Results are in ./results/ (melt results list); the report: results/report.html"
 

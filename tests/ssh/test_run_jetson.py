@@ -1,0 +1,131 @@
+"""End to end on the virtual Jetson: real llama.cpp over a real sshd, rail energy per phase.
+
+Each test works in its own folder holding ``device_configs/virtual-jetson.yaml``
+pointed at the module's virtual Jetson (melt finds device configs in the
+current folder first).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from melt.runner.engine import QuietEvents, resume_run, run_experiment
+from melt.transports.hostkeys import melt_known_hosts
+from tests.conftest_models import gemma_model  # noqa: F401
+from tests.helpers import ROOT, melt, show
+from tests.ssh.conftest import write_device_config
+
+pytestmark = pytest.mark.slow
+
+
+def _experiment(folder: Path, **changes) -> Path:
+    doc = yaml.safe_load((ROOT / "experiments/quickstart-jetson.yaml").read_text())
+    doc.update(changes)
+    path = folder / "experiments" / "quickstart-jetson.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_quickstart_refused_until_trusted_then_rail_energy_per_phase(jetson, gemma_model, tmp_path: Path) -> None:
+    melt_known_hosts().unlink(missing_ok=True)
+    write_device_config(tmp_path, jetson)
+    # the quick start as shipped, with one repetition and no warm-up to fit the test budget
+    exp = _experiment(tmp_path, repetitions=1, warmup=0)
+    results = tmp_path / "results"
+
+    refused = melt("run", str(exp), "--results", str(results), cwd=tmp_path)
+    assert refused.returncode == 3, refused.stderr
+    run_id = refused.stdout.strip().splitlines()[-1]
+    jobs = show(run_id, results)["jobs"]
+    assert jobs and all(j["status"] == "failed" for j in jobs)
+    assert all("unknown host key" in j["reason"] and "SHA256:" in j["reason"] for j in jobs)
+
+    trusted = melt("devices", "trust", "virtual-jetson", cwd=tmp_path)
+    assert trusted.returncode == 0, trusted.stderr
+    done = melt("run", str(exp), "--results", str(results), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = show(done.stdout.strip().splitlines()[-1], results)
+    assert {j["workload"] for j in data["jobs"]} == {"bench", "hello"}
+    for job in data["jobs"]:
+        assert job["status"] == "ok", job["reason"]
+        assert job["simulated"] is True
+        m = job["metrics"]
+        device = job["provenance"]["device"]
+        assert device["kind"] == "jetson" and device["power_mode"]["mode_name"] == "15W"
+        assert job["provenance"]["telemetry"]["channels"]["power_rails"] == ["rail_vdd_in"]
+        for phase in ("prefill", "decode"):
+            measured, true = m[f"energy_{phase}_j"], m[f"true_energy_{phase}_j"]
+            print(f"{job['workload']} {phase}: rails {measured:.3f} J, truth {true:.3f} J")
+            assert m[f"rail_vdd_in_energy_{phase}_j"] == pytest.approx(measured)
+            assert m[f"rail_vdd_cpu_gpu_cv_energy_{phase}_j"] < measured
+            # the rails average over 50 ms and round to mA: close to the truth, not exact
+            assert measured == pytest.approx(true, rel=0.15, abs=0.05)
+        assert m["energy_decode_j_net"] < m["energy_decode_j"]
+        assert m["decode_tps"] > 0 and m["temp_max_c"] > 20
+
+
+class _RestartDuring(QuietEvents):
+    """Kills the board's sshd one second into the counted job of repetition ``rep``."""
+
+    def __init__(self, board, rep: int):
+        self.board, self.rep, self.fired = board, rep, False
+
+    def job_started(self, job, warmup: bool) -> None:  # noqa: ANN001
+        if not warmup and job.repetition == self.rep and not self.fired:
+            self.fired = True
+            threading.Timer(1.0, self.board.restart_sshd, kwargs={"down_s": 1.0}).start()
+
+
+def test_sshd_killed_mid_job_fails_that_job_only_and_resume_completes(
+        jetson, trusted, gemma_model, tmp_path: Path, monkeypatch) -> None:
+    write_device_config(tmp_path, jetson)
+    exp = _experiment(tmp_path, repetitions=3, warmup=0, workloads=[
+        {"name": "long", "kind": "generate", "prompt": "Tell me a story", "n_predict": 96, "threads": 2}])
+    monkeypatch.chdir(tmp_path)
+    events = _RestartDuring(jetson, rep=1)
+    run = run_experiment(exp, results_dir=tmp_path / "results", events=events)
+    records = {r["repetition"]: r for r in (json.loads(p.read_text()) for p in run.dir.glob("jobs/*/record.json"))}
+    assert events.fired and set(records) == {0, 1, 2}
+    assert records[1]["status"] == "failed"
+    assert "unavailable" in records[1]["reason"] and "connection lost" in records[1]["reason"]
+    assert records[0]["status"] == "ok" and records[2]["status"] == "ok"  # went on after reconnect
+    resumed = resume_run(run.run_id, results_dir=tmp_path / "results")
+    final = [json.loads(p.read_text()) for p in resumed.dir.glob("jobs/*/record.json")]
+    assert sorted(r["status"] for r in final if r["repetition"] == 1)[-1] == "ok"
+
+
+def test_model_name_and_prompt_reach_the_board_intact(jetson, trusted, tmp_path: Path, monkeypatch) -> None:
+    from melt.models.tiny import write_tiny_model
+
+    nasty = "$(touch /tmp/pwned-a);`touch /tmp/pwned-b`'\"x"
+    model = tmp_path / "models" / f"tiny;{nasty}.gguf"
+    model.parent.mkdir()
+    write_tiny_model(tmp_path / "tiny.gguf", seed=3)
+    shutil.copy(tmp_path / "tiny.gguf", model)
+    write_device_config(tmp_path, jetson)
+    prompt = f"Say; {nasty} $HOME *"
+    exp = _experiment(tmp_path, repetitions=1, warmup=0,
+                      models=[{"name": "tiny", "path": str(model)}],
+                      workloads=[{"name": "q", "kind": "generate", "prompt": prompt, "n_predict": 4,
+                                  "threads": 1}])
+    monkeypatch.chdir(tmp_path)
+    run = run_experiment(exp, results_dir=tmp_path / "results")
+    (record,) = [json.loads(p.read_text()) for p in run.dir.glob("jobs/*/record.json")]
+    assert record["status"] == "ok", record["reason"]
+    command = record["provenance"]["command"]
+    assert nasty in command and "Say;" in command
+    import shlex
+
+    argv = shlex.split(command.split(" ; ")[-1])
+    assert prompt in argv and any(a.endswith(f"tiny;{nasty}.gguf") for a in argv)
+    for name in ("pwned-a", "pwned-b"):
+        assert not jetson.host_path(f"/tmp/{name}").exists()
+        assert not jetson.host_path(f"~/{name}").exists()
+        assert not Path(f"/tmp/{name}").exists()
