@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -60,27 +61,45 @@ def test_quickstart_refused_until_trusted_then_rail_energy_per_phase(jetson, gem
         device = job["provenance"]["device"]
         assert device["kind"] == "jetson" and device["power_mode"]["mode_name"] == "15W"
         assert job["provenance"]["telemetry"]["channels"]["power_rails"] == ["rail_vdd_in"]
+        durations: dict[str, float] = {}
+        for ph in job["phases"]:
+            durations[ph["name"]] = durations.get(ph["name"], 0.0) + ph["end_s"] - ph["start_s"]
+        assert "energy_decode_j" in m and "rail_vdd_in_energy_decode_j" in m
         for phase in ("prefill", "decode"):
+            if f"energy_{phase}_j" not in m:
+                continue
             measured, true = m[f"energy_{phase}_j"], m[f"true_energy_{phase}_j"]
-            print(f"{job['workload']} {phase}: rails {measured:.3f} J, truth {true:.3f} J")
+            print(f"{job['workload']} {phase} ({durations[phase]:.3f} s): rails {measured:.3f} J, "
+                  f"truth {true:.3f} J")
             assert m[f"rail_vdd_in_energy_{phase}_j"] == pytest.approx(measured)
-            assert m[f"rail_vdd_cpu_gpu_cv_energy_{phase}_j"] < measured
-            # the rails average over 50 ms and round to mA: close to the truth, not exact
-            assert measured == pytest.approx(true, rel=0.15, abs=0.05)
+            assert 0 < m[f"rail_vdd_cpu_gpu_cv_energy_{phase}_j"] < measured
+            if durations[phase] >= 0.5:  # several 50 ms rail refreshes: close to the truth
+                assert measured == pytest.approx(true, rel=0.15)
         assert m["energy_decode_j_net"] < m["energy_decode_j"]
         assert m["decode_tps"] > 0 and m["temp_max_c"] > 20
 
 
 class _RestartDuring(QuietEvents):
-    """Kills the board's sshd one second into the counted job of repetition ``rep``."""
+    """Kills the board's sshd once the counted job of repetition ``rep`` runs its model."""
 
     def __init__(self, board, rep: int):
         self.board, self.rep, self.fired = board, rep, False
 
     def job_started(self, job, warmup: bool) -> None:  # noqa: ANN001
         if not warmup and job.repetition == self.rep and not self.fired:
-            self.fired = True
-            threading.Timer(1.0, self.board.restart_sshd, kwargs={"down_s": 1.0}).start()
+            threading.Thread(target=self._when_running, daemon=True).start()
+
+    def _when_running(self) -> None:
+        jobs = self.board.root / "home" / "melt" / "jobs"  # the board's ~/melt/jobs on the host
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for marks in jobs.glob("*/marks"):
+                if "run_start" in marks.read_text(errors="replace"):
+                    time.sleep(0.3)
+                    self.fired = True
+                    self.board.restart_sshd(down_s=1.0)  # sshd and every session die
+                    return
+            time.sleep(0.05)
 
 
 def test_sshd_killed_mid_job_fails_that_job_only_and_resume_completes(
