@@ -10,6 +10,7 @@ PY     := $(VENV)/bin/python
 
 help:
 	@echo "make demo   run the quickstart on this machine and the virtual devices"
+	@echo "            (PHONE_ABI=arm64-v8a: the phone runs the arm64 build under qemu-user)"
 	@echo "make test   run the tests (installs what they need)"
 	@echo "make bench  benchmarks of melt itself (figures: docs/benchmarks.md)"
 
@@ -29,6 +30,11 @@ models/tiny.gguf: $(VENV)/.installed
 
 PHONE := 127.0.0.1:15555
 JETSON := 127.0.0.1:15022
+# The demo's virtual phone reports this machine's ABI and runs the host build
+# natively, which keeps `make demo` to one llama.cpp build. PHONE_ABI=arm64-v8a
+# gives it a phone's ABI: the arm64 cross build (a few more minutes, cached)
+# runs on it under qemu-user, and its results are marked emulated.
+PHONE_ABI ?= host
 
 demo: venv deps models/tiny.gguf
 	$(MELT) build
@@ -39,7 +45,7 @@ demo: venv deps models/tiny.gguf
 	@$(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5037), 1)" 2>/dev/null \
 		&& rm -f .demo-adb-started || touch .demo-adb-started
 	$(MELT) virtual stop $(PHONE) >/dev/null 2>&1 || true
-	$(MELT) virtual start android --port 15555 --detach
+	$(MELT) virtual start android --port 15555 --abi $(PHONE_ABI) --detach
 	$(MELT) run experiments/quickstart-android.yaml || { $(MELT) virtual stop $(PHONE); exit 1; }
 	$(MELT) virtual stop $(PHONE)
 	-@adb disconnect $(PHONE) >/dev/null 2>&1

@@ -77,6 +77,10 @@ class BuildError(MeltError):
     """A framework build failed or its toolchain is missing."""
 
 
+class AbiMismatchError(BuildError):
+    """A build's binaries are for another instruction set than the device runs."""
+
+
 class ParseError(MeltError):
     """Text could not be recognised as any known output kind."""
 

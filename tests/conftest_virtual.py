@@ -7,7 +7,10 @@ Import them into a test folder's ``conftest.py``::
 - ``adb_server``: a real adb server on a free loopback port (session-wide),
   killed at the end; tests needing it are skipped when ``adb`` is missing.
 - ``virtual_phone``: a started :class:`melt.virtual.phone.VirtualPhone` with
-  its own state folder, stopped at teardown.
+  its own state folder, stopped at teardown. Without a config, test phones
+  report this machine's ABI and run its binaries natively (host builds, full
+  speed); an arm64-v8a phone runs the arm64 build under qemu-user (give it
+  ``VirtualPhoneConfig()``, whose ABI is arm64-v8a).
 - ``adb_serial``: the phone connected to the server (``adb connect``); its serial.
 - ``virtual_phone_factory``: call it for more phones (all stopped at teardown).
 """
@@ -19,6 +22,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from melt.devices.abi import host_abi
+from melt.virtual.config import VirtualPhoneConfig
 from melt.virtual.phone import VirtualPhone
 from melt.virtual.testing import AdbServer, adb_available
 from melt.virtual.testing import adb_server as _adb_server
@@ -37,6 +42,8 @@ def virtual_phone_factory(tmp_path: Path) -> Iterator[Callable[..., VirtualPhone
     phones: list[VirtualPhone] = []
 
     def make(config=None, *, port: int = 0) -> VirtualPhone:
+        if config is None:
+            config = VirtualPhoneConfig(abi=host_abi())
         phone = VirtualPhone(config, port=port, state_dir=tmp_path / f"virtual-{len(phones)}")
         phones.append(phone)
         phone.start()

@@ -21,7 +21,8 @@ from melt.store.runs import ResultsStore, Run
 
 JOB_COLUMNS = [
     "run_id", "job_id", "cell_id", "status", "reason", "device", "framework", "model",
-    "quantization", "workload", "kind", "params", "repetition", "simulated", "started_at",
+    "quantization", "workload", "kind", "params", "repetition", "simulated", "emulated",
+    "started_at",
 ]
 
 #: Name of the telemetry file inside a job folder.
@@ -50,6 +51,7 @@ def jobs_frame(runs: Iterable[Run]) -> pd.DataFrame:
             row = {c: job.get(c) for c in JOB_COLUMNS if c != "run_id"}
             row["run_id"] = run.run_id
             row["quantization"] = quantization_of(job)
+            row["emulated"] = bool(job.get("emulated"))  # absent before this field existed
             row["params"] = json.dumps(job.get("params"), sort_keys=True)
             for name, value in (job.get("metrics") or {}).items():
                 row[name] = value

@@ -21,7 +21,7 @@ SPREAD_LIMIT = 1.2
 
 #: Identity columns carried from the jobs frame into each cell row.
 CELL_COLUMNS = ["cell_id", "device", "framework", "model", "quantization", "workload", "kind",
-                "params", "simulated"]
+                "params", "simulated", "emulated"]
 
 
 @dataclass(frozen=True)

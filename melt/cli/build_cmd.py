@@ -15,7 +15,8 @@ _STEP = re.compile(r"^\[(\d+)/(\d+)\]")
 @click.option("--framework", "framework_name", default="llama.cpp", show_default=True,
               help="Framework to build.")
 @click.option("--profile", default="host", show_default=True,
-              help="Build profile: host, android-arm64, linux-aarch64, jetson-cuda.")
+              help="Build profile: host, arm64 (static, for phones), arm64-baseline, android-arm64 "
+                   "(NDK), linux-aarch64, jetson-cuda.")
 @click.option("--source", default=None, metavar="PATH|git+URL@REF",
               help="Source tree instead of the pinned one: a folder, an sdist .tar.gz, "
                    "git+URL@REF or pypi:VERSION.")
@@ -26,8 +27,9 @@ def build(framework_name: str, profile: str, source: str | None, force: bool, as
 
     Builds are cached under ~/.cache/melt/builds ($MELT_CACHE_DIR overrides):
     an unchanged source, profile and flags give the same build at once.
-    Cross profiles need their toolchain (the Android NDK via $ANDROID_NDK,
-    aarch64-linux-gnu-g++, or nvcc on a Jetson).
+    Cross profiles need their toolchain (aarch64-linux-gnu-g++ for the arm64
+    ones, the Android NDK via $ANDROID_NDK_HOME or $ANDROID_NDK, or nvcc on a
+    Jetson). `melt run` picks a device's profile by its CPU ABI by itself.
     """
     from melt.frameworks.registry import get_framework
 

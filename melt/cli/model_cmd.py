@@ -17,6 +17,7 @@ def model() -> None:
       melt model list                   the catalogue: name, size, licence
       melt model get gemma3-270m        fetch it once into the cache; prints its path
       melt model info FILE              architecture, parameters, quantization
+      melt model quantize gemma3-270m --type Q8_0 -o q8.gguf   a variant, with provenance
       melt model tiny tiny.gguf         a small random model (unit tests)
     """
 
@@ -88,7 +89,7 @@ def info(file: Path, as_json: bool) -> None:
     data = facts.to_dict()
     made = read_provenance(file)
     if made:
-        data.update(made)
+        data["variant"] = made
     if as_json:
         echo_json(data)
         return
@@ -98,8 +99,52 @@ def info(file: Path, as_json: bool) -> None:
         click.echo(f"  {key:<17}{data[key]}")
     click.echo(f"  {'tensor_types':<17}" + ", ".join(f"{k} x{v}" for k, v in facts.tensor_types.items()))
     if made:
-        for key, value in made.get("made_by_melt", {}).items():
-            click.echo(f"  {key:<17}{value}")
+        click.echo(f"  {'made from':<17}{made.get('source', {}).get('path')} "
+                   f"({made.get('source', {}).get('file_type')}) by {made.get('made_by')}")
+        if made.get("requantized_from"):
+            click.echo(f"  {'requantized_from':<17}{made['requantized_from']} "
+                       "(speed is real; quality is not the original's)")
+
+
+@model.command()
+@click.argument("src")
+@click.option("--type", "qtype", required=True, metavar="TYPE",
+              help="Target type as llama-quantize names it: Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K, F16, ...")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The variant's file.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for llama-quantize.")
+@json_option
+def quantize(src: str, qtype: str, out: Path, threads: int | None, as_json: bool) -> None:
+    """Make the TYPE variant of model SRC (a GGUF file or a catalogue name) as OUT.
+
+    Uses llama-quantize from melt's cached host build of llama.cpp (built
+    first if needed). OUT gets a sidecar OUT.melt.json saying what it was
+    made from; a variant of an already-quantized model records
+    requantized_from (its speed is real, its quality is not the original's).
+    Example: melt model quantize gemma3-270m --type Q8_0 -o models/gemma3-270m-q8_0.gguf
+    """
+    from melt.frameworks.llamacpp.build import host_build
+    from melt.frameworks.llamacpp.quantize import quantize_model
+
+    path = Path(src)
+    if not path.is_file():
+        from melt.models.catalog import BUILTIN, ensure_model
+
+        if src not in BUILTIN and (path.suffix or "/" in src):
+            raise click.BadParameter(f"no such file: {src}", param_hint="SRC")
+        path = ensure_model(src)  # unknown names answer "did you mean"
+    console = stderr_console()
+    build = host_build(on_output=(lambda line: None))
+    console.print(f"Quantizing {path.name} to {qtype.upper()} with {build.binaries.get('llama-quantize')}",
+                  markup=False)
+    prov = quantize_model(path, out, qtype, build=build, threads=threads)
+    if as_json:
+        echo_json(prov)
+        return
+    note = f" (requantized from {prov['requantized_from']})" if prov["requantized_from"] else ""
+    console.print(f"{prov['type']}{note}: {prov['size_bytes'] / 1e6:.0f} MB in {prov['seconds']} s; "
+                  f"provenance in {out}.melt.json", markup=False)
+    click.echo(out)
 
 
 @model.command()

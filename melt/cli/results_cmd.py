@@ -90,8 +90,9 @@ def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
     for job in data["jobs"]:
         params = " ".join(f"{k}={job['params'].get(k)}" for k in swept.get(job["workload"], ()))
         m = job.get("metrics") or {}
+        tags = [t for t, on in (("sim", job.get("simulated")), ("emu", job.get("emulated"))) if on]
         table.add_row(
-            job["device"] + (" (sim)" if job.get("simulated") else ""), job["workload"], params,
+            job["device"] + (f" ({', '.join(tags)})" if tags else ""), job["workload"], params,
             str(job["repetition"]), job["status"], *(_fmt(m.get(k)) for k in SHOWN_METRICS),
             (job.get("reason") or "")[:120],
         )

@@ -47,19 +47,28 @@ def start() -> None:
 @click.option("--port", type=int, default=None, help="Loopback port (default: the config's, 15555; 0 picks one).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help=f"Device config with a `virtual:` section (default: {DEFAULT_CONFIG} when present).")
+@click.option("--abi", type=click.Choice(["arm64-v8a", "x86_64", "host"]), default=None,
+              help="CPU ABI it reports and runs (default: the config's, arm64-v8a); host: this "
+                   "machine's. Code of another ABI than this machine's runs under qemu-user.")
 @click.option("--detach", is_flag=True, help="Run in the background and return once it listens.")
 @state_dir_option
-def android(port: int | None, config_path: str | None, detach: bool, state_dir: str | None) -> None:
+def android(port: int | None, config_path: str | None, abi: str | None, detach: bool,
+            state_dir: str | None) -> None:
     """Start a virtual Android phone speaking the ADB device protocol on 127.0.0.1.
 
     Prints the address to give `adb connect`. Without --detach it runs until
-    Ctrl-C or `melt virtual stop ADDRESS`.
+    Ctrl-C or `melt virtual stop ADDRESS`. An arm64-v8a phone on an x86-64
+    machine runs its arm64 binaries under qemu-user (emulated: slower).
     """
     from melt.virtual.config import load_config
 
     if config_path is None and DEFAULT_CONFIG.is_file():
         config_path = str(DEFAULT_CONFIG)
     config = load_config(config_path)
+    if abi is not None:
+        from melt.devices.abi import host_abi
+
+        config = config.model_copy(update={"abi": host_abi() if abi == "host" else abi})
     port = config.port if port is None else port
     folder = _state_dir(state_dir)
     if detach:
@@ -138,10 +147,12 @@ def list_(as_json: bool, state_dir: str | None) -> None:
     if not phones:
         click.echo("No virtual devices running.")
         return
-    click.echo(f"{'ADDRESS':<22} {'KIND':<8} {'PID':>7} {'UPTIME':>8}  ISOLATION  FILES")
+    click.echo(f"{'ADDRESS':<22} {'KIND':<8} {'PID':>7} {'UPTIME':>8}  ISOLATION  {'ABI':<10} "
+               f"{'CODE RUNS':<9}  FILES")
     for p in phones:
         uptime = f"{time.time() - p.started_at:.0f}s"
-        click.echo(f"{p.address:<22} {p.kind:<8} {p.pid:>7} {uptime:>8}  {p.isolation:<9}  {p.root}")
+        click.echo(f"{p.address:<22} {p.kind:<8} {p.pid:>7} {uptime:>8}  {p.isolation:<9}  "
+                   f"{p.abi or '?':<10} {p.emulation or '?':<9}  {p.root}")
 
 
 @virtual.command()

@@ -185,7 +185,9 @@ class DeviceSpec(Spec):
     kind: Literal["local", "android", "linux", "jetson"]
     description: str = ""
     workdir: str | None = Field(None, description="where binaries, models and job files go on the device")
-    build_profile: str = Field("host", description="llama.cpp build profile whose binaries run here")
+    build_profile: str = Field(
+        "auto", description="llama.cpp build profile whose binaries run here; auto: chosen by the "
+                            "device's kind and CPU ABI (ro.product.cpu.abi on a phone)")
     adb: AdbSpec | None = None
     ssh: SshSpec | None = None
     telemetry: TelemetrySpec = TelemetrySpec()

@@ -14,12 +14,13 @@ from typing import Any, Callable
 
 from melt.config.specs import DeviceSpec
 from melt.devices.base import Device
-from melt.errors import DeviceUnavailableError
-from melt.models.hashes import sha256_file
+from melt.errors import DeviceUnavailableError, RemoteCommandError, TransportError
+from melt.models.hashes import remember_sha256, sha256_file
 from melt.transports.adb import AdbTransport
 
 DEFAULT_WORKDIR = "/data/local/tmp/melt"
 MANIFEST = ".melt-manifest"
+_SIZE_MARK = "@melt-size "
 
 #: getprop keys kept as device properties (provenance).
 PROPS = {
@@ -87,7 +88,15 @@ class AndroidDevice(Device):
         out: dict[str, Any] = {"kind": "android", "serial": self.transport.serial}
         out.update({k: props[v] for k, v in PROPS.items() if v in props})
         out["simulated"] = self.simulated or props.get("ro.melt.virtual") == "1"
+        # melt's virtual phone says when its code runs under qemu-user (not the host CPU)
+        out["emulated"] = props.get("ro.melt.emulated") == "1"
+        if props.get("ro.melt.emulator"):
+            out["emulator"] = props["ro.melt.emulator"]
         return out
+
+    def abi(self) -> str | None:
+        """``ro.product.cpu.abi``: the primary ABI, the one a phone's binaries are built for."""
+        return self.getprop().get("ro.product.cpu.abi") or None
 
     def health(self) -> dict[str, Any]:
         """Battery level and temperature, the hottest thermal zone, thermal status."""
@@ -106,41 +115,73 @@ class AndroidDevice(Device):
 
     # ------------------------------------------------------------- staging
 
-    def _manifest(self) -> dict[str, tuple[str, int]]:
-        path = f"{self.workdir()}/{MANIFEST}"
-        r = self.transport.shell(f"cat {shlex.quote(path)} 2>/dev/null", check=False)
+    def _remote_state(self, remote: str) -> tuple[dict[str, tuple[str, int]], int | None]:
+        """The staging manifest and the size of ``remote`` on the device, in one shell."""
+        manifest = f"{self.workdir()}/{MANIFEST}"
+        r = self.transport.shell(
+            f"cat {shlex.quote(manifest)} 2>/dev/null; echo; echo \"{_SIZE_MARK}$(stat -c %s "
+            f"{shlex.quote(remote)} 2>/dev/null)\"",
+            check=False,
+        )
         entries: dict[str, tuple[str, int]] = {}
+        size: int | None = None
         for line in r.stdout.splitlines():
+            if line.startswith(_SIZE_MARK):
+                text = line[len(_SIZE_MARK):].strip()
+                size = int(text) if text.isdigit() else None
+                continue
             parts = line.split("\t")
             if len(parts) == 3 and parts[1].isdigit():
                 entries[parts[2]] = (parts[0], int(parts[1]))
-        return entries
-
-    def _remote_size(self, path: str) -> int | None:
-        r = self.transport.shell(f"stat -c %s {shlex.quote(path)} 2>/dev/null", check=False)
-        text = r.stdout.strip()
-        return int(text) if text.isdigit() else None
+        return entries, size
 
     def stage(self, local: Path, *, category: str) -> str:
-        """Push ``local`` to ``WORKDIR/category/NAME`` unless the same bytes are already there."""
+        """Push ``local`` to ``WORKDIR/category/NAME`` unless the same bytes are already there.
+
+        The device's manifest maps each staged path to the sha256 and size of
+        what was pushed there. When the manifest and the device's file match
+        the local file's sha256 (remembered by path, size and mtime, so a
+        model is hashed once per content), nothing is sent. Otherwise the file
+        is sent and hashed in the same read; the size that arrived is checked
+        and the manifest updated in one more shell. Raises ``TransportError``
+        when the device's copy has the wrong size.
+        """
         local = Path(local)
         remote = f"{self.workdir()}/{category}/{local.name}"
-        digest, size = sha256_file(local), local.stat().st_size
-        if self._manifest().get(remote) == (digest, size) and self._remote_size(remote) == size:
-            return remote
+        st = local.stat()
+        size = st.st_size
+        entries, remote_size = self._remote_state(remote)
+        known = entries.get(remote)
+        digest: str | None = None
+        if known is not None and known[1] == size and remote_size == size:
+            digest = sha256_file(local)
+            if known[0] == digest:
+                return remote
         mode = 0o755 if category.startswith("bin") else 0o644
         progress = (lambda done, total: self.on_push(local.name, done, total)) if self.on_push else None
-        self.transport.push(local, remote, progress=progress, mode=mode)
-        if mode == 0o755:
-            self.transport.shell(f"chmod 755 {shlex.quote(remote)}")
+        sent_digest = self.transport.push_hashed(local, remote, progress=progress, mode=mode)
+        after = local.stat()
+        if (after.st_size, after.st_mtime_ns) != (size, st.st_mtime_ns):
+            raise TransportError(f"{local} changed while it was pushed; push it again")
+        if digest is None:
+            remember_sha256(local, sent_digest)
+        digest = sent_digest
         manifest = f"{self.workdir()}/{MANIFEST}"
         line = "\t".join([digest, str(size), remote])
-        # Drop the old entry for this path, then append the new one.
-        self.transport.shell(
-            f"touch {shlex.quote(manifest)} && grep -v -F {shlex.quote(chr(9) + remote)} {shlex.quote(manifest)}"
-            f" > {shlex.quote(manifest + '.tmp')}; echo {shlex.quote(line)} >> {shlex.quote(manifest + '.tmp')}"
-            f" && mv {shlex.quote(manifest + '.tmp')} {shlex.quote(manifest)}"
+        q = shlex.quote
+        # Check the size that arrived; drop the old entry for this path, append the new one.
+        r = self.transport.shell(
+            (f"chmod 755 {q(remote)} && " if mode == 0o755 else "")
+            + f"test \"$(stat -c %s {q(remote)})\" = {size} || {{ echo {_SIZE_MARK}$(stat -c %s {q(remote)}); exit 3; }};"
+            f" touch {q(manifest)} && grep -v -F {q(chr(9) + remote)} {q(manifest)} > {q(manifest + '.tmp')};"
+            f" echo {q(line)} >> {q(manifest + '.tmp')} && mv {q(manifest + '.tmp')} {q(manifest)}",
+            check=False,
         )
+        if r.returncode == 3:
+            got = r.stdout.strip().removeprefix(_SIZE_MARK) or "no"
+            raise TransportError(f"push {local} -> {remote}: {got} of {size} bytes arrived")
+        if r.returncode != 0:
+            raise RemoteCommandError(r)
         return remote
 
     @property

@@ -33,6 +33,10 @@ class Device(ABC):
     def properties(self) -> dict[str, Any]:
         """Identity for provenance: model, OS build, CPU, whether simulated."""
 
+    def abi(self) -> str | None:
+        """The CPU ABI its programs must be built for (``arm64-v8a``, ``x86_64``); None if unknown."""
+        return None
+
     @abstractmethod
     def stage(self, local: Path, *, category: str) -> str:
         """Make ``local`` available on the device; return its path there.

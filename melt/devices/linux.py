@@ -102,6 +102,13 @@ class LinuxDevice(Device):
         home = self.probe().get("home") or "/tmp"
         return f"{home.rstrip('/')}/melt"
 
+    def abi(self) -> str | None:
+        """The board's CPU ABI, from ``uname -m`` (``aarch64`` is ``arm64-v8a``)."""
+        from melt.devices.abi import abi_of_machine
+
+        fields = self.probe().get("uname", "").split()
+        return abi_of_machine(fields[-1]) if fields else None
+
     def properties(self) -> dict[str, Any]:
         from melt.parsers.nvpmodel import parse_jetson_clocks_show, parse_nvpmodel_query
 

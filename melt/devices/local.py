@@ -7,6 +7,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from melt.devices.abi import host_abi
 from melt.devices.base import Device
 from melt.store.paths import cache_dir
 
@@ -37,11 +38,15 @@ class LocalDevice(Device):
             "hostname": uname.node,
             "os": f"{uname.system} {uname.release}",
             "machine": uname.machine,
+            "abi": host_abi(),
             "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "simulated": self.simulated,
         }
+
+    def abi(self) -> str:
+        return host_abi()
 
     def stage(self, local: Path, *, category: str) -> str:
         return str(Path(local).resolve())

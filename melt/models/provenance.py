@@ -33,4 +33,4 @@ def read_provenance(model: Path) -> dict | None:
         data = json.loads(provenance_path(model).read_text())
     except (OSError, ValueError):
         return None
-    return {"made_by_melt": data} if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None

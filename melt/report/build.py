@@ -63,8 +63,9 @@ def _json(obj: Any) -> Markup:
     return htmlsafe_json_dumps(obj, dumps=partial(json.dumps, allow_nan=False, separators=(",", ":")))
 
 
-def _device_label(device: Any, simulated: Any) -> str:
-    return f"{device} (simulated)" if bool(simulated) else str(device)
+def _device_label(device: Any, simulated: Any, emulated: Any = False) -> str:
+    tags = [t for t, on in (("simulated", simulated), ("emulated", emulated)) if bool(on)]
+    return f"{device} ({', '.join(tags)})" if tags else str(device)
 
 
 def _summary(jobs: pd.DataFrame, multi_run: bool, n_boot: int) -> tuple[pd.DataFrame, int]:
@@ -79,7 +80,9 @@ def _summary(jobs: pd.DataFrame, multi_run: bool, n_boot: int) -> tuple[pd.DataF
     if not parts:
         return pd.DataFrame(), 0
     table = pd.concat(parts, ignore_index=True)
-    table["device_label"] = [_device_label(d, s) for d, s in zip(table["device"], table["simulated"])]
+    emulated = table["emulated"] if "emulated" in table else [False] * len(table)
+    table["device_label"] = [_device_label(d, s, e)
+                             for d, s, e in zip(table["device"], table["simulated"], emulated)]
     table["workload_label"] = [f"{w} ({params_text(p)})" for w, p in zip(table["workload"], table["params"])]
     table["quantization"] = table["quantization"].fillna("")
     table["run_label"] = table["run_id"] if multi_run else ""
@@ -121,7 +124,8 @@ def _summary_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
                 "flags": flags if ok and isinstance(flags := r.get(f"{m}_flags"), str) else "",
             })
         rows.append({"run_id": r["run_id"], "cell_id": r["cell_id"], "device": r["device"],
-                     "simulated": bool(r["simulated"]), "framework": r["framework"], "model": r["model"],
+                     "simulated": bool(r["simulated"]), "emulated": bool(r.get("emulated", False)),
+                     "framework": r["framework"], "model": r["model"],
                      "quantization": r["quantization"], "workload": r["workload"],
                      "params": params_text(r["params"]), "n": int(r["n"]), "values": values,
                      "anchor": f"cell-{r['run_id']}-{r['cell_id']}"})
@@ -161,7 +165,7 @@ def _job_rows(runs: Sequence[Run], records: dict[str, list[dict]], book: _Proven
                 "run_id": run.run_id, "job_id": job.get("job_id"), "cell_id": job.get("cell_id"),
                 "anchor": anchor if anchor not in seen_cells else None,
                 "device": job.get("device"), "simulated": bool(job.get("simulated")),
-                "framework": job.get("framework"), "model": job.get("model"),
+                "emulated": bool(job.get("emulated")), "framework": job.get("framework"), "model": job.get("model"),
                 "quantization": quantization_of(job) or "", "workload": job.get("workload"),
                 "params": params_text(job.get("params")), "repetition": job.get("repetition"),
                 "status": job.get("status"), "reason": job.get("reason"),
@@ -249,6 +253,7 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
                       trim_blocks=True, lstrip_blocks=True)
     failed = [r for r in job_rows if r["status"] != "ok"]
     simulated = sum(1 for r in job_rows if r["simulated"])
+    emulated = sum(1 for r in job_rows if r["emulated"])
     html_text = env.get_template("report.html.j2").render(
         title=title or ("melt report: " + ", ".join(r.run_id for r in runs[:3])
                         + (" …" if len(runs) > 3 else "")),
@@ -261,7 +266,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
         summary=summary_rows, multi_run=multi_run, charts=charts,
         charts_json=_json({c["id"]: c["figure"] for c in charts}),
         failed=failed, jobs=job_rows, traces={k: _json(v) for k, v in traces.items()},
-        provenance=list(book.blocks.values()), simulated=simulated, total_jobs=len(job_rows),
+        provenance=list(book.blocks.values()), simulated=simulated, emulated=emulated,
+        total_jobs=len(job_rows),
         plotly_inline=plotly_inline, plotly_src=plotly_src, trace_points=total_points,
         trace_samples=total_samples,
     )

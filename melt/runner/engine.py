@@ -66,6 +66,7 @@ class Prepared:
     build_provenance: dict[str, Any]
     models: dict[str, str]  # model name -> path on the device
     state: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # device state applied
+    emulated: bool = False  # its code runs under an instruction-set emulator (qemu-user)
 
 
 class Runner:
@@ -213,28 +214,37 @@ class Runner:
     # ---------------------------------------------------------------- one job
 
     def _prepare(self, spec: DeviceSpec, fw_ref: Any, jobs: list[Job]) -> Prepared:
+        from melt.devices.abi import check_binaries
         from melt.frameworks.registry import get_framework
 
         framework = get_framework(fw_ref.name)
-        if fw_ref.binaries:
-            folder = Path(fw_ref.binaries).expanduser()
-            build = framework.prebuilt(folder if folder.is_absolute() else self.base_dir / folder)
-        else:
-            profile = fw_ref.profile or spec.build_profile
-            self.events.stage(f"building {framework.name} ({profile})")
-            build = framework.build(profile, source=fw_ref.source)
         self.events.stage(f"connecting to {spec.name}")
         device = open_device(spec)
         if hasattr(device, "on_push") and hasattr(self.events, "transfer"):
             device.on_push = self.events.transfer
         try:
-            self.events.stage(f"staging binaries and models on {spec.name}")
+            abi = device.abi()
+            if fw_ref.binaries:
+                folder = Path(fw_ref.binaries).expanduser()
+                build = framework.prebuilt(folder if folder.is_absolute() else self.base_dir / folder)
+                label = f"prebuilt ({build.bin_dir})"
+            else:
+                profile = fw_ref.profile or spec.build_profile
+                if profile == "auto":  # as for a real device: by its kind and CPU ABI
+                    pick = getattr(framework, "auto_profile", None)
+                    profile = pick(spec.kind, abi) if pick else "host"
+                self.events.stage(f"building {framework.name} ({profile})")
+                build = framework.build(profile, source=fw_ref.source)
+                label = f"'{profile}'"
             kinds = sorted({j.kind for j in jobs})
             names = sorted({b for k in kinds for b in framework.binaries_for(k)})
-            key = Path(build.dir).name
             missing = [n for n in names if n not in build.binaries]
             if missing:
                 raise BuildError(f"{framework.name}: no {', '.join(missing)} in {build.bin_dir}")
+            if abi:  # refuse code the device cannot run before pushing anything
+                check_binaries({n: build.binaries[n] for n in names}, abi, device=spec.name, build=label)
+            self.events.stage(f"staging binaries and models on {spec.name}")
+            key = Path(build.dir).name
             staged = [device.stage(build.binaries[n], category=f"bin/{key}") for n in names]
             bin_dir = str(Path(staged[0]).parent) if staged else str(build.bin_dir)
             models = {
@@ -247,7 +257,8 @@ class Runner:
         pushed = getattr(device, "bytes_pushed", 0)
         self.run.update(staging=[*self.run.manifest.get("staging", []), {
             "device": spec.name, "framework": framework.name, "bytes_pushed": pushed, "at": utc_now()}])
-        return Prepared(device, framework, bin_dir, dict(build.provenance), models)
+        emulated = bool(device.properties().get("emulated"))
+        return Prepared(device, framework, bin_dir, dict(build.provenance), models, emulated=emulated)
 
     def _measure(self, prepared: Prepared, job: Job, executor: Executor):
         """Run ``job`` once; returns (what ran, as a command line; the execution)."""
@@ -310,14 +321,14 @@ class Runner:
         except MeltError as exc:
             status, reason = "failed", str(exc)
         record = self._record(job, spec, status=status, reason=reason, metrics=metrics,
-                              provenance=provenance, started=started)
+                              provenance=provenance, started=started, emulated=prepared.emulated)
         record.update(extra)
         record["_files"] = files
         return record
 
     def _record(self, job: Job, spec: DeviceSpec, *, status: str, reason: str | None,
                 metrics: dict | None = None, provenance: dict | None = None,
-                started: str | None = None) -> dict[str, Any]:
+                started: str | None = None, emulated: bool = False) -> dict[str, Any]:
         return {
             "job_id": job.job_id,
             "cell_id": job.cell_id,
@@ -331,6 +342,7 @@ class Runner:
             "params": job.params,
             "repetition": job.repetition,
             "simulated": spec.simulated,
+            "emulated": emulated,
             "started_at": started or utc_now(),
             "finished_at": utc_now(),
             "metrics": metrics or {},

@@ -88,7 +88,10 @@ def resolve_model(ref: ModelRef, *, base: Path, source: str, index: int) -> Reso
     path = path.resolve()
     from melt.models.provenance import read_provenance
 
-    extra.update(read_provenance(path) or {})
+    made = read_provenance(path)
+    if made:  # a variant melt made: what from, and whether it was requantized
+        extra["variant"] = made
+        extra["requantized_from"] = made.get("requantized_from")
     facts = gguf_facts(path)
     return ResolvedModel(ref, path, sha256_file(path), path.stat().st_size,
                          facts.n_params if facts else None, facts, extra or None)

@@ -28,6 +28,7 @@ JOB_FIELDS = (
     "params",
     "repetition",
     "simulated",
+    "emulated",
     "started_at",
     "finished_at",
     "metrics",

@@ -8,6 +8,7 @@ reaches the device's shell: adbutils' own list joining uses Windows rules.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import adbutils
 from adbutils.errors import AdbError, AdbTimeout
 
 from melt.errors import CommandTimeout, DeviceUnavailableError, RemoteCommandError, TransportError
+from melt.transports.adb_sync import SyncPushError, sync_push
 from melt.transports.base import CommandResult, Forward
 
 #: Called with (bytes sent so far, total bytes) during a push.
@@ -31,26 +33,6 @@ def shell_line(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd
     if cwd:
         line = f"cd {shlex.quote(cwd)} && {line}"
     return line
-
-
-class _ProgressReader:
-    """A file wrapper that reports how much has been read."""
-
-    def __init__(self, path: Path, progress: ProgressFn | None):
-        self._f = open(path, "rb")
-        self._total = path.stat().st_size
-        self._done = 0
-        self._progress = progress
-
-    def read(self, n: int = -1) -> bytes:
-        chunk = self._f.read(max(n, 1 << 16) if n and n > 0 else n)
-        self._done += len(chunk)
-        if self._progress:
-            self._progress(self._done, self._total)
-        return chunk
-
-    def close(self) -> None:
-        self._f.close()
 
 
 class AdbProcess:
@@ -256,20 +238,52 @@ class AdbTransport:
     # ----------------------------------------------------------------- files
 
     def push(self, local: Path, remote: str, *, progress: ProgressFn | None = None, mode: int = 0o644) -> None:
+        """Send ``local`` to ``remote`` and check that all its bytes arrived (size)."""
         local = Path(local)
-        parent = remote.rsplit("/", 1)[0] or "/"
-        self.shell(f"mkdir -p {shlex.quote(parent)}")
-        reader = _ProgressReader(local, progress)
-        try:
-            sent = self._call(self._device.sync.push, reader, remote, mode)
-        except AdbError as exc:
-            raise TransportError(f"push {local} -> {self.serial}:{remote} failed: {exc}") from None
-        finally:
-            reader.close()
-        self.bytes_pushed += sent
+        self.push_hashed(local, remote, progress=progress, mode=mode, hash=False)
         size = self._call(self._device.sync.stat, remote).size
         if size != local.stat().st_size:
             raise TransportError(f"push {local} -> {remote}: {size} of {local.stat().st_size} bytes arrived")
+
+    def push_hashed(
+        self,
+        local: Path,
+        remote: str,
+        *,
+        progress: ProgressFn | None = None,
+        mode: int = 0o644,
+        hash: bool = True,
+    ) -> str | None:
+        """Send ``local`` to ``remote``, hashing the bytes as they go; their sha256 (or ``None``).
+
+        One read of the file serves both. Missing parent folders are made by
+        adbd (or, on an old one that refuses, by ``mkdir -p`` and a retry).
+        Does not check what arrived: the caller does (see ``AndroidDevice.stage``).
+        """
+        local = Path(local)
+        digest = None
+
+        def once() -> int:
+            nonlocal digest
+            hasher = hashlib.sha256() if hash else None
+            sent = sync_push(self._device, local, remote, mode=mode, hasher=hasher, progress=progress)
+            digest = hasher.hexdigest() if hasher else None
+            return sent
+
+        try:
+            try:
+                sent = self._call(once)
+            except SyncPushError as exc:
+                if "No such file" not in exc.reason and "Not a directory" not in exc.reason:
+                    raise
+                self.shell(f"mkdir -p {shlex.quote(remote.rsplit('/', 1)[0] or '/')}")
+                sent = self._call(once)
+        except SyncPushError as exc:
+            raise TransportError(f"push {local} -> {self.serial}:{remote} failed: {exc.reason}") from None
+        except (AdbError, OSError, EOFError) as exc:
+            raise TransportError(f"push {local} -> {self.serial}:{remote} failed: {exc}") from None
+        self.bytes_pushed += sent
+        return digest
 
     def pull(self, remote: str, local: Path) -> None:
         local = Path(local)

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"Error: cannot listen on {args.host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except MeltError as exc:  # e.g. its ABI cannot run here
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

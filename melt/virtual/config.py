@@ -98,6 +98,8 @@ class VirtualPhoneConfig(_Frozen):
     """Everything a virtual phone needs; defaults describe a mid-range phone."""
 
     port: int = Field(15555, ge=0, le=65535, description="default loopback port")
+    abi: str = Field("arm64-v8a", description="the CPU ABI it reports and runs (arm64-v8a under "
+                                              "qemu-user on an x86-64 machine, or x86_64)")
     props: dict[str, str] = {}
     power: PowerParams = PowerParams()
     battery: BatteryParams = BatteryParams()
@@ -107,6 +109,13 @@ class VirtualPhoneConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> "VirtualPhoneConfig":
+        from melt.virtual.emulation import SUPPORTED_ABIS
+
+        if self.abi not in SUPPORTED_ABIS:
+            raise ValueError(f"abi must be one of {', '.join(SUPPORTED_ABIS)} (got {self.abi!r})")
+        abi_props = sorted(k for k in self.props if k.startswith("ro.product.cpu.abi"))
+        if abi_props:
+            raise ValueError(f"props: set abi instead of {', '.join(abi_props)}")
         if self.cpu.release_temp_c > self.cpu.throttle_temp_c:
             raise ValueError("cpu.release_temp_c must be <= cpu.throttle_temp_c")
         pcts = [pct for pct, _ in self.battery.ocv_curve]
@@ -119,6 +128,8 @@ class VirtualPhoneConfig(_Frozen):
         props = dict(DEFAULT_PROPS)
         props.update(self.props)
         props.setdefault("ro.serialno", f"VIRTUAL{port}")
+        props["ro.product.cpu.abi"] = props["ro.product.cpu.abilist"] = self.abi
+        props["ro.product.cpu.abilist64"] = self.abi  # the ABIs it supports are 64-bit only
         props["ro.melt.virtual"] = "1"
         return dict(sorted(props.items()))
 
@@ -130,8 +141,6 @@ DEFAULT_PROPS: dict[str, str] = {
     "ro.product.brand": "melt",
     "ro.product.manufacturer": "melt",
     "ro.product.board": "virtual",
-    "ro.product.cpu.abi": "x86_64",
-    "ro.product.cpu.abilist": "x86_64",
     "ro.hardware": "virtual",
     "ro.board.platform": "virtual",
     "ro.build.version.release": "14",

@@ -47,6 +47,8 @@ class PhoneRecord:
     truth_log: str  # host path of the truth log
     isolation: str  # "bwrap" or "none"
     kind: str = "android"
+    abi: str = ""  # the ABI it reports (ro.product.cpu.abi)
+    emulation: str = ""  # how it runs that ABI's code: native, binfmt or userns (qemu-user)
 
     @property
     def alive(self) -> bool:

@@ -22,6 +22,7 @@ from typing import Callable
 from melt.virtual import adb_protocol as p
 from melt.virtual.adb_device import AdbDeviceServer, Service
 from melt.virtual.config import VirtualPhoneConfig
+from melt.virtual.emulation import setup_sandbox
 from melt.virtual.proctree import become_subreaper, kill_marked, kill_tree
 from melt.virtual.registry import PhoneRecord, phone_dir, remove_record, write_record
 from melt.virtual.sandbox import Sandbox
@@ -82,6 +83,10 @@ class PhoneRuntime:
         self.sandbox.create(self.props)
         if self.sandbox.probe() != "bwrap":
             log.warning("bubblewrap is unusable here: commands run without the device file layout")
+        emulation = setup_sandbox(self.sandbox, self.config.abi)
+        log.info("%s", emulation.describe())
+        self.props.update(emulation.props())
+        self.sandbox.write_props(self.props)
 
     async def run(self, on_ready: Callable[[str], None]) -> None:
         become_subreaper()
@@ -96,7 +101,8 @@ class PhoneRuntime:
         record = PhoneRecord(
             address=self.address, port=self.port, pid=os.getpid(), started_at=time.time(),
             root=str(self.sandbox.root), truth_log=str(self.simulator.truth_path),
-            isolation=self.sandbox.isolation,
+            isolation=self.sandbox.isolation, abi=self.config.abi,
+            emulation=self.sandbox.emulation.mode,
         )
         try:
             await server.start(self.sock)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from melt.virtual.android_tools import STATE, install_tools
+from melt.virtual.emulation import Emulation, native
 
 #: device path -> folder under the sandbox root, longest prefix first
 MOUNTS: tuple[tuple[str, str], ...] = (
@@ -73,6 +74,7 @@ class Sandbox:
         self.serial = serial  # marks every process the phone runs (see marker)
         self.cpu_count = cpu_count or os.cpu_count() or 1
         self.isolation = "none"
+        self.emulation: Emulation = native()  # how the phone's ABI runs here (set at start)
 
     # ---------------------------------------------------------------- layout
     def host_path(self, device_path: str) -> Path:
@@ -100,9 +102,7 @@ class Sandbox:
         for sub in ("settings/system", "settings/global", "settings/secure", "state", "control"):
             self.state_path(sub).mkdir(parents=True, exist_ok=True)
         install_tools(self.root / "system/bin")
-        text = "".join(f"{k}={v}\n" for k, v in sorted(props.items()))
-        atomic_write(self.state_path("props"), text)
-        atomic_write(self.root / "system/build.prop", text)
+        self.write_props(props)
         defaults = {
             "settings/system/screen_brightness": "128",
             "settings/system/screen_off_timeout": "60000",
@@ -118,6 +118,12 @@ class Sandbox:
         for ctl in self.state_path("control").iterdir():
             ctl.unlink()
         self._create_sysfs()
+
+    def write_props(self, props: dict[str, str]) -> None:
+        """The props ``getprop`` answers (also ``/system/build.prop``)."""
+        text = "".join(f"{k}={v}\n" for k, v in sorted(props.items()))
+        atomic_write(self.state_path("props"), text)
+        atomic_write(self.root / "system/build.prop", text)
 
     def _create_sysfs(self) -> None:
         ps = self.root / "sys/class/power_supply"
@@ -172,7 +178,7 @@ class Sandbox:
     def wrap(self, argv: Sequence[str], *, force: bool = False) -> list[str]:
         """The host argv that runs ``argv`` inside the device's file layout."""
         if self.isolation != "bwrap" and not force:
-            return list(argv)
+            return self.emulation.prefix(argv)
         args = ["bwrap", "--die-with-parent"]
         for entry in sorted(os.listdir("/")):
             if entry in self.not_bound:
@@ -194,7 +200,7 @@ class Sandbox:
             else:
                 args += ["--bind", host, device]
         args += ["--chdir", "/", "--"]
-        return args + list(argv)
+        return self.emulation.prefix(args + list(argv))
 
     def environment(self, term: str | None = None) -> dict[str, str]:
         """Environment of a device shell (Android's names; host's locale)."""

@@ -66,7 +66,11 @@ def test_get_assembles_verifies_keeps_notice_and_is_instant_next_time(index, tmp
 
 def test_corrupted_cached_file_is_detected_and_rebuilt(index):
     entry = _entry()
+    stale = cat.model_dir(entry) / ".fetch-99999999"  # left by a killed fetch
+    stale.mkdir(parents=True)
+    (stale / "joined").write_bytes(b"half")
     path = ensure_model("test-model", catalog={"test-model": entry})
+    assert not stale.exists()
     data = bytearray(path.read_bytes())
     data[1000] ^= 0xFF
     path.write_bytes(bytes(data))  # same size, new mtime

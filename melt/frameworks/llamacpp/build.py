@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from melt import __version__ as melt_version
+from melt.devices.abi import host_abi
 from melt.errors import BuildError
 from melt.hashing import file_sha256
 from melt.frameworks.base import Build, OutputCallback
@@ -82,8 +83,9 @@ def build_llamacpp(
 
     tree = obtain_source(parse_source(source, recipe), recipe, cache=cache, on_output=say)
     flags = _resolved_flags(recipe, prof, tree)
-    toolchain = os.path.expandvars(prof.toolchain_file) if prof.toolchain_file else None
-    key = build_key(tree, prof, flags, toolchain)
+    toolchain_path = recipe.toolchain_path(prof.name)
+    toolchain = str(toolchain_path) if toolchain_path else None
+    key = build_key(tree, prof, flags, _toolchain_identity(recipe, toolchain_path))
     root = builds_root(cache)
     final = root / f"{prof.name}-{key}"
     work = root / ".work" / f"{prof.name}-{key}"
@@ -104,8 +106,28 @@ def host_build(on_output: OutputCallback | None = None) -> Build:
     return build_llamacpp("host", on_output=on_output)
 
 
+def _toolchain_identity(recipe: Recipe, path: Path | None) -> str | None:
+    """What a toolchain file contributes to the key: its content, and where it lives.
+
+    A file of the recipe is named relative to it, so every checkout of melt
+    shares one cache entry; any other file (an NDK's) by its absolute path.
+    """
+    if path is None:
+        return None
+    if not path.is_file():
+        raise BuildError(f"toolchain file not found: {path}")
+    try:
+        where = str(path.resolve().relative_to(recipe.root.resolve()))
+    except ValueError:
+        where = str(path)
+    return f"{where}@sha256:{file_sha256(path)}"
+
+
 def build_key(tree: SourceTree, prof: Profile, flags: dict[str, str], toolchain: str | None) -> str:
-    """12 hex digits identifying what a build produces."""
+    """12 hex digits identifying what a build produces.
+
+    ``toolchain`` is the toolchain file's identity (see :func:`_toolchain_identity`).
+    """
     blob = json.dumps(
         {
             "logic": _BUILD_LOGIC,
@@ -237,6 +259,7 @@ def _provenance(prof, tree, flags, toolchain, key, cmake_dir, seconds, entries, 
         "schema_version": BUILD_SCHEMA_VERSION,
         "framework": "llama.cpp",
         "profile": prof.name,
+        "abi": host_abi() if prof.abi == "host" else prof.abi,
         "key": key,
         "llama_cpp_commit": tree.commit,
         "llama_cpp_version": tree.version,

@@ -123,6 +123,16 @@ class LlamaCpp:
         }
         return Build(dir=folder, bin_dir=folder, binaries=found, provenance=provenance, cached=True)
 
+    def auto_profile(self, kind: str, abi: str | None) -> str:
+        """The build profile for a device of ``kind`` ("android", "local") whose CPU ABI is ``abi``.
+
+        See :meth:`melt.frameworks.llamacpp.recipe.Recipe.auto_profile`; raises
+        :class:`BuildError` when no fitting toolchain is present.
+        """
+        from melt.frameworks.llamacpp.recipe import load_recipe
+
+        return load_recipe().auto_profile(kind, abi)
+
     def profiles(self) -> list[str]:
         """Names of the build profiles the recipe defines."""
         from melt.frameworks.llamacpp.recipe import load_recipe

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import string
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Mapping
@@ -17,7 +18,7 @@ from typing import Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from melt.errors import ConfigError, UnknownNameError
+from melt.errors import BuildError, ConfigError, UnknownNameError
 
 RECIPE_FILE = "recipe.yaml"
 
@@ -60,11 +61,14 @@ class Requirement(_Frozen):
 
     Exactly one of ``program`` (an executable on PATH), ``env`` (an environment
     variable naming a folder, optionally holding ``file``) or ``arch`` (the
-    build machine's CPU) is set. ``what`` and ``hint`` make the error message.
+    build machine's CPU) is set. ``also`` lists other names of the ``env``
+    variable, tried in order when it is unset (``ANDROID_NDK`` for
+    ``ANDROID_NDK_HOME``). ``what`` and ``hint`` make the error message.
     """
 
     program: str | None = None
     env: str | None = None
+    also: tuple[str, ...] = ()
     file: str | None = None
     arch: str | None = None
     what: str
@@ -75,9 +79,17 @@ class Requirement(_Frozen):
         kinds = [k for k in ("program", "env", "arch") if getattr(self, k)]
         if len(kinds) != 1:
             raise ValueError("set exactly one of program, env, arch")
-        if self.file and not self.env:
-            raise ValueError("'file' only goes with 'env'")
+        if (self.file or self.also) and not self.env:
+            raise ValueError("'file' and 'also' only go with 'env'")
         return self
+
+    def env_value(self, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+        """``(name, value)`` of the first of ``env`` and ``also`` that is set (value "" if none)."""
+        environ = os.environ if environ is None else environ
+        for name in (self.env or "", *self.also):
+            if environ.get(name):
+                return name, environ[name]
+        return self.env or "", ""
 
     def problem(self, environ: Mapping[str, str] | None = None) -> str | None:
         """``None`` when met, else a one-line message saying what is missing and how to get it."""
@@ -86,11 +98,12 @@ class Requirement(_Frozen):
             if shutil.which(self.program, path=environ.get("PATH")) is None:
                 return f"{self.what} ({self.program}) is not on PATH: {self.hint}"
         elif self.env:
-            value = environ.get(self.env, "")
+            name, value = self.env_value(environ)
             if not value:
-                return f"{self.what} was not found: {self.env} is not set; {self.hint}"
+                names = " or ".join((self.env, *self.also))
+                return f"{self.what} was not found: {names} is not set; {self.hint}"
             if self.file and not (Path(value) / self.file).is_file():
-                return f"{self.what} was not found: {self.env}={value} has no {self.file}; {self.hint}"
+                return f"{self.what} was not found: {name}={value} has no {self.file}; {self.hint}"
         elif self.arch:
             machine = platform.machine().lower()
             aliases = {"arm64": "aarch64", "amd64": "x86_64"}
@@ -100,10 +113,16 @@ class Requirement(_Frozen):
 
 
 class Profile(_Frozen):
-    """One build target: CMake flags, toolchain, targets and requirements."""
+    """One build target: CMake flags, toolchain, targets and requirements.
+
+    ``abi`` is the Android ABI name of the machine code it produces
+    (``arm64-v8a``, ``x86_64``), or ``host`` for this machine's. A relative
+    ``toolchain_file`` is relative to the recipe folder.
+    """
 
     name: str = ""
     description: str = ""
+    abi: str = "host"
     flags: dict[str, str] = Field(default_factory=dict)
     toolchain_file: str | None = None
     targets: tuple[str, ...] = ()
@@ -121,10 +140,19 @@ class Recipe(_Frozen):
     common_flags: dict[str, str] = Field(default_factory=dict)
     binaries: dict[str, tuple[str, ...]]
     targets: tuple[str, ...] = ()
+    auto: dict[str, dict[str, tuple[str, ...]]] = Field(default_factory=dict)
     profiles: dict[str, Profile]
 
     @model_validator(mode="after")
     def _check(self) -> "Recipe":
+        for kind, by_abi in self.auto.items():
+            for abi, names in by_abi.items():
+                for name in names:
+                    where = f"auto.{kind}.{abi}"
+                    if name not in self.profiles:
+                        raise ValueError(f"{where} names an unknown profile '{name}'")
+                    if self.profiles[name].abi != abi:
+                        raise ValueError(f"{where}: profile '{name}' builds for {self.profiles[name].abi}")
         needed = {b for names in self.binaries.values() for b in names}
         for name, prof in self.profiles.items():
             missing = needed - set(prof.targets or self.targets)
@@ -150,6 +178,49 @@ class Recipe(_Frozen):
         """Common flags overlaid with the profile's own, in a stable order."""
         merged = {**self.common_flags, **self.profile(profile).flags}
         return dict(sorted(merged.items()))
+
+    def auto_profile(self, kind: str, abi: str | None, environ: Mapping[str, str] | None = None) -> str:
+        """The profile ``build_profile: auto`` builds for a device of ``kind`` and ``abi``.
+
+        The first profile listed under ``auto.KIND.ABI`` whose requirements are
+        met; else ``host`` when ``abi`` is this machine's (always for the local
+        device). Raises :class:`BuildError` naming what each candidate lacks.
+        """
+        from melt.devices.abi import host_abi
+
+        if kind == "local":
+            return "host"
+        if not abi:
+            raise BuildError("build_profile: auto needs the device's CPU ABI, which it did not "
+                             "report: set build_profile in its device config")
+        problems = []
+        for name in self.auto.get(kind, {}).get(abi, ()):
+            missing = [m for m in (r.problem(environ) for r in self.profile(name).requires) if m]
+            if not missing:
+                return name
+            problems.append(f"{name}: {missing[0]}")
+        if abi == host_abi():
+            return "host"
+        raise BuildError(f"no build profile for a {kind} device with ABI {abi} can be built here: "
+                         + ("; ".join(problems) or "the recipe lists none"))
+
+    def toolchain_path(self, profile: str, environ: Mapping[str, str] | None = None) -> Path | None:
+        """The profile's toolchain file with variables expanded (``None`` when it has none).
+
+        A variable that is unset falls back to the other names its ``env``
+        requirement lists (``$ANDROID_NDK_HOME`` to ``$ANDROID_NDK``).
+        """
+        prof = self.profile(profile)
+        if not prof.toolchain_file:
+            return None
+        env = dict(os.environ if environ is None else environ)
+        for req in prof.requires:
+            if req.env:
+                name, value = req.env_value(env)
+                if value:
+                    env[req.env] = value
+        path = Path(string.Template(prof.toolchain_file).safe_substitute(env))
+        return path if path.is_absolute() else self.root / path
 
     def patch_paths(self) -> list[Path]:
         """Absolute paths of the patches, in the order they are applied."""
