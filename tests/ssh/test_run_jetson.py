@@ -121,13 +121,13 @@ def test_sshd_killed_mid_job_fails_that_job_only_and_resume_completes(
 def test_model_name_and_prompt_reach_the_board_intact(jetson, trusted, tmp_path: Path, monkeypatch) -> None:
     from melt.models.tiny import write_tiny_model
 
-    nasty = "$(touch /tmp/pwned-a);`touch /tmp/pwned-b`'\"x"
-    model = tmp_path / "models" / f"tiny;{nasty}.gguf"
+    in_name = "$(touch pwned-a);`touch pwned-b`'\"x"  # no slash: it is a file name
+    model = tmp_path / "models" / f"tiny;{in_name}.gguf"
     model.parent.mkdir()
     write_tiny_model(tmp_path / "tiny.gguf", seed=3)
     shutil.copy(tmp_path / "tiny.gguf", model)
     write_device_config(tmp_path, jetson)
-    prompt = f"Say; {nasty} $HOME *"
+    prompt = "Say; $(touch /tmp/pwned-c) `touch /tmp/pwned-d` 'q' \"dq\" $HOME *"
     exp = _experiment(tmp_path, repetitions=1, warmup=0,
                       models=[{"name": "tiny", "path": str(model)}],
                       workloads=[{"name": "q", "kind": "generate", "prompt": prompt, "n_predict": 4,
@@ -136,13 +136,12 @@ def test_model_name_and_prompt_reach_the_board_intact(jetson, trusted, tmp_path:
     run = run_experiment(exp, results_dir=tmp_path / "results")
     (record,) = run.jobs()
     assert record["status"] == "ok", record["reason"]
-    command = record["provenance"]["command"]
-    assert nasty in command and "Say;" in command
     import shlex
 
-    argv = shlex.split(command.split(" ; ")[-1])
-    assert prompt in argv and any(a.endswith(f"tiny;{nasty}.gguf") for a in argv)
-    for name in ("pwned-a", "pwned-b"):
-        assert not jetson.host_path(f"/tmp/{name}").exists()
-        assert not jetson.host_path(f"~/{name}").exists()
-        assert not Path(f"/tmp/{name}").exists()
+    argv = shlex.split(record["provenance"]["command"].split(" ; ")[-1])
+    assert prompt in argv  # the exact text, one argument
+    assert any(a.endswith(f"/models/tiny;{in_name}.gguf") for a in argv)
+    home = jetson.root / "home"  # the board's $HOME (its commands' working folder)
+    for name in ("pwned-a", "pwned-b", "pwned-c", "pwned-d"):
+        for folder in (jetson.host_path("/tmp"), home, home / "melt", Path("/tmp"), tmp_path):
+            assert not (folder / name).exists(), folder / name
