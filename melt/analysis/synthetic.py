@@ -117,7 +117,7 @@ def job_record(cell: Cell, repetition: int, *, rng: np.random.Generator, noise: 
         e_pre, e_dec = power * 1.5 * prefill_s, power * decode_s
         metrics = {
             "prefill_tps": round(pre, 4), "decode_tps": round(dec, 4),
-            "load_ms": round(load_s * 1000, 3), "ttft_ms": round((prefill_s + 1 / dec) * 1000, 3),
+            "load_ms": round(load_s * 1000, 3), "ttft_est_ms": round((prefill_s + 1 / dec) * 1000, 3),
             "prompt_tokens": n_prompt, "gen_tokens": n_gen,
             "wall_s": round(load_s + prefill_s + decode_s, 6),
             "peak_rss_bytes": int(640e6 * (1 + rng.normal(0, noise / 4))),

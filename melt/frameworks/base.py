@@ -30,6 +30,20 @@ class Invocation:
 
 
 @dataclass(frozen=True)
+class ServedInvocation(Invocation):
+    """A server process for the device plus the host-side client that drives it.
+
+    The runner starts ``argv`` on the device (under telemetry when enabled),
+    calls ``client(live)`` on the host while it runs (``live`` says whether the
+    server still runs, reads its log and reaches its ports through
+    ``live.transport.forward``), then stops the server. What ``client``
+    returns (a JSON-able transcript) is the job's output.
+    """
+
+    client: Callable[[Any], dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
 class Build:
     """A finished, cached build.
 

@@ -1,7 +1,8 @@
 """Build the HTML report: one self-contained file (Plotly inlined) for one run or many.
 
 Sections: simulated-data notice, summary table (median and 95 % bootstrap CI
-per cell), comparison charts, failed jobs with reasons, every job with its
+per cell), comparison charts, sustained runs (tok/s and temperature over
+time, throttling shaded), conversations turn by turn, failed jobs with reasons, every job with its
 provenance and its downsampled trace (rendered when opened), and the shared
 provenance blocks. Every user string is escaped by the template (autoescape)
 or by :func:`melt.report.figures.text` for chart labels; data blocks are
@@ -28,6 +29,7 @@ from melt.analysis.history import params_text
 from melt.analysis.metrics import SUMMARY_METRICS, format_value, label
 from melt.analysis.stats import cell_stats, summary_table
 from melt.report.figures import bar_chart, text, trace_channels, trace_data
+from melt.report.workloads import sustained_charts, turn_tables
 from melt.store.runs import Run
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -254,6 +256,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     failed = [r for r in job_rows if r["status"] != "ok"]
     simulated = sum(1 for r in job_rows if r["simulated"])
     emulated = sum(1 for r in job_rows if r["emulated"])
+    sustained = sustained_charts(job_rows)
+    turns = turn_tables(job_rows)
     html_text = env.get_template("report.html.j2").render(
         title=title or ("melt report: " + ", ".join(r.run_id for r in runs[:3])
                         + (" …" if len(runs) > 3 else "")),
@@ -264,7 +268,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
                "jobs": len(records[r.run_id])} for r in runs],
         metric_labels=[label(m) for m in SUMMARY_METRICS],
         summary=summary_rows, multi_run=multi_run, charts=charts,
-        charts_json=_json({c["id"]: c["figure"] for c in charts}),
+        charts_json=_json({c["id"]: c["figure"] for c in (*charts, *sustained)}),
+        sustained=sustained, turns=turns,
         failed=failed, jobs=job_rows, traces={k: _json(v) for k, v in traces.items()},
         provenance=list(book.blocks.values()), simulated=simulated, emulated=emulated,
         total_jobs=len(job_rows),
@@ -274,7 +279,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     output.write_text(html_text, encoding="utf-8")
     timings["render_s"] = time.perf_counter() - t3
     return ReportInfo(path=output, size_bytes=output.stat().st_size, jobs=len(job_rows),
-                      failed=len(failed), cells=n_cells, charts=len(charts), traces=len(traces),
+                      failed=len(failed), cells=n_cells, charts=len(charts) + len(sustained),
+                      traces=len(traces),
                       trace_samples=total_samples, trace_points=total_points,
                       seconds=time.perf_counter() - t0, plotly_js=js_path,
                       simulated_jobs=simulated, timings=timings)

@@ -303,7 +303,7 @@ class Runner:
         try:
             command, env, execution = self._measure(prepared, job, executor)
             provenance["command"], provenance["env"] = command, env
-            for key in ("phases", "throttled_intervals", "metrics_missing"):
+            for key in ("phases", "throttled_intervals", "metrics_missing", "turns", "series"):
                 if key in execution.provenance:
                     extra[key] = execution.provenance.pop(key)
             provenance.update(execution.provenance)
@@ -415,3 +415,10 @@ def _validate_refs(experiment: ExperimentSpec, base: Path, source: str) -> None:
     for i, m in enumerate(experiment.models):
         if m.path is not None:
             resolve_model(m, base=base, source=source, index=i)
+        elif m.catalog is not None:  # the name only: fetching waits for the run
+            from melt.models.catalog import lookup
+
+            try:
+                lookup(m.catalog)
+            except UnknownNameError as exc:
+                raise ConfigError(source, [f"models[{i}].catalog: {exc}"]) from None

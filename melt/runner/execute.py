@@ -35,6 +35,10 @@ class PlainExecutor:
     """Runs the invocation directly through the device's transport, no telemetry."""
 
     def execute(self, device: Device, invocation: Any) -> Execution:
+        if getattr(invocation, "client", None) is not None:  # a server and its host-side client
+            from melt.runner.served import execute_plain
+
+            return execute_plain(device, invocation)
         result = device.transport.run(
             list(invocation.argv),
             env=dict(invocation.env) or None,

@@ -114,8 +114,8 @@ class TelemetryExecutor:
         offset = self._clock_offset(session)
         for inst in self.instruments:
             inst.start()
-        try:
-            out = session.run(steps, idle_s=self.idle_s)
+        try:  # a served job's client drives its server while the runner runs
+            out = session.run(steps, idle_s=self.idle_s, during=getattr(invocation, "client", None))
         finally:
             inst_traces = [inst.stop() for inst in self.instruments]
         if self.health:
@@ -132,6 +132,11 @@ class TelemetryExecutor:
         window = (steps[0].start_s, steps[-1].end_s)
         idle = (trace.mark("idle_start"), trace.mark("idle_end"))
         plan = derive_phases(idle if None not in idle else None, steps)  # type: ignore[arg-type]
+        to_trace = offset.offset_s - trace.t0_device_s  # host wall clock -> t_s
+        if out.client is not None:
+            from melt.runner.served import served_plan
+
+            plan = served_plan(idle if None not in idle else None, steps[0], out.client, to_trace)
 
         primary = None
         for inst in inst_traces:
@@ -206,6 +211,21 @@ class TelemetryExecutor:
         rc = next((s.returncode for s in steps if s.returncode != 0), 0)
         stdout = "".join(s.stdout for s in steps)
         stderr = "".join(s.stderr for s in steps)
+        if out.client is not None:  # the client's transcript is the output; melt stopped the server
+            import json
+
+            from melt.runner.served import served_tables
+            from melt.telemetry.metrics import temperature_column
+
+            tables = served_tables(power_frame, out.client, to_trace,
+                                   temp_col=temperature_column(frame, device.spec.telemetry.skin_zone),
+                                   throttled=[iv.as_dict() for iv in result.throttled_intervals])
+            metrics.update(tables["metrics"])
+            missing.update(tables["missing"])
+            for key in ("turns", "series"):
+                if key in tables:
+                    provenance[key] = tables[key]
+            stdout, rc = json.dumps(out.client), 0
         provenance.update({
             "phases": [ph.as_dict() for ph in plan.phases],
             "throttled_intervals": [iv.as_dict() for iv in result.throttled_intervals],

@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -64,6 +64,7 @@ class JobOutput:
     duration_s: float = 0.0
     remote_dir: str = ""
     step_specs: list[Step] = field(default_factory=list)
+    client: Any = None  # what a host-side client (``during``) returned
 
 
 #: Runner files that stay on the device (inputs and control files).
@@ -179,9 +180,13 @@ class TelemetrySession:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
-    def run(self, steps: Sequence[Step], *, idle_s: float | None = None) -> JobOutput:
+    def run(self, steps: Sequence[Step], *, idle_s: float | None = None,
+            during: Callable[[Any], Any] | None = None) -> JobOutput:
         """Run ``steps`` under the runner; returns the parsed outputs.
 
+        With ``during``, the runner runs in the background and ``during(live)``
+        on this thread (a client driving a server step, see
+        :mod:`melt.telemetry.live`); what it returns is ``JobOutput.client``.
         Raises the transport's errors; on any interruption the runner on the
         device is stopped before the exception goes on.
         """
@@ -197,9 +202,16 @@ class TelemetrySession:
             idle = self.spec.idle_s if idle_s is None else idle_s
             limit = sum(s.timeout_s + 5 for s in steps) + idle + 60
             t0 = time.monotonic()
+            client = None
             try:
-                done = self.transport.run([self._shell or "sh", self._runner or "", remote],
-                                          timeout=limit, check=False)
+                argv = [self._shell or "sh", self._runner or "", remote]
+                if during is None:
+                    done = self.transport.run(argv, timeout=limit, check=False)
+                else:
+                    from melt.telemetry.live import run_beside
+
+                    done, client = run_beside(self.transport, argv, timeout=limit, remote=remote,
+                                              during=during)
             except BaseException:
                 self._abort(remote)
                 raise
@@ -229,7 +241,7 @@ class TelemetrySession:
             results.append(StepResult(i, step.phase, start, end, rc, files.get(f"out.{i}", ""),
                                       files.get(f"err.{i}", ""), f"timeout.{i}" in files))
         return JobOutput(results, trace, files.get("markdata", ""), files.get("aux", ""), truth,
-                         duration, remote, list(steps))
+                         duration, remote, list(steps), client)
 
     def _abort(self, remote: str) -> None:
         q = shlex.quote

@@ -22,6 +22,7 @@ from typing import Any
 from melt.errors import TransportError
 
 CHUNK = 64 * 1024  # SYNC_DATA_MAX
+PROGRESS_EVERY = 1 << 20  # bytes between progress calls
 _HEADER = struct.Struct("<4sI")
 
 
@@ -71,7 +72,7 @@ def sync_push(
         buf = bytearray(_HEADER.size + CHUNK)
         view = memoryview(buf)
         payload = view[_HEADER.size:]
-        sent = 0
+        sent = reported = 0
         pending = _HEADER.pack(b"SEND", len(spec)) + spec  # goes out with the first chunk
         with open(local, "rb", buffering=0) as fh:
             while True:
@@ -87,8 +88,9 @@ def sync_push(
                 else:
                     sock.sendall(view[:_HEADER.size + n])
                 sent += n
-                if progress:
+                if progress and (sent - reported >= PROGRESS_EVERY or sent == total):
                     progress(sent, total)
+                    reported = sent
         sock.sendall(pending + _HEADER.pack(b"DONE", int(time.time())))
         tag, length = _HEADER.unpack(_read_exactly(sock, _HEADER.size))
         if tag == b"FAIL":

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=None, help="default: the config's port; 0 picks one")
     s.add_argument("--config", default=None, help="device config YAML with a `virtual:` section")
     s.add_argument("--state-dir", default=None)
+    s.add_argument("--unisolated", action="store_true",
+                   help="run even without bubblewrap (the phone's commands then run on this host)")
     j = sub.add_parser("jetson", help="run a virtual Jetson (a real sshd in front of it) until stopped")
     for a in ("--host", "--port", "--config", "--state-dir"):
         j.add_argument(a, default="127.0.0.1" if a == "--host" else None, type=int if a == "--port" else str)
@@ -49,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         os.close(devnull)
 
     try:
-        serve(config, host=args.host, port=port, state_dir=state_dir, on_ready=ready)
+        serve(config, host=args.host, port=port, state_dir=state_dir, on_ready=ready,
+              allow_unisolated=args.unisolated)
+    except MeltError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"Error: cannot listen on {args.host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -6,14 +6,25 @@ formats of a real phone: ``getprop``/``setprop``, ``settings``, ``svc``,
 They read the live model state from the sysfs files the model writes and keep
 the state later code sets (and must restore) in files under
 ``/data/melt-virtual``, so it can be checked through ``adb shell``.
+
+They stand in for Android's native binaries, so they use the host's tools
+(awk, sort) internally, through a PATH of their own; the device shell's PATH
+holds only ``/system/bin`` (mksh as ``sh``, toybox applets, these tools).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
+from melt.errors import MeltError
+
 STATE = "/data/melt-virtual"
+
+#: first lines of every tool: the host's tools for their own use (see above)
+_PRELUDE = 'PATH="${0%/*}:/usr/bin:/bin"; export PATH\n'
 
 GETPROP = r"""#!/bin/sh
 # getprop [NAME [DEFAULT]]: system properties of the virtual phone (simulated)
@@ -209,14 +220,47 @@ TOOLS: dict[str, str] = {
 }
 
 
+class UserlandError(MeltError):
+    """Android's userland (mksh, toybox) is not installed on this host."""
+
+
+def toybox_applets(toybox: str) -> list[str]:
+    """The applet names a toybox binary offers (``toybox`` with no arguments lists them)."""
+    out = subprocess.run([toybox], capture_output=True, text=True, timeout=10).stdout
+    return [name for name in out.split() if name.replace("-", "").replace("_", "").isalnum()
+            and name not in ("toybox",)]
+
+
 def install_tools(system_bin: Path) -> None:
-    """Write every tool into ``system_bin`` (mode 755) and link ``sh`` to ``/bin/sh``."""
+    """Write the tools into ``system_bin`` and Android's userland beside them.
+
+    ``sh`` is mksh, ``toybox`` and one link per toybox applet point at the
+    host's toybox; the phone's own tools win over applets of the same name.
+    Raises :class:`UserlandError` when mksh or toybox is missing.
+    """
+    mksh, toybox = shutil.which("mksh"), shutil.which("toybox")
+    missing = [name for name, path in (("mksh", mksh), ("toybox", toybox)) if not path]
+    if missing:
+        raise UserlandError(f"the virtual phone needs Android's userland: install {' and '.join(missing)} "
+                            f"(Debian packages {' '.join(missing)})")
+    assert mksh and toybox
     system_bin.mkdir(parents=True, exist_ok=True)
     for name, text in TOOLS.items():
         path = system_bin / name
-        path.write_text(text)
+        shebang, _, body = text.partition("\n")
+        path.write_text(f"{shebang}\n{_PRELUDE}{body}")
         path.chmod(0o755)
-    for name, target in (("sh", "/bin/sh"), ("toybox", "/bin/busybox")):
+    links = {name: toybox for name in toybox_applets(toybox) if name not in TOOLS}
+    links.update({"sh": os.path.realpath(mksh), "mksh": os.path.realpath(mksh),
+                  "toybox": os.path.realpath(toybox)})
+    # Android ships awk beside toybox (one-true-awk); the host's stands in for it
+    awk = shutil.which("original-awk") or shutil.which("awk")
+    if awk:
+        links["awk"] = os.path.realpath(awk)
+    for name, target in links.items():
         link = system_bin / name
-        if not link.is_symlink() and not link.exists() and os.path.exists(target):
-            link.symlink_to(target)
+        if link.is_symlink() and os.readlink(link) == target:
+            continue
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)

@@ -26,6 +26,7 @@ import yaml
 from melt.errors import MeltError
 from melt.virtual.config import VirtualPhoneConfig, load_config
 from melt.virtual.registry import PhoneRecord, default_state_dir, phone_dir
+from melt.virtual.runtime import check_port
 from melt.virtual.sandbox import Sandbox, atomic_write
 from melt.virtual.simulator import TRUTH_DEVICE_PATH
 
@@ -54,10 +55,13 @@ class VirtualPhone:
         port: int = 0,
         host: str = "127.0.0.1",
         state_dir: str | Path | None = None,
+        unisolated: bool = False,
     ):
         """``config``: parsed config, a device-config YAML path, or None for defaults.
 
         ``port=0`` picks a free port at the first start; restarts reuse it.
+        ``unisolated`` lets it run without bubblewrap (its commands then run
+        on this host); otherwise starting without a working bwrap fails.
         """
         if isinstance(config, (str, Path)):
             config = load_config(config)
@@ -65,6 +69,7 @@ class VirtualPhone:
         self.host = host
         self.port = port
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.unisolated = unisolated
         self.process: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------- lifecycle
@@ -84,12 +89,13 @@ class VirtualPhone:
         """
         if self.running:
             return self.address
+        check_port(self.port)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config_file = self.state_dir / f"config-{os.getpid()}-{id(self)}.yaml"
         config_file.write_text(yaml.safe_dump({"virtual": self.config.model_dump(mode="json")}))
         cmd = [sys.executable, "-m", "melt.virtual", self.serve_command, "--host", self.host,
                "--port", str(self.port), "--config", str(config_file),
-               "--state-dir", str(self.state_dir)]
+               "--state-dir", str(self.state_dir)] + (["--unisolated"] if self.unisolated else [])
         err_file = config_file.with_suffix(".err")
         with open(err_file, "wb") as err:
             self.process = subprocess.Popen(

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from melt.errors import MeltError
 from melt.virtual import adb_protocol as p
 from melt.virtual.adb_device import AdbDeviceServer, Service
 from melt.virtual.config import VirtualPhoneConfig
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 BANNER_KEYS = ("ro.product.name", "ro.product.model", "ro.product.device", "ro.melt.virtual")
 
 
+def check_port(port: int) -> None:
+    """Raise :class:`MeltError` unless ``port`` is a TCP port number (0 picks a free one)."""
+    if not 0 <= port <= 65535:
+        raise MeltError(f"port {port} is out of range: use 0-65535 (0 picks a free port)")
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (0 picks a free port); reusable at once."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -50,8 +57,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
 class PhoneRuntime:
     """The parts of one running virtual phone."""
 
-    def __init__(self, config: VirtualPhoneConfig, state_dir: Path, sock: socket.socket):
+    def __init__(self, config: VirtualPhoneConfig, state_dir: Path, sock: socket.socket,
+                 *, allow_unisolated: bool = False):
         self.config = config
+        self.allow_unisolated = allow_unisolated
         self.state_dir = Path(state_dir)
         self.sock = sock
         self.host, self.port = sock.getsockname()[:2]
@@ -81,8 +90,9 @@ class PhoneRuntime:
         if left:
             log.info("killed %d process(es) left by an earlier run on this port", left)
         self.sandbox.create(self.props)
-        if self.sandbox.probe() != "bwrap":
-            log.warning("bubblewrap is unusable here: commands run without the device file layout")
+        if self.sandbox.require_isolation(self.allow_unisolated) != "bwrap":
+            log.warning("running unisolated, as allowed (%s): commands run on the host, "
+                        "without the device file layout", self.sandbox.probe_error)
         emulation = setup_sandbox(self.sandbox, self.config.abi)
         log.info("%s", emulation.describe())
         self.props.update(emulation.props())
@@ -123,10 +133,17 @@ def serve(
     port: int = 0,
     state_dir: Path,
     on_ready: Callable[[str], None] = lambda address: None,
+    allow_unisolated: bool = False,
 ) -> None:
-    """Run a virtual phone in this process until SIGTERM or SIGINT."""
+    """Run a virtual phone in this process until SIGTERM or SIGINT.
+
+    Raises :class:`MeltError` for a port outside 0-65535, :class:`OSError` when
+    it cannot listen, and :class:`~melt.virtual.sandbox.IsolationError` when
+    bubblewrap does not work and ``allow_unisolated`` is false.
+    """
+    check_port(port)
     sock = bind_socket(host, port)
-    runtime = PhoneRuntime(config, state_dir, sock)
+    runtime = PhoneRuntime(config, state_dir, sock, allow_unisolated=allow_unisolated)
     runtime.dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(runtime.dir / "phone.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

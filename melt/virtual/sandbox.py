@@ -14,8 +14,19 @@ holding read-only binds of the host's top-level folders, the real ``/proc``,
 ``/dev`` and ``/tmp``, and the folders above bound over their device paths.
 Host binaries pushed to ``/data/local/tmp`` run as they are. The host's PID
 namespace is kept, so ``kill`` and ``/proc/PID`` work across ``adb shell``
-sessions. Without a working ``bwrap`` the commands run directly on the host,
-with only the path mapping of the sync service (see :attr:`Sandbox.isolation`).
+sessions.
+
+The userland is Android's: ``/system/bin/sh`` is mksh (the MirBSD Korn shell
+Android ships), the usual commands are toybox applets linked in
+``/system/bin`` with ``awk`` (Android's is one-true-awk; the host's stands in),
+and nothing else is on ``PATH`` (no bash, no GNU tools), so
+what melt sends to a phone runs in the shell a phone has.
+
+Without a working ``bwrap`` the phone's commands (charging and governor
+writes, ``rm -rf`` of a work folder) would run directly on the host, so the
+phone refuses to start unless the user allows it explicitly
+(``MELT_VIRTUAL_UNISOLATED=1``, ``melt virtual start android --unisolated``);
+then only the sync service maps device paths (see :attr:`Sandbox.isolation`).
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
+from melt.errors import MeltError
 from melt.virtual.android_tools import STATE, install_tools
 from melt.virtual.emulation import Emulation, native
 
@@ -45,7 +57,19 @@ WRITABLE = ("/data", "/sdcard", "/storage/emulated/0", "/tmp")
 #: host top-level entries never bound into the device (replaced or private)
 _NOT_BOUND = {"proc", "dev", "sys", "tmp", "data", "system", "vendor", "sdcard", "storage"}
 
-DEVICE_PATH = "/system/bin:/system/xbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: PATH of a device shell: Android's folders only (mksh and toybox applets live there)
+DEVICE_PATH = "/system/bin:/system/xbin"
+#: environment variable that lets a phone run without bubblewrap (commands then run on the host)
+UNISOLATED_ENV = "MELT_VIRTUAL_UNISOLATED"
+
+
+class IsolationError(MeltError):
+    """bubblewrap cannot isolate the phone's commands and running without it was not allowed."""
+
+
+def unisolated_allowed() -> bool:
+    """True when the user allowed a phone without isolation (``MELT_VIRTUAL_UNISOLATED=1``)."""
+    return os.environ.get(UNISOLATED_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -74,6 +98,7 @@ class Sandbox:
         self.serial = serial  # marks every process the phone runs (see marker)
         self.cpu_count = cpu_count or os.cpu_count() or 1
         self.isolation = "none"
+        self.probe_error = ""
         self.emulation: Emulation = native()  # how the phone's ABI runs here (set at start)
 
     # ---------------------------------------------------------------- layout
@@ -160,26 +185,50 @@ class Sandbox:
 
     # ---------------------------------------------------------------- running
     def probe(self) -> str:
-        """Check that bubblewrap works here; sets and returns :attr:`isolation`."""
+        """Check that bubblewrap works here; sets and returns :attr:`isolation`.
+
+        ``self.probe_error`` says why when it does not.
+        """
         self.isolation = "none"
+        self.probe_error = "bwrap is not installed (Debian package bubblewrap)"
         if shutil.which("bwrap"):
             try:
                 done = subprocess.run(
-                    self.wrap(["/bin/sh", "-c", "test -d /data/local/tmp && test -x /system/bin/getprop"],
-                              force=True),
+                    self.wrap(["/system/bin/sh", "-c",
+                               "test -d /data/local/tmp && test -x /system/bin/getprop"], force=True),
                     capture_output=True, timeout=20,
                 )
                 if done.returncode == 0:
                     self.isolation = "bwrap"
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+                    self.probe_error = ""
+                else:
+                    reason = done.stderr.decode(errors="replace").strip().splitlines()
+                    self.probe_error = f"bwrap failed: {reason[-1] if reason else f'exit {done.returncode}'}"
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self.probe_error = f"bwrap failed: {exc}"
         return self.isolation
+
+    def require_isolation(self, allow_unisolated: bool = False) -> str:
+        """Probe; raise :class:`IsolationError` unless bwrap works or running without it is allowed."""
+        if self.probe() == "bwrap" or allow_unisolated or unisolated_allowed():
+            return self.isolation
+        raise IsolationError(
+            f"{self.probe_error}; without it the phone's commands would run on this host "
+            f"as {os.environ.get('USER') or 'this user'} (charging writes, rm -rf of work folders). "
+            f"Set {UNISOLATED_ENV}=1 or pass --unisolated to run it anyway."
+        )
+
+    def shell_argv(self, command: str) -> list[str]:
+        """Host argv of ``sh -c COMMAND`` (or an interactive shell) on the device."""
+        sh = "/system/bin/sh" if self.isolation == "bwrap" else str(self.root / "system/bin/sh")
+        return self.wrap([sh, "-c", command] if command else [sh, "-i"])
 
     def wrap(self, argv: Sequence[str], *, force: bool = False) -> list[str]:
         """The host argv that runs ``argv`` inside the device's file layout."""
         if self.isolation != "bwrap" and not force:
             return self.emulation.prefix(argv)
-        args = ["bwrap", "--die-with-parent"]
+        # found on the host's PATH: the device environment's PATH has no bwrap
+        args = [shutil.which("bwrap") or "bwrap", "--die-with-parent"]
         for entry in sorted(os.listdir("/")):
             if entry in self.not_bound:
                 continue
@@ -219,7 +268,7 @@ class Sandbox:
         if self.serial:
             env["MELT_VIRTUAL_SERIAL"] = self.serial
         if self.isolation != "bwrap":
-            env["PATH"] = f"{self.root / 'system/bin'}:{env['PATH']}"
+            env["PATH"] = f"{self.root / 'system/bin'}:{self.root / 'system/xbin'}"
         if term:
             env["TERM"] = term
         return env

@@ -8,7 +8,7 @@
   size (5) packets are honoured.
 - ``exec:CMD``: raw bytes of stdout and stderr, no protocol (``adb exec-out``).
 
-An empty command gets an interactive ``/bin/sh -i`` on a pseudo-terminal (as
+An empty command gets an interactive ``/system/bin/sh -i`` (mksh) on a pseudo-terminal (as
 ``adb shell`` with no arguments). Commands run inside the sandbox (see
 :mod:`melt.virtual.sandbox`); a stream the host closes early kills the
 command's process group, as when a phone's adbd drops a shell.
@@ -61,8 +61,7 @@ class ShellServices:
         return None
 
     def _argv(self, command: str) -> list[str]:
-        argv = ["/bin/sh", "-c", command] if command else ["/bin/sh", "-i"]
-        return self.sandbox.wrap(argv)
+        return self.sandbox.shell_argv(command)
 
     async def _raw(self, stream: Stream, command: str, *, v2: bool) -> None:
         proc = await asyncio.create_subprocess_exec(

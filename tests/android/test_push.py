@@ -16,13 +16,13 @@ def test_push_hashed_sends_and_hashes_in_one_pass_into_new_folders(adb_server, v
                       adb={"connect": virtual_phone.address, "server_port": adb_server.port})
     device = AndroidDevice.connect(spec)
     src = tmp_path / "w.bin"
-    data = os.urandom(3 * 65536 + 123)  # whole chunks and a tail
+    data = os.urandom(40 * 65536 + 123)  # whole chunks and a tail
     src.write_bytes(data)
     seen: list[int] = []
     digest = device.transport.push_hashed(src, "/data/local/tmp/new/deeper/w.bin",
                                           progress=lambda done, total: seen.append(done))
     assert digest == hashlib.sha256(data).hexdigest()
-    assert seen[-1] == len(data) and len(seen) == 4
+    assert seen[-1] == len(data) and seen == sorted(seen) and len(seen) == 3  # every MiB and the end
     back = tmp_path / "back.bin"
     device.transport.pull("/data/local/tmp/new/deeper/w.bin", back)
     assert back.read_bytes() == data

@@ -33,3 +33,18 @@ def test_catalogue_reference_resolves_to_the_cached_file(gemma_model: Path, tmp_
     assert prov["n_params"] == 268_098_176 and prov["quantization"] == "Q4_K_M"
     assert prov["licence"] == "Gemma Terms of Use" and prov["catalog"] == "gemma3-270m"
     assert prov["architecture"] == "gemma3"
+
+
+def test_melt_run_refuses_an_unknown_catalogue_name_before_any_run_folder(tmp_path):
+    from click.testing import CliRunner
+
+    from melt.cli.main import cli
+
+    exp = tmp_path / "e.yaml"
+    exp.write_text("name: e\ndevices: [local]\nframeworks: [{name: llama.cpp}]\n"
+                   "models: [{name: g, catalog: gemma3-27m}]\n"
+                   "workloads: [{name: b, kind: bench, n_prompt: [8], n_gen: [4]}]\n")
+    result = CliRunner().invoke(cli, ["run", str(exp), "--results", str(tmp_path / "results")])
+    assert result.exit_code == 1
+    assert "models[0].catalog: Unknown model 'gemma3-27m'. Did you mean: gemma3-270m?" in str(result.exception)
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())

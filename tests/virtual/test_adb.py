@@ -55,7 +55,7 @@ def test_shell_output_streams_while_the_command_runs(adb_server: AdbServer, adb_
 
 def test_stdin_reaches_the_command(adb_server: AdbServer, adb_serial: str) -> None:
     done = subprocess.run(
-        ["adb", "-P", str(adb_server.port), "-s", adb_serial, "shell", "cat | tr a-z A-Z"],
+        ["adb", "-P", str(adb_server.port), "-s", adb_serial, "shell", "cat | sed s/hello/HELLO/"],
         input="hello\n", capture_output=True, text=True, timeout=30,
     )
     assert done.stdout == "HELLO\n"

@@ -14,8 +14,9 @@ from melt.virtual.testing import AdbServer
 pytestmark = pytest.mark.adb
 
 SPIN = "timeout {s} sh -c 'while :; do :; done'"
+#: a busy loop in the shell itself; prints its wall time (ns) then the shell's /proc stat
 WORK = ("s=$(date +%s%N); i=0; while [ $i -lt {n} ]; do i=$((i+1)); done; "
-        "e=$(date +%s%N); echo $(( (e - s) / 1000000 ))")
+        "e=$(date +%s%N); echo $((e - s)); cat /proc/$$/stat")
 
 
 def device_time(adb: AdbServer, serial: str) -> float:
@@ -41,7 +42,7 @@ def test_real_cpu_use_drives_power_and_truth_energy(adb_server: AdbServer, adb_s
     t1 = device_time(adb_server, adb_serial)
     fields = stat[stat.rindex(")") + 2:].split()
     spin_cpu_s = (int(fields[13]) + int(fields[14])) / 100
-    assert spin_cpu_s > 0.5
+    assert spin_cpu_s > 0.05  # it ran; the comparison below is what counts
     time.sleep(0.5)
     df = virtual_phone.read_truth()
     assert list(df.columns[:5]) == ["boottime_s", "monotonic_s", "realtime_s", "energy_j", "power_w"]
@@ -66,12 +67,21 @@ def test_real_cpu_use_drives_power_and_truth_energy(adb_server: AdbServer, adb_s
 def test_background_work_is_accounted(adb_server: AdbServer, adb_serial: str,
                                       virtual_phone: VirtualPhone) -> None:
     t0 = device_time(adb_server, adb_serial)
+    # the spin outlives its adb shell; its CPU time as the kernel counted it is written at the end
+    out = "/data/local/tmp/spin.stat"
     adb_server.run("-s", adb_serial, "shell",
-                   f"nohup sh -c \"{SPIN.format(s=2)}\" >/dev/null 2>&1 &")
-    time.sleep(2.5)
+                   f"nohup sh -c \"{SPIN.format(s=2)}; cat /proc/\\$\\$/stat > {out}\" >/dev/null 2>&1 &")
+    stat = virtual_phone.wait_for_file(out, timeout=20)
+    fields = stat[stat.rindex(")") + 2:].split()
+    spin_cpu_s = (int(fields[13]) + int(fields[14])) / 100
+    assert spin_cpu_s > 0.05  # it ran, however busy the host is
+    time.sleep(0.5)
     df = virtual_phone.read_truth()
-    window = df[(df.realtime_s > t0 + 0.5) & (df.realtime_s < t0 + 1.8)]
-    assert window["busy_cores"].mean() > 0.3  # a shared host may not give it a whole core
+    w = df[(df.realtime_s > t0 - 0.2) & (df.realtime_s < t0 + 3.0)]
+    dt = np.diff(w["monotonic_s"].to_numpy())
+    seen_cpu_s = float(np.sum(w["busy_cores"].to_numpy()[1:] * dt))
+    # the model saw what the kernel counted (shared host: the spin's share, not a full core)
+    assert seen_cpu_s == pytest.approx(spin_cpu_s, rel=0.25, abs=0.15)
 
 
 def test_heat_injection_throttles_and_slows_work(adb_server: AdbServer, virtual_phone_factory) -> None:
@@ -82,19 +92,25 @@ def test_heat_injection_throttles_and_slows_work(adb_server: AdbServer, virtual_
     def sh(script: str) -> str:
         return adb_server.run("-s", adb_serial, "shell", script).stdout
 
-    def work_ms() -> int:  # best of three: other load on a shared host only adds time
-        return min(int(sh(WORK.format(n=100000))) for _ in range(3))
+    def running_share() -> float:
+        """CPU time / wall time of a busy loop: at most the duty cycle the phone allows it.
+
+        Other load on a shared host only lowers it, so an upper bound is robust.
+        """
+        wall_ns, stat = sh(WORK.format(n=100000)).split("\n", 1)
+        fields = stat[stat.rindex(")") + 2:].split()
+        cpu_s = (int(fields[11]) + int(fields[12])) / 100  # utime + stime of the shell, ticks
+        return cpu_s / (int(wall_ns) / 1e9)
 
     zone = "/sys/class/thermal/thermal_zone0"
     fmax = int(sh("cat /sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"))
-    base_ms = work_ms()
 
     virtual_phone.set_temperature(70)
     wait_for(lambda: int(sh(f"cat {zone}/temp")) > 60000)
     wait_for(lambda: int(sh("cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq")) < fmax)
     assert int(sh("dumpsys thermalservice | sed -n 's/^Thermal Status: //p'")) >= 2
-    hot_ms = work_ms()
-    assert hot_ms > 2 * base_ms  # the work really ran a quarter of the time
+    # the work really ran about a quarter of the time (0.1 s duty cycle; 10 ms ticks)
+    assert max(running_share() for _ in range(2)) < 0.25 + 0.15
 
     virtual_phone.set_temperature(25)
     virtual_phone.force_throttle(False)

@@ -11,14 +11,20 @@
     ``n_predict`` tokens are produced. Params: ``prompt``, ``n_predict``,
     ``threads``, ``ctx_size``, ``seed``, ``temperature``, ``timeout_s``.
     Metrics come from llama.cpp's timing lines: ``load_ms``, ``prompt_ms``,
-    ``prefill_tps``, ``decode_ms``, ``decode_tps``, ``ttft_ms``,
+    ``prefill_tps``, ``decode_ms``, ``decode_tps``, ``ttft_est_ms``,
     ``prompt_tokens``, ``gen_tokens``, ``total_ms``.
 
-    ``ttft_ms`` (time to first token) = ``prompt_ms`` + one mean decode step
-    (``decode_ms / gen_tokens``): prefill of the whole prompt, then the time of
-    one token's generation step. Model loading is excluded (``load_ms``).
-    ``gen_tokens`` counts decode runs, which is ``n_predict - 1``: the first
-    token comes from the prefill's logits.
+    ``ttft_est_ms`` is an estimate of the time to first token, computed, not
+    measured: ``prompt_ms`` + one mean decode step (``decode_ms / gen_tokens``).
+    Model loading is excluded (``load_ms``). A measured ``ttft_ms`` comes
+    from the streamed kinds below. ``gen_tokens`` counts decode runs, which is
+    ``n_predict - 1``: the first token comes from the prefill's logits.
+
+``serve``, ``conversation``, ``sustained``
+    ``llama-server`` on the device, driven from the host through a forwarded
+    port with streamed completions (see :mod:`melt.frameworks.llamacpp.served`
+    and, for the metrics, :mod:`melt.frameworks.llamacpp.stream_metrics`).
+    The job's output is the client's transcript (JSON), not the server's.
 
 The driver never runs anything: :meth:`LlamaCpp.invocation` returns an
 :class:`~melt.frameworks.base.Invocation` for the runner to execute, and
@@ -38,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from melt.errors import BuildError, ConfigError, JobFailed, UnknownNameError
-from melt.frameworks.base import Build, Invocation, OutputCallback
+from melt.frameworks.base import Build, Invocation, OutputCallback, ServedInvocation
 
 _ParamSpec = tuple[type, Any, Callable[[Any], bool], str]  # type, default, check, rule
 
@@ -74,14 +80,50 @@ PARAMS: dict[str, dict[str, _ParamSpec]] = {
     },
 }
 
-BINARIES: dict[str, tuple[str, ...]] = {"bench": ("llama-bench",), "generate": ("llama-completion",)}
+_SERVER_PARAMS: dict[str, _ParamSpec] = {
+    "threads": (int, None, _at_least(1), "an integer >= 1"),
+    "ctx_size": (int, 4096, _at_least(16), "an integer >= 16"),
+    "n_predict": (int, 64, _at_least(2), "an integer >= 2"),
+    "temperature": (float, 0.0, _at_least(0), "a number >= 0"),
+    "seed": (int, 42, _at_least(0), "an integer >= 0"),
+    "ignore_eos": (bool, False, _ANY, "true or false"),
+    "cache_prompt": (bool, True, _ANY, "true or false"),
+    "startup_timeout_s": (float, 120.0, _at_least(1), "a number of seconds >= 1"),
+    "stall_timeout_s": (float, 60.0, _at_least(0.1), "a number of seconds >= 0.1"),
+    "timeout_s": (float, 1800.0, _at_least(1), "a number of seconds >= 1"),
+}
+PARAMS["serve"] = {
+    **_SERVER_PARAMS,
+    "prompt": (str, "The quick brown fox jumps over the lazy dog.", lambda v: v != "", "non-empty text"),
+    "requests": (int, 3, _at_least(1), "an integer >= 1"),
+    "concurrency": (int, 1, _at_least(1), "an integer >= 1"),
+}
+PARAMS["conversation"] = {
+    **_SERVER_PARAMS,
+    "conversation": (int, None, _at_least(0), "a conversation index >= 0"),
+    "sample": (int, None, _at_least(1), "an integer >= 1"),
+    "turns": (int, None, _at_least(1), "an integer >= 1"),
+}
+PARAMS["sustained"] = {
+    **_SERVER_PARAMS,
+    "n_predict": (int, 128, _at_least(2), "an integer >= 2"),
+    "duration_s": (float, 60.0, _at_least(1), "a number of seconds >= 1"),
+    "window_s": (float, 5.0, _at_least(0.1), "a number of seconds >= 0.1"),
+}
+#: kinds that run llama-server and a host-side client
+SERVED_KINDS = ("serve", "conversation", "sustained")
+
+BINARIES: dict[str, tuple[str, ...]] = {
+    "bench": ("llama-bench",), "generate": ("llama-completion",),
+    **{kind: ("llama-server",) for kind in SERVED_KINDS},
+}
 
 
 class LlamaCpp:
-    """Driver for llama.cpp (``llama-bench`` and ``llama-completion``)."""
+    """Driver for llama.cpp (``llama-bench``, ``llama-completion``, ``llama-server``)."""
 
     name = "llama.cpp"
-    workload_kinds = ("bench", "generate")
+    workload_kinds = ("bench", "generate", *SERVED_KINDS)
 
     # -- building -------------------------------------------------------------
 
@@ -171,6 +213,15 @@ class LlamaCpp:
                 out[key] = value
         if kind == "bench" and not problems and out["n_prompt"] == 0 and out["n_gen"] == 0:
             problems.append("n_prompt, n_gen: at least one must be > 0")
+        if kind == "conversation" and not problems:
+            from melt.prompts import pick_conversations
+
+            if out["conversation"] is None and out["sample"] is None:
+                out["conversation"] = 0
+            try:
+                pick_conversations(index=out["conversation"], sample=out["sample"], seed=out["seed"])
+            except ValueError as exc:
+                problems.append(f"conversation: {exc}")
         if problems:
             raise ConfigError(f"llama.cpp {kind} params", problems)
         return out
@@ -180,6 +231,8 @@ class LlamaCpp:
     ) -> Invocation:
         """The command for one job; ``bin_dir`` and ``model_path`` are device paths."""
         p = self.validate_params(kind, params)
+        if kind in SERVED_KINDS:
+            return self._served_invocation(kind, p, bin_dir=bin_dir, model_path=model_path)
         if kind == "bench":
             argv = [
                 posixpath.join(bin_dir, "llama-bench"),
@@ -218,6 +271,30 @@ class LlamaCpp:
             timeout_s=float(p["timeout_s"]),
         )
 
+    def _served_invocation(self, kind: str, p: Mapping[str, Any], *, bin_dir: str,
+                           model_path: str) -> ServedInvocation:
+        """``llama-server`` on a free loopback port of the device, and the host client for ``kind``."""
+        from melt.frameworks.llamacpp.served import run_client
+
+        slots = p["concurrency"] if kind == "serve" else 1
+        argv = [
+            posixpath.join(bin_dir, "llama-server"),
+            "-m", model_path,
+            "--host", "127.0.0.1",
+            "--port", "0",  # the server picks a free port and prints it
+            "-c", str(p["ctx_size"] * slots),  # the context is shared by the slots
+            "-np", str(slots),
+            "--no-webui",
+        ]
+        if p["threads"] is not None:
+            argv += ["-t", str(p["threads"])]
+        return ServedInvocation(
+            argv=tuple(argv),
+            env={"LD_LIBRARY_PATH": bin_dir},
+            timeout_s=float(p["timeout_s"]),
+            client=partial(run_client, kind, dict(p)),
+        )
+
     def phased_invocations(
         self, kind: str, params: Mapping[str, Any], *, bin_dir: str, model_path: str
     ) -> list[tuple[str, Invocation]]:
@@ -252,6 +329,8 @@ class LlamaCpp:
         """
         p = self.validate_params(kind, params)
         tool = BINARIES[kind][0]
+        if kind in SERVED_KINDS:
+            return _served_metrics(p, stdout)
         if returncode != 0:
             raise JobFailed(f"{tool} {_exit_text(returncode)}: {_cause_line(stderr, stdout)}")
         if kind == "bench":
@@ -314,11 +393,25 @@ def _generate_metrics(stdout: str, stderr: str) -> dict[str, float]:
         "prefill_tps": _positive(prefill_tps, "prefill tokens/s"),
         "decode_ms": decode_ms,
         "decode_tps": _positive(decode_tps, "decode tokens/s"),
-        "ttft_ms": prompt_ms + decode_ms / gen_tokens,
+        "ttft_est_ms": prompt_ms + decode_ms / gen_tokens,
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
         "total_ms": _positive(t["total_ms"], "total time"),
     }
+
+
+def _served_metrics(p: Mapping[str, Any], stdout: str) -> dict[str, float]:
+    import json
+
+    from melt.frameworks.llamacpp.stream_metrics import stream_metrics
+
+    try:
+        transcript = json.loads(stdout)
+    except ValueError:
+        raise JobFailed(f"no client transcript in the output: {_last_line(stdout)}") from None
+    if not isinstance(transcript, dict):
+        raise JobFailed("the client transcript is not a JSON object")
+    return stream_metrics(transcript)
 
 
 def _positive(value: Any, what: str) -> float:
@@ -336,6 +429,8 @@ def _non_negative(value: Any, what: str) -> float:
 
 
 def _coerce(value: Any, typ: type) -> Any:
+    if typ is bool:
+        return value if isinstance(value, bool) else None
     if isinstance(value, bool):
         return None
     if typ is str:
