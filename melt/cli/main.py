@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "report": "melt.cli.report_cmd:report",
     "compare": "melt.cli.compare_cmd:compare",
     "history": "melt.cli.compare_cmd:history",
+    "farm": "melt.cli.farm_cmd:farm",
 }
 
 

@@ -13,22 +13,27 @@ from melt.errors import JobsFailed
 
 
 class ProgressEvents:
-    """Shows a rich progress bar for the jobs of a run, on stderr."""
+    """One combined Rich progress display on stderr: all jobs, and a row per device.
+
+    Every string that comes from the user (device and workload names, failure
+    reasons) is shown as text, never as Rich markup.
+    """
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = stderr_console()
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[job]}"),
+            TextColumn("{task.fields[job]}", markup=False),
             console=self.console,
             transient=False,
         )
         self.task = None
+        self.devices: dict[str, Any] = {}
         self.transfers: dict[str, Any] = {}
         self.failed = 0
         self.started = False
@@ -38,13 +43,25 @@ class ProgressEvents:
             self.progress.start()
             self.started = True
 
+    def _print(self, *parts: tuple[str, str]) -> None:
+        from rich.text import Text
+
+        self.progress.console.print(Text.assemble(*parts), soft_wrap=True)
+
     def stage(self, message: str) -> None:
-        self.console.print(f"[dim]… {message}[/dim]")
+        self._print(("… " + message, "dim"))
 
     def run_started(self, run_id: str, total: int, done: int) -> None:
-        self.console.print(f"run [bold]{run_id}[/bold]: {total} jobs, {done} already done")
+        self._print(("run ", ""), (run_id, "bold"), (f": {total} jobs, {done} already done", ""))
         self._start()
-        self.task = self.progress.add_task("jobs", total=total, completed=done, job="")
+        self.task = self.progress.add_task("all jobs", total=total, completed=done, job="")
+
+    def plan(self, per_device: dict[str, tuple[int, int]]) -> None:
+        """Jobs per device (total, already done): one row each when there are several."""
+        if len(per_device) < 2:
+            return
+        for name, (total, done) in per_device.items():
+            self.devices[name] = self.progress.add_task(f"  {name}", total=total, completed=done, job="")
 
     def transfer(self, name: str, done: int, total: int) -> None:
         """Progress of a push to a device (large models take a while)."""
@@ -57,27 +74,48 @@ class ProgressEvents:
         self.progress.update(task, completed=done)
 
     def job_started(self, job: Any, warmup: bool) -> None:
-        label = f"{job.device} {job.workload} #{job.repetition}" + (" (warm-up)" if warmup else "")
-        self.progress.update(self.task, job=label)
+        label = f"{job.workload} #{job.repetition}" + (" (warm-up)" if warmup else "")
+        row = self.devices.get(job.device)
+        if row is not None:
+            self.progress.update(row, job=label)
+        else:
+            self.progress.update(self.task, job=f"{job.device} {label}")
 
     def job_finished(self, job: Any, record: dict) -> None:
         if record["status"] != "ok":
             self.failed += 1
-            self.progress.console.print(
-                f"[red]failed[/red] {job.device} {job.workload} #{job.repetition}: {record['reason']}"
-            )
+            self._print(("failed", "red"), (f" {job.device} {job.workload} #{job.repetition}: "
+                                            f"{record['reason']}", ""))
         self.progress.advance(self.task)
+        row = self.devices.get(job.device)
+        if row is not None:
+            self.progress.advance(row)
+            self.progress.update(row, job="")
 
     def close(self) -> None:
         if self.started:
             self.progress.stop()
 
 
+def _check_experiment(path: Path) -> None:
+    """Names that only analysis knows: an unknown ``adaptive.metric`` would never narrow."""
+    from melt.analysis.metrics import is_known_metric, known_metric_names
+    from melt.config.loader import load_experiment
+    from melt.errors import UnknownNameError
+
+    spec = load_experiment(path)
+    if spec.adaptive is not None and not is_known_metric(spec.adaptive.metric):
+        raise UnknownNameError("adaptive.metric", spec.adaptive.metric, known_metric_names())
+
+
 @click.command()
 @click.argument("experiment", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--resume", "resume", metavar="RUN_ID", help="Finish the missing and failed jobs of an earlier run.")
+@click.option("--farm", "farm", metavar="URL", default=None,
+              help="Run on a device farm through this Redis broker (redis://[:PASSWORD@]HOST:6379/0): "
+                   "each job goes to its device's queue, records come back here.")
 @results_option
-def run(experiment: Path | None, resume: str | None, results_dir: Path | None) -> None:
+def run(experiment: Path | None, resume: str | None, farm: str | None, results_dir: Path | None) -> None:
     """Run EXPERIMENT (a YAML file) and store every job under the results folder.
 
     \b
@@ -87,9 +125,15 @@ def run(experiment: Path | None, resume: str | None, results_dir: Path | None) -
     finishes only what is missing.
 
     \b
+    Jobs of different devices run in parallel (one at a time per device).
+    With --farm, every job goes to the Celery worker that serves its device
+    (see `melt farm`); its record is stored here as a local run stores it.
+
+    \b
     Examples:
       melt run experiments/quickstart.yaml
       melt run --resume 20261122-193000-a1b2
+      melt run experiments/sweep.yaml --farm redis://farm-host:6379/0
 
     Prints the run id on stdout when done. Exit codes: 0 every job ok,
     3 the run finished but some jobs failed (their reasons are stored),
@@ -99,18 +143,28 @@ def run(experiment: Path | None, resume: str | None, results_dir: Path | None) -
 
     if (experiment is None) == (resume is None):
         raise click.UsageError("give an EXPERIMENT file or --resume RUN_ID (one of them)")
+    if experiment is not None:
+        _check_experiment(experiment)
+    pool = None
+    if farm:
+        from melt.farm.app import hide_password_in_title
+        from melt.farm.submit import FarmPool
+
+        hide_password_in_title()
+        pool = FarmPool(farm)
     events = ProgressEvents()
     try:
         if resume:
-            result = resume_run(resume, results_dir=results_path(results_dir), events=events)
+            result = resume_run(resume, results_dir=results_path(results_dir), events=events, pool=pool)
         else:
-            result = run_experiment(experiment, results_dir=results_path(results_dir), events=events)
+            result = run_experiment(experiment, results_dir=results_path(results_dir), events=events,
+                                    pool=pool)
     finally:
         events.close()
     jobs = result.jobs()
     ok = sum(1 for j in jobs if j["status"] == "ok")
     where = f" --results {shlex.quote(str(results_dir))}" if results_dir is not None else ""
-    events.console.print(f"{ok}/{len(jobs)} jobs ok, results in [bold]{result.dir}[/bold]")
+    events.console.print(f"{ok}/{len(jobs)} jobs ok, results in {result.dir}", soft_wrap=True)
     events.console.print(f"see: melt results show {result.run_id}{where}", soft_wrap=True)
     click.echo(result.run_id)
     if ok < len(jobs):

@@ -11,6 +11,7 @@ Specs are frozen pydantic models: once loaded nothing deeper re-checks them.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -26,6 +27,28 @@ from pydantic import (
 )
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+# Device paths reach the device's shell (sampled files are word-split there):
+# absolute, and only the characters sysfs names use; globs add * ? [ ] !.
+_PATH_CHARS = re.compile(r"/[A-Za-z0-9_.,:+@%=/-]*")
+_GLOB_CHARS = re.compile(r"/[A-Za-z0-9_.,:+@%=/*?\[\]!-]*")
+
+
+def _device_path(v: str) -> str:
+    if not _PATH_CHARS.fullmatch(v) or "/../" in v + "/":
+        raise ValueError(f"{v!r} is not an absolute device path of letters, digits and ._,:+@%=-")
+    return v
+
+
+def _device_glob(v: str) -> str:
+    if not _GLOB_CHARS.fullmatch(v) or "/../" in v + "/":
+        raise ValueError(f"{v!r} is not an absolute device path pattern (letters, digits, "
+                         "._,:+@%=- and the glob characters * ? [ ] !)")
+    return v
+
+
+DevicePath = Annotated[str, AfterValidator(_device_path)]
+DeviceGlob = Annotated[str, AfterValidator(_device_glob)]
 
 
 class Spec(BaseModel):
@@ -45,6 +68,14 @@ class AdbSpec(Spec):
     reconnect_timeout_s: PositiveFloat = Field(
         20.0, description="how long to wait for a device that dropped off to come back"
     )
+
+
+class IosSpec(Spec):
+    """An iPhone: which one, and melt's benchmark host app on it."""
+
+    udid: str | None = Field(None, description="the phone's UDID; default: the only iPhone attached")
+    bundle_id: NonEmptyStr = Field("org.melt.bench", description="bundle id of melt's benchmark host app")
+    app: str | None = Field(None, description="the built app (.app folder or .ipa) to install before a run")
 
 
 class JumpSpec(Spec):
@@ -87,10 +118,17 @@ class SshSpec(Spec):
 class BatterySpec(Spec):
     """Fuel gauge files and their units (vendors differ)."""
 
-    dir: str = "/sys/class/power_supply/battery"
-    current_unit: Literal["uA", "mA"] = "uA"
+    dir: DevicePath = "/sys/class/power_supply/battery"
+    current_unit: Literal["uA", "mA", "auto"] = Field(
+        "auto", description="unit of current_now; auto: read from its magnitude when melt connects")
     current_sign: Literal["positive-discharging", "negative-discharging"] = "negative-discharging"
     voltage_unit: Literal["uV", "mV"] = "uV"
+    update_period_s: PositiveFloat | None = Field(
+        None, description="how often the gauge refreshes; default: measured from the trace")
+    averaging_s: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="window current_now is averaged over (0: instantaneous)")
+    gain_error_pct: Annotated[float, Field(ge=0, le=50)] = Field(
+        1.0, description="the gauge's accuracy: a bound on its gain error (percent)")
 
 
 class RailSpec(Spec):
@@ -101,11 +139,11 @@ class RailSpec(Spec):
     """
 
     name: NonEmptyStr
-    power_file: str | None = Field(None, description="file holding the rail's instantaneous power")
+    power_file: DevicePath | None = Field(None, description="file holding the rail's instantaneous power")
     unit: Literal["uW", "mW", "W"] = "mW"
-    voltage_file: str | None = Field(None, description="bus voltage file (hwmon inN_input)")
+    voltage_file: DevicePath | None = Field(None, description="bus voltage file (hwmon inN_input)")
     voltage_unit: Literal["uV", "mV", "V"] = "mV"
-    current_file: str | None = Field(None, description="current file (hwmon currN_input)")
+    current_file: DevicePath | None = Field(None, description="current file (hwmon currN_input)")
     current_unit: Literal["uA", "mA", "A"] = "mA"
     total: bool = Field(
         False, description="counts into the device's power (power_w): the input rail, or each "
@@ -133,9 +171,12 @@ class TelemetrySpec(Spec):
         2.0, description="idle baseline sampled before each job (seconds; 0 skips it)"
     )
     battery: BatterySpec | None = None
+    tail_s: Annotated[float, Field(ge=0, le=120)] | None = Field(
+        None, description="keep sampling this long after the last phase (default: one refresh and "
+                          "averaging window of a battery with a declared update_period_s, else 0)")
     thermal_zones: list[str] | Literal["all"] = "all"
-    thermal_dir: str = "/sys/class/thermal"
-    cpufreq_glob: str = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"
+    thermal_dir: DevicePath = "/sys/class/thermal"
+    cpufreq_glob: DeviceGlob = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"
     cooling_devices: bool = Field(True, description="sample thermal cooling-device states (throttling)")
     skin_zone: str | None = Field(None, description="thermal zone type used for cool-down and temp_* metrics")
     rails: list[RailSpec] = Field(default_factory=list)
@@ -182,7 +223,7 @@ class DeviceSpec(Spec):
     """One device: what it is and how melt reaches it."""
 
     name: NonEmptyStr
-    kind: Literal["local", "android", "linux", "jetson"]
+    kind: Literal["local", "android", "linux", "jetson", "ios"]
     description: str = ""
     workdir: str | None = Field(None, description="where binaries, models and job files go on the device")
     build_profile: str = Field(
@@ -190,6 +231,7 @@ class DeviceSpec(Spec):
                             "device's kind and CPU ABI (ro.product.cpu.abi on a phone)")
     adb: AdbSpec | None = None
     ssh: SshSpec | None = None
+    ios: IosSpec | None = Field(None, description="kind ios: the iPhone and melt's app on it")
     telemetry: TelemetrySpec = TelemetrySpec()
     cooldown: CooldownSpec | None = None
     state: StateSpec = StateSpec()
@@ -372,6 +414,15 @@ class ExperimentSpec(Spec):
     rerun_throttled: Annotated[int, Field(ge=0)] = Field(
         0, description="measure a job again (up to this many times) when it throttled"
     )
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, v: list) -> list:
+        names = [m.name for m in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique (results are kept by name): {', '.join(dupes)}")
+        return v
 
     @field_validator("workloads")
     @classmethod

@@ -1,0 +1,119 @@
+"""``melt farm``: serve devices to a farm, and see what the farm is doing."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from melt.cli.common import echo_json, json_option, stderr_console
+
+BROKER_HELP = "Redis broker, redis://[:PASSWORD@]HOST:6379/0 (or $MELT_FARM_BROKER)."
+
+
+@click.group()
+def farm() -> None:
+    """Run devices of many hosts as one farm (Celery workers, Redis broker).
+
+    \b
+    On each host with devices attached:
+      melt farm worker --broker redis://HOST:6379/0 --device pixel8 --device orin
+    From anywhere:
+      melt run experiments/sweep.yaml --farm redis://HOST:6379/0
+      melt farm status --broker redis://HOST:6379/0
+    """
+
+
+@farm.command()
+@click.option("--broker", envvar="MELT_FARM_BROKER", required=True, metavar="URL", help=BROKER_HELP)
+@click.option("--device", "devices", multiple=True, required=True, metavar="NAME",
+              help="A device attached to this host (repeat for more); its config is CONFIGS/NAME.yaml.")
+@click.option("--configs", type=click.Path(file_okay=False, path_type=Path), default=Path("device_configs"),
+              show_default=True, help="Folder of device configs.")
+@click.option("--interval", type=click.FloatRange(0.5), default=5.0, show_default=True,
+              help="Seconds between health probes of each device.")
+@click.option("--visibility-timeout", type=click.FloatRange(60), default=None, metavar="S",
+              help="Seconds a job's message stays reserved before Redis delivers it again "
+                   "(keep it above the longest job; default 6 h).")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write each device worker's Celery log to LOG_DIR/NAME.log.")
+def worker(broker: str, devices: tuple[str, ...], configs: Path, interval: float,
+           visibility_timeout: float | None, log_dir: Path | None) -> None:
+    """Serve this host's DEVICES to the farm until stopped (Ctrl-C or SIGTERM).
+
+    \b
+    One Celery worker process per device consumes only that device's queue
+    (device.NAME): one job at a time, acknowledged after it ends, given
+    back to the queue if its process dies. Each device is probed every
+    --interval seconds and advertised with its health; a device that stops
+    answering stops taking jobs, and takes them again when it is back.
+    """
+    from melt.config.loader import read_yaml, validate
+    from melt.config.specs import DeviceSpec
+    from melt.farm.app import VISIBILITY_TIMEOUT_S, ping, safe_url
+    from melt.farm.supervisor import DeviceSlot, Supervisor
+    from melt.errors import ConfigError
+    from melt.farm.app import hide_password_in_title
+
+    hide_password_in_title()
+    slots = []
+    for name in dict.fromkeys(devices):
+        path = configs / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(str(path), [f"no config for device {name!r} in {configs}/"])
+        spec = validate(DeviceSpec, read_yaml(path), str(path))
+        if spec.name != name:
+            raise ConfigError(str(path), [f"name: is {spec.name!r}, expected {name!r} (the file's name)"])
+        slots.append(DeviceSlot(name, path.resolve(), spec))
+    ping(broker)
+    console = stderr_console()
+
+    def log(message: str) -> None:
+        from rich.text import Text
+
+        console.print(Text(message), soft_wrap=True)
+
+    sup = Supervisor(broker, slots, interval_s=interval,
+                     visibility_timeout_s=visibility_timeout or VISIBILITY_TIMEOUT_S, log=log, log_dir=log_dir)
+    signal.signal(signal.SIGTERM, lambda *_: sup.stop.set())
+    log(f"serving {', '.join(s.name for s in slots)} to {safe_url(broker)}")
+    try:
+        sup.run()
+    except KeyboardInterrupt:
+        sup.stop.set()
+    log("stopped")
+
+
+@farm.command()
+@click.option("--broker", envvar="MELT_FARM_BROKER", required=True, metavar="URL", help=BROKER_HELP)
+@json_option
+def status(broker: str, as_json: bool) -> None:
+    """List the farm's devices: host, health, queued jobs, the job running now."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from melt.farm.app import hide_password_in_title, ping, redis_client
+    from melt.farm.registry import farm_status
+
+    hide_password_in_title()
+    ping(broker)
+    entries = farm_status(redis_client(broker))
+    if as_json:
+        echo_json([e.as_dict() for e in entries])
+        return
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not entries:
+        console.print("no devices are advertised and no device queue holds jobs")
+        return
+    table = Table("device", "host", "health", "queued", "running", "battery", "temp", "detail")
+    for e in entries:
+        running = f"{e.running['job_id']} (pid {e.running.get('pid')})" if e.running else "-"
+        bat = e.info.get("battery_pct")
+        temp = e.info.get("temp_c")
+        table.add_row(Text(e.device), Text(e.host), Text(e.health), str(e.queued), Text(running),
+                      f"{bat:.0f}%" if isinstance(bat, (int, float)) else "-",
+                      f"{temp:.1f} °C" if isinstance(temp, (int, float)) else "-", Text(e.detail))
+    console.print(table)

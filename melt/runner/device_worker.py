@@ -1,0 +1,384 @@
+"""One device's worker: ``DeviceWorker(...).execute(job) -> record``.
+
+This is the function every executor calls, the local one (a thread per
+device) and the farm's Celery task alike, so a job means the same thing
+wherever it runs. A worker opens its device once, applies the device state
+its config asks for (restored by :meth:`DeviceWorker.close`), builds and
+stages each framework on first use (builds shared through a
+:class:`BuildCache`, so two devices wanting the same build wait for one),
+runs the warm-ups of a cell before its first measured job, and returns the
+job's record with its files under ``"_files"``. It stores nothing itself:
+the caller saves the record.
+
+A failure becomes a failed record with its reason; only a device that went
+away (``TransportError``) also marks the worker ``broken``, and every later
+job on it fails fast with the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import platform
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from melt import __version__
+from melt.config.specs import DeviceSpec, ExperimentSpec
+from melt.devices.base import Device
+from melt.errors import BuildError, JobFailed, MeltError, TransportError
+from melt.runner.execute import Executor, PlainExecutor
+from melt.runner.matrix import Job
+from melt.runner.models import ResolvedModel
+from melt.store.runs import utc_now
+
+
+class JobEvents(Protocol):
+    """What a worker tells a user interface (called from the worker's thread)."""
+
+    def stage(self, message: str) -> None: ...
+    def job_started(self, job: Job, warmup: bool) -> None: ...
+
+
+class _Quiet:
+    def stage(self, message: str) -> None:
+        pass
+
+    def job_started(self, job: Job, warmup: bool) -> None:
+        pass
+
+
+def host_properties() -> dict[str, Any]:
+    u = platform.uname()
+    return {"hostname": u.node, "os": f"{u.system} {u.release}", "machine": u.machine,
+            "python": platform.python_version(), "melt_version": __version__}
+
+
+class BuildCache:
+    """Framework builds shared by the workers of one process: each built once.
+
+    The build itself is cached on disk across processes; this keeps two
+    threads from building (or checking) the same key at the same time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple, tuple[threading.Lock, list]] = {}
+
+    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            lock, slot = self._entries.setdefault(key, (threading.Lock(), []))
+        with lock:
+            if not slot:
+                slot.append(make())
+            return slot[0]
+
+
+@dataclass
+class Prepared:
+    """A framework built and staged on the worker's device."""
+
+    framework: Any  # melt.frameworks.base.Framework
+    bin_dir: str
+    build_provenance: dict[str, Any]
+    models: dict[str, str]  # model name -> path on the device
+    emulated: bool = False  # its code runs under an instruction-set emulator (qemu-user)
+
+
+class DeviceWorker:
+    """Runs jobs on one device, one at a time (see the module doc).
+
+    ``on_staging(info)`` hears what each staging pushed (bytes), for the run
+    manifest. ``executor`` overrides the per-device choice (telemetry where
+    the device config enables it, else plain).
+    """
+
+    def __init__(self, spec: DeviceSpec, experiment: ExperimentSpec, models: dict[str, ResolvedModel],
+                 base_dir: Path, *, builds: BuildCache | None = None, events: JobEvents | None = None,
+                 executor: Executor | None = None,
+                 on_staging: Callable[[dict[str, Any]], None] | None = None):
+        self.spec = spec
+        self.experiment = experiment
+        self.models = models
+        self.base_dir = base_dir
+        self.builds = builds or BuildCache()
+        self.events = events or _Quiet()
+        self.on_staging = on_staging
+        self._executor = executor
+        self._device: Device | None = None
+        self._state: Any = None  # DeviceState, entered
+        self._state_dict: list[dict[str, Any]] = []
+        self._prepared: dict[tuple, Prepared | MeltError] = {}
+        self._warm: set[str] = set()
+        self.broken: str | None = None  # why the device is unusable, once it went away
+
+    # ---------------------------------------------------------------- the seam
+
+    def execute(self, job: Job) -> dict[str, Any]:
+        """Run ``job`` (warm-ups first for a new cell) and return its record.
+
+        The record carries its files (raw output, traces) under ``"_files"``.
+        Never raises for a job's failure: that is a failed record.
+        """
+        if self.broken:
+            return self.failed_record(job, self.broken)
+        try:
+            prepared = self._prepare(job)
+            if isinstance(prepared, MeltError):
+                return self.failed_record(job, str(prepared))
+            executor = self._executor_for()
+            if job.cell_id not in self._warm:
+                self._warm.add(job.cell_id)
+                for _ in range(self.experiment.warmup):
+                    self.events.job_started(job, True)
+                    try:  # warm-ups skip telemetry, cool-down and the idle baseline
+                        self._measure(prepared, job, PlainExecutor())
+                    except TransportError:
+                        raise
+                    except MeltError:  # the counted run will say what is wrong
+                        break
+            for attempt in range(self.experiment.rerun_throttled + 1):
+                record = self._attempt(prepared, job, executor, attempt)
+                if not (record["metrics"].get("throttled") and attempt < self.experiment.rerun_throttled):
+                    break
+            return record
+        except TransportError as exc:
+            reason = f"device {self.spec.name} unavailable: {exc}"
+            if not self._reconnected():  # the next jobs go on once it is back
+                self.broken = reason
+                self._drop_device()
+            return self.failed_record(job, reason)
+
+    def failed_record(self, job: Job, reason: str) -> dict[str, Any]:
+        """The record of a job that could not run at all."""
+        record = self._record(job, status="failed", reason=reason)
+        record["_files"] = {}
+        return record
+
+    def close(self) -> None:
+        """Restore the device state and release the device (errors are swallowed)."""
+        state, self._state = self._state, None
+        if state is not None:
+            with contextlib.suppress(Exception):
+                state.__exit__(None, None, None)
+        if self._device is not None:
+            with contextlib.suppress(Exception):
+                self._device.close()
+            self._device = None
+
+    def __enter__(self) -> "DeviceWorker":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- preparing
+
+    def _executor_for(self) -> Executor:
+        if self._executor is None:
+            if self.spec.telemetry.enabled:
+                from melt.runner.telemetry_executor import TelemetryExecutor
+
+                self._executor = TelemetryExecutor()
+            else:
+                self._executor = PlainExecutor()
+        return self._executor
+
+    def _open(self) -> Device:
+        """The device, opened and in the state its config asks for."""
+        if self._device is None:
+            from melt.devices.registry import open_device
+            from melt.devices.state import DeviceState, restore_journal
+            from melt.store.paths import cache_dir
+
+            self.events.stage(f"connecting to {self.spec.name}")
+            device = open_device(self.spec)
+            if hasattr(device, "on_push") and hasattr(self.events, "transfer"):
+                device.on_push = self.events.transfer  # type: ignore[attr-defined]
+            journal = cache_dir() / "state" / f"{self.spec.name}.json"
+            try:
+                restore_journal(device.transport, journal)  # left changed by a killed melt
+                state = DeviceState(device.transport, self.spec.state, journal=journal)
+                state.__enter__()
+            except BaseException:
+                device.close()
+                raise
+            self._device, self._state = device, state
+            self._state_dict = state.as_dict()
+            for rep in state.reports:
+                if rep.warning:  # e.g. a charger nothing on the device can cut
+                    self.events.stage(f"warning: {self.spec.name}: {rep.warning}")
+        return self._device
+
+    def _reconnected(self) -> bool:
+        """Whether a device that dropped off answers again (devices that can reconnect try)."""
+        reconnect = getattr(self._device, "reconnect", None)
+        if not callable(reconnect):
+            return False
+        try:
+            reconnect()
+            return True
+        except TransportError:
+            return False
+
+    def _drop_device(self) -> None:
+        self.close()
+        self._prepared.clear()
+
+    def _prepare(self, job: Job) -> Prepared | MeltError:
+        """Build and stage ``job``'s framework and model (once per framework and model)."""
+        fw_ref = job.framework
+        key = (fw_ref.name, fw_ref.source, fw_ref.profile, fw_ref.binaries)
+        cached = self._prepared.get(key)
+        if isinstance(cached, MeltError):
+            return cached
+        try:
+            if cached is None:
+                cached = self._prepared[key] = self._build_and_stage(fw_ref, job)
+            if job.model.name not in cached.models:
+                device = self._open()
+                cached.models[job.model.name] = device.stage(self.models[job.model.name].path,
+                                                             category="models")
+            return cached
+        except TransportError:
+            raise
+        except MeltError as exc:
+            self._prepared[key] = exc
+            return exc
+
+    def _build(self, fw_ref: Any, abi: str | None) -> tuple[Any, Any, str]:
+        """(framework, build, label): prebuilt binaries, or the build for the device's profile."""
+        from melt.frameworks.registry import get_framework
+
+        framework = get_framework(fw_ref.name)
+        if fw_ref.binaries:
+            folder = Path(fw_ref.binaries).expanduser()
+            folder = folder if folder.is_absolute() else self.base_dir / folder
+            build = self.builds.get(("prebuilt", fw_ref.name, str(folder)), lambda: framework.prebuilt(folder))
+            return framework, build, f"prebuilt ({build.bin_dir})"
+        profile = fw_ref.profile or self.spec.build_profile
+        if profile == "auto":  # as for a real device: by its kind and CPU ABI
+            pick = getattr(framework, "auto_profile", None)
+            profile = pick(self.spec.kind, abi) if pick else "host"
+
+        def make() -> Any:
+            self.events.stage(f"building {framework.name} ({profile})")
+            return framework.build(profile, source=fw_ref.source)
+
+        return framework, self.builds.get(("build", fw_ref.name, fw_ref.source, profile), make), f"'{profile}'"
+
+    def _build_and_stage(self, fw_ref: Any, job: Job) -> Prepared:
+        from melt.devices.abi import check_binaries
+
+        device = self._open()
+        abi = device.abi()
+        framework, build, label = self._build(fw_ref, abi)
+        kinds = sorted({w.kind for w in self.experiment.workloads})
+        names = sorted({b for k in kinds for b in framework.binaries_for(k)})
+        missing = [n for n in names if n not in build.binaries]
+        if missing:
+            raise BuildError(f"{framework.name}: no {', '.join(missing)} in {build.bin_dir}")
+        if abi:  # refuse code the device cannot run before pushing anything
+            check_binaries({n: build.binaries[n] for n in names}, abi, device=self.spec.name, build=label)
+        self.events.stage(f"staging binaries and models on {self.spec.name}")
+        key = Path(build.dir).name
+        before = getattr(device, "bytes_pushed", 0)
+        staged = [device.stage(build.binaries[n], category=f"bin/{key}") for n in names]
+        bin_dir = str(Path(staged[0]).parent) if staged else str(build.bin_dir)
+        models = {job.model.name: device.stage(self.models[job.model.name].path, category="models")}
+        if self.on_staging is not None:
+            self.on_staging({"device": self.spec.name, "framework": framework.name,
+                             "bytes_pushed": getattr(device, "bytes_pushed", 0) - before, "at": utc_now()})
+        emulated = bool(device.properties().get("emulated"))
+        return Prepared(framework, bin_dir, dict(build.provenance), models, emulated=emulated)
+
+    # ---------------------------------------------------------------- one job
+
+    def _measure(self, prepared: Prepared, job: Job, executor: Executor):
+        """Run ``job`` once; returns (what ran, as a command line; its env; the execution)."""
+        device = self._open()
+        kw = {"bin_dir": prepared.bin_dir, "model_path": prepared.models[job.model.name]}
+        cap = self.experiment.timeout_s
+        if isinstance(executor, PlainExecutor) or not hasattr(prepared.framework, "phased_invocations"):
+            inv = prepared.framework.invocation(job.kind, job.params, **kw)
+            inv = dataclasses.replace(inv, timeout_s=min(inv.timeout_s, cap))
+            return shlex.join(inv.argv), dict(inv.env), executor.execute(device, inv)
+        steps = [(phase, dataclasses.replace(inv, timeout_s=min(inv.timeout_s, cap)))
+                 for phase, inv in prepared.framework.phased_invocations(job.kind, job.params, **kw)]
+        command = " ; ".join(shlex.join(inv.argv) for _, inv in steps)
+        what = steps[0][1] if [p for p, _ in steps] == ["run"] else steps
+        return command, dict(steps[0][1].env), executor.execute(device, what)
+
+    def _attempt(self, prepared: Prepared, job: Job, executor: Executor, attempt: int) -> dict[str, Any]:
+        self.events.job_started(job, False)
+        started = utc_now()
+        device = self._open()
+        provenance: dict[str, Any] = {
+            "melt_version": __version__,
+            "framework_build": prepared.build_provenance,
+            "device": device.properties(),
+            "model": self.models[job.model.name].provenance(),
+            "host": host_properties(),
+            "device_state": self._state_dict,
+            "attempt": attempt,
+        }
+        extra: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
+        metrics: dict[str, Any] = {}
+        status, reason = "ok", None
+        try:
+            command, env, execution = self._measure(prepared, job, executor)
+            provenance["command"], provenance["env"] = command, env
+            for key in ("phases", "throttled_intervals", "metrics_missing", "turns",
+                        "conversation_totals", "series"):
+                if key in execution.provenance:
+                    extra[key] = execution.provenance.pop(key)
+            provenance.update(execution.provenance)
+            files = {"stdout.txt": execution.stdout.encode(), "stderr.txt": execution.stderr.encode(),
+                     **execution.files}
+            metrics = dict(prepared.framework.parse_metrics(
+                job.kind, job.params, execution.stdout, execution.stderr, execution.returncode))
+            # the framework's own numbers win: telemetry only adds what it cannot see
+            metrics.update({k: v for k, v in execution.metrics.items() if k not in metrics})
+            metrics.setdefault("wall_s", round(execution.duration_s, 6))
+        except JobFailed as exc:
+            status, reason = "failed", exc.reason
+        except TransportError:
+            raise
+        except MeltError as exc:
+            status, reason = "failed", str(exc)
+        record = self._record(job, status=status, reason=reason, metrics=metrics,
+                              provenance=provenance, started=started, emulated=prepared.emulated)
+        # the device itself says so too (a virtual phone's ro.melt.virtual), not only its config
+        record["simulated"] = bool(record["simulated"] or (provenance.get("device") or {}).get("simulated"))
+        if prepared.build_provenance.get("stand_in"):  # a stand-in framework's numbers are not its own
+            record["simulated"] = record["stand_in"] = True
+        record.update(extra)
+        record["_files"] = files
+        return record
+
+    def _record(self, job: Job, *, status: str, reason: str | None, metrics: dict | None = None,
+                provenance: dict | None = None, started: str | None = None,
+                emulated: bool = False) -> dict[str, Any]:
+        return {
+            "job_id": job.job_id,
+            "cell_id": job.cell_id,
+            "status": status,
+            "reason": reason,
+            "device": job.device,
+            "framework": job.framework.name,
+            "model": job.model.name,
+            "workload": job.workload,
+            "kind": job.kind,
+            "params": job.params,
+            "repetition": job.repetition,
+            "simulated": self.spec.simulated,
+            "emulated": emulated,
+            "started_at": started or utc_now(),
+            "finished_at": utc_now(),
+            "metrics": metrics or {},
+            "provenance": provenance or {"model": self.models[job.model.name].provenance()},
+        }

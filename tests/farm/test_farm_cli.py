@@ -1,0 +1,94 @@
+"""Farm commands on bad input, and the pieces that need no device."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from melt.farm.app import safe_url
+from melt.farm.task import pack_files, unpack_files
+from melt.virtual.testing import free_port
+from tests.farm.conftest import PASSWORD
+from tests.helpers import melt
+
+EXPERIMENT = """
+name: farm-cli
+devices: [{device}]
+models: [{{name: tiny, tiny_seed: 1}}]
+workloads: [{{name: g, kind: generate, prompt: hi, n_predict: 2}}]
+repetitions: 1
+"""
+
+
+def test_safe_url_hides_passwords_only():
+    assert safe_url(f"redis://:{PASSWORD}@host:6379/0") == "redis://:***@host:6379/0"
+    assert safe_url(f"rediss://user:{PASSWORD}@host/1") == "rediss://user:***@host/1"
+    assert safe_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_files_travel_compressed_and_come_back_identical():
+    files = {"stdout.txt": b"tokens " * 1000, "trace.parquet": bytes(range(256)) * 10}
+    packed = pack_files(files)
+    assert len(packed["stdout.txt"]) < 200  # compressed
+    assert unpack_files(json.loads(json.dumps(packed))) == files
+
+
+def test_bad_broker_urls_are_one_line_errors_without_the_password(tmp_path):
+    exp = tmp_path / "e.yaml"
+    exp.write_text(EXPERIMENT.format(device="phone-a"))
+    out = melt("run", str(exp), "--farm", f"http://:{PASSWORD}@host/0", "--results", str(tmp_path / "r"))
+    assert out.returncode == 1 and "expected redis://" in out.stderr
+    assert PASSWORD not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    dead = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
+    out = melt("run", str(exp), "--farm", dead, "--results", str(tmp_path / "r"))
+    assert out.returncode == 1 and "unreachable" in out.stderr and "redis://:***@127.0.0.1" in out.stderr
+    assert PASSWORD not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").glob("*/manifest.json"))
+
+
+def test_a_farm_run_names_devices_not_files(tmp_path):
+    exp = tmp_path / "e.yaml"
+    exp.write_text(EXPERIMENT.format(device="configs/phone.yaml"))
+    out = melt("run", str(exp), "--farm", "redis://127.0.0.1:1/0", "--results", str(tmp_path / "r"))
+    assert out.returncode == 1
+    assert "devices[0]: a farm run names devices" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_worker_with_an_unknown_device_is_one_line(tmp_path):
+    (tmp_path / "configs").mkdir()
+    out = melt("farm", "worker", "--broker", "redis://127.0.0.1:1/0", "--device", "nope",
+               "--configs", str(tmp_path / "configs"))
+    assert out.returncode == 1 and "no config for device 'nope'" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_status_of_an_empty_farm(redis_url):
+    out = melt("farm", "status", "--broker", redis_url)
+    assert out.returncode == 0, out.stderr
+    assert "no devices are advertised" in out.stdout
+    out = melt("farm", "status", "--broker", redis_url, "--json")
+    assert json.loads(out.stdout) == []
+
+
+@pytest.mark.parametrize("args", [["farm", "--help"], ["farm", "worker", "--help"], ["farm", "status", "--help"]])
+def test_help(args):
+    out = melt(*args)
+    assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_jobs_longer_than_a_workers_visibility_timeout_are_refused(redis_url, tmp_path):
+    from melt.farm.app import redis_client
+    from melt.farm.registry import advertise, withdraw
+
+    client = redis_client(redis_url)
+    advertise(client, "phone-z", "host-z", {"health": "online", "visibility_timeout_s": 900})
+    try:
+        exp = tmp_path / "e.yaml"
+        exp.write_text(EXPERIMENT.format(device="phone-z") + "timeout_s: 300\n")  # 1 warm-up + 1 run, 2 windows
+        out = melt("run", str(exp), "--farm", redis_url, "--results", str(tmp_path / "r"))
+        assert out.returncode == 1
+        assert "a job may take up to 1200 s" in out.stderr and "--visibility-timeout" in out.stderr
+        assert not list((tmp_path / "r").glob("*/manifest.json"))
+    finally:
+        withdraw(client, "phone-z", "host-z")
