@@ -2,7 +2,7 @@
 
 Not a test: it prints the figures recorded in docs/benchmarks.md.
 
-    python bench/bench_parallel.py [--phones 1,2,4,8] [--jobs-per-phone 3] [--idle-s 6] [--binaries DIR]
+    python bench/bench_parallel.py [--phones 1,2,4,8] [--jobs-per-phone 3] [--idle-s 10] [--binaries DIR]
 
 Each phone is melt's virtual phone (its own process), reached through an
 isolated real adb server. Each job is a real one through ``melt run``'s code
@@ -61,7 +61,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phones", default="1,2,4,8")
     ap.add_argument("--jobs-per-phone", type=int, default=3)
-    ap.add_argument("--idle-s", type=float, default=6.0)
+    ap.add_argument("--idle-s", type=float, default=10.0)
     ap.add_argument("--binaries", type=Path, default=None,
                     help="a folder of llama.cpp host binaries to use instead of the cached host build")
     args = ap.parse_args()
