@@ -27,12 +27,12 @@ from melt.virtual.config import VirtualPhoneConfig
 from melt.virtual.phone import VirtualPhone
 from melt.virtual.testing import AdbServer, adb_available
 from melt.virtual.testing import adb_server as _adb_server
+from tests.helpers import need
 
 
 @pytest.fixture(scope="session")
 def adb_server() -> Iterator[AdbServer]:
-    if not adb_available():
-        pytest.skip("adb is not installed")
+    need(adb_available(), "adb (apt-get install adb)")
     with _adb_server() as server:
         yield server
 

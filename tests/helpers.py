@@ -11,6 +11,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def in_ci() -> bool:
+    """True under CI (``.ci/run`` runs with CI=true): missing parts then fail, never skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def need(available: bool, what: str) -> None:
+    """Skip the test when ``what`` is missing here, but fail it under CI.
+
+    A part that set-up installs (adb, Chromium, bubblewrap, sshd, redis) and
+    that is missing in CI means the set-up is broken: a skip would turn CI
+    green without testing anything.
+    """
+    import pytest
+
+    if available:
+        return
+    if in_ci():
+        pytest.fail(f"{what} is missing under CI: the set-up (make deps) should have installed it",
+                    pytrace=False)
+    pytest.skip(what)
+
+
 def melt(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None,
          **kw) -> subprocess.CompletedProcess:
     """Run the real CLI in a child process, as a user would."""
@@ -41,3 +63,26 @@ def wait_for_journal(results: Path, lines: int = 1, timeout: float = 300) -> Pat
                 return journal
         time.sleep(0.05)
     raise AssertionError(f"no run under {results} journaled {lines} jobs within {timeout} s")
+
+
+def readline(stream, timeout: float = 30.0) -> str:
+    """One line from a child's pipe, failing after ``timeout`` s instead of hanging.
+
+    Reads the file descriptor byte by byte (no buffering), so use it for
+    every read of that pipe.
+    """
+    import select
+    import time
+
+    fd, data = stream.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        ready = select.select([fd], [], [], max(0.0, left))[0] if left > 0 else []
+        if not ready:
+            raise AssertionError(f"no line within {timeout} s (got {data!r})")
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace")

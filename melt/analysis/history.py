@@ -15,7 +15,7 @@ import pandas as pd
 
 from melt.analysis.frames import jobs_frame
 from melt.analysis.metrics import DEFAULT_COMPARED, DEFAULT_FLOOR, direction
-from melt.analysis.regress import ALPHA, Comparison, compare_frames
+from melt.analysis.regress import ALPHA, Comparison, check_metric_names, compare_frames
 from melt.analysis.steps import detect_steps
 from melt.errors import ResultsError
 from melt.store.runs import ResultsStore
@@ -90,7 +90,8 @@ def last_runs(jobs: pd.DataFrame, last_n: int) -> pd.DataFrame:
 
 def compare_runs(store: ResultsStore, baseline_ref: str, current_ref: str, *,
                  metrics: Sequence[str] = DEFAULT_COMPARED, floors: dict[str, float] | None = None,
-                 default_floor: float = DEFAULT_FLOOR, alpha: float = ALPHA) -> Comparison:
+                 default_floor: float = DEFAULT_FLOOR, alpha: float = ALPHA,
+                 names: Sequence[str] = ()) -> Comparison:
     """Compare two runs cell by cell with Mann-Whitney U on the repetitions.
 
     Raises ``ResultsError`` for an unknown run, or when the runs share no cell.
@@ -103,12 +104,13 @@ def compare_runs(store: ResultsStore, baseline_ref: str, current_ref: str, *,
             "same device, framework build recipe, model file and parameters are needed")
     return compare_frames(jb, jc, metrics=metrics, floors=floors, default_floor=default_floor,
                           alpha=alpha, test="mannwhitney", baseline_label=base.run_id,
-                          current_label=cur.run_id, mode="runs")
+                          current_label=cur.run_id, mode="runs", names=names)
 
 
 def compare_history(store: ResultsStore, current_ref: str, last_n: int, *,
                     metrics: Sequence[str] = DEFAULT_COMPARED, floors: dict[str, float] | None = None,
-                    default_floor: float = DEFAULT_FLOOR, alpha: float = ALPHA) -> Comparison:
+                    default_floor: float = DEFAULT_FLOOR, alpha: float = ALPHA,
+                    names: Sequence[str] = ()) -> Comparison:
     """Compare each cell of a run with its last ``last_n`` earlier runs (Welch's t-test).
 
     The history comes from the index: ``ok`` jobs of the same ``cell_id`` in
@@ -120,6 +122,8 @@ def compare_history(store: ResultsStore, current_ref: str, last_n: int, *,
     cur = store.open_run(current_ref)
     jc = jobs_frame([cur])
     cells = list(dict.fromkeys(jc["cell_id"])) if not jc.empty else []
+    if names:  # the history frame holds only the asked metrics: check against the run's own
+        check_metric_names(names, jc)
     hist = index_jobs(store, cell_ids=cells, metrics=list(metrics))
     if not hist.empty:
         created = cur.manifest.get("created_at") or ""

@@ -110,6 +110,18 @@ def direction(metric: str) -> int:
     return NO_DIRECTION
 
 
+def is_known_metric(metric: str) -> bool:
+    """True for a name melt measures or derives (an exact name, or one of the unit rules)."""
+    return (metric in _EXACT or metric in _LABELS
+            or any(metric.startswith(p) for p, _ in _PREFIXES)
+            or any(metric.endswith(s) for s, _ in _SUFFIXES))
+
+
+def known_metric_names() -> list[str]:
+    """The metric names listed by name (for suggestions)."""
+    return sorted({*_EXACT, *_LABELS, *DEFAULT_COMPARED})
+
+
 def label(metric: str) -> str:
     """A short human label for ``metric`` (the raw name when none is known)."""
     return _LABELS.get(metric, metric)

@@ -188,22 +188,37 @@ def _identity(row: pd.Series) -> dict[str, Any]:
     return out
 
 
+def check_metric_names(names: Sequence[str], *frames: pd.DataFrame) -> None:
+    """Raise :class:`~melt.errors.UnknownNameError` for a name no frame has a metric column for."""
+    from melt.errors import UnknownNameError
+
+    known = sorted({c for frame in frames for c in frame.columns
+                    if c not in _NOT_METRICS and pd.api.types.is_numeric_dtype(frame[c])})
+    for name in names:
+        if name != "all" and name not in known:
+            raise UnknownNameError("metric", name, known)
+
+
 def compare_frames(baseline: pd.DataFrame, current: pd.DataFrame, *,
                    metrics: Sequence[str] = DEFAULT_COMPARED, floors: dict[str, float] | None = None,
                    default_floor: float = DEFAULT_FLOOR, alpha: float = ALPHA,
                    test: str = "mannwhitney", current_cells_only: bool = False,
                    baseline_label: str = "baseline", current_label: str = "current",
-                   mode: str = "runs") -> Comparison:
+                   mode: str = "runs", names: Sequence[str] = ()) -> Comparison:
     """Compare two jobs frames cell by cell (``ok`` jobs only).
 
     ``baseline`` and ``current`` have the :func:`melt.analysis.frames.jobs_frame`
     shape (identity columns plus one column per metric). With
     ``current_cells_only`` the cells seen only in the baseline are left out
     (history mode). ``floors`` maps metric -> fraction; ``metrics=("all",)``
-    compares every metric that has a direction.
+    compares every metric that has a direction. ``names`` (the metric and
+    floor names a user gave) that no job of either frame has raise
+    :class:`~melt.errors.UnknownNameError`: a typo must not compare nothing.
     """
     if test not in TESTS:
         raise ValueError(f"unknown test {test!r}; use one of {', '.join(TESTS)}")
+    if names:
+        check_metric_names(names, baseline, current)
     if list(metrics) == ["all"]:
         metrics = sorted({c for frame in (baseline, current) for c in frame.columns
                           if c not in _NOT_METRICS and pd.api.types.is_numeric_dtype(frame[c])})

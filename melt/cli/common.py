@@ -34,10 +34,21 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
-def stderr_console():
+def console(*, stderr: bool = False):
+    """A Rich console that prints every string as text, never as markup.
+
+    Names, reasons and paths come from users and devices (``[red]w[/red]``,
+    ``[/data]``, ``[kworker/0:1]``): styles are given with ``style=`` or
+    :class:`rich.text.Text`, never inside strings. Away from a terminal Rich
+    uses $COLUMNS or 80 columns.
+    """
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=stderr, markup=False, highlight=False, emoji=False)
+
+
+def stderr_console():
+    return console(stderr=True)
 
 
 def is_interactive() -> bool:

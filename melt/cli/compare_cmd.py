@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from melt.cli.common import console as make_console
 from melt.cli.common import echo_json, json_option, results_option, results_path
 from melt.errors import RegressionFound
 from melt.store.runs import ResultsStore
@@ -38,37 +39,36 @@ _STYLE = {"regression": "bold red", "improvement": "green", "inconclusive": "yel
 
 
 def _print_table(result, show_all: bool) -> None:
-    from rich.console import Console
+    """One block per cell (its label, then a table of its metrics): readable at 80 columns."""
     from rich.table import Table
     from rich.text import Text
 
     from melt.analysis.metrics import format_value
 
-    console = Console(highlight=False)
+    console = make_console()
     console.print(f"baseline: {result.baseline}\ncurrent:  {result.current}\n"
                   f"test: {result.test} (one-sided, alpha {result.alpha:g})")
-    table = Table("cell", "metric", "baseline", "current", "change", "p", "floor", "verdict")
-    table.columns[1].no_wrap = table.columns[7].no_wrap = True
     counts: dict[str, int] = {}
     cell_counts: dict[str, int] = {}
-    shown = 0
     for cell in result.cells:
         cell_counts[cell.status] = cell_counts.get(cell.status, 0) + 1
         if cell.status != "compared":
             if show_all:
-                table.add_row(Text(cell.label), "", "", "", "", "", "", Text(cell.status, style="dim"))
+                console.print(Text.assemble("\n", (cell.label, "bold"), ": ", (cell.status, "dim")))
             continue
+        table = Table("metric", "baseline", "current", "change", "p", "floor", "verdict")
+        table.columns[0].overflow = table.columns[6].overflow = "fold"
         for m in cell.metrics:
             counts[m.verdict] = counts.get(m.verdict, 0) + 1
             if not show_all and m.verdict in ("unchanged", "missing"):
                 continue
-            shown += 1
-            table.add_row(Text(cell.label), m.metric, format_value(m.metric, m.baseline_median),
+            table.add_row(m.metric, format_value(m.metric, m.baseline_median),
                           format_value(m.metric, m.current_median), _pct(m.change),
                           "–" if m.p_value is None else f"{m.p_value:.3g}", f"{m.floor:.0%}",
                           Text(m.verdict + (f" ({m.note})" if m.note else ""), style=_STYLE.get(m.verdict, "")))
-    if shown or show_all:
-        console.print(table)
+        if table.rows:
+            console.print(Text("\n" + cell.label, style="bold"))
+            console.print(table)
     cells = ", ".join(f"{n} {k}" for k, n in sorted(cell_counts.items()))
     metrics = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none compared"
     console.print(f"{len(result.cells)} cells ({cells}); metrics: {metrics}")
@@ -112,7 +112,8 @@ def compare(runs: tuple[str, ...], history_n: int | None, metrics: tuple[str, ..
         raise click.UsageError("with --history give only CURRENT_RUN")
     store = ResultsStore(results_path(results_dir))
     kw = dict(metrics=list(metrics) or list(DEFAULT_COMPARED), floors=_floors(floor_args),
-              default_floor=default_floor / 100, alpha=alpha)
+              default_floor=default_floor / 100, alpha=alpha,
+              names=[*metrics, *_floors(floor_args)])
     if history_n is None:
         result = compare_runs(store, runs[0], runs[1], **kw)
     else:
@@ -146,7 +147,6 @@ def history(metric: str, device: str | None, framework: str | None, model: str |
             workload: str | None, cell_id: str | None, last_n: int | None, floor: float,
             min_size: int, as_json: bool, results_dir: Path | None) -> None:
     """Show METRIC over time per cell (median of repetitions per run) and where it changed."""
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -166,7 +166,7 @@ def history(metric: str, device: str | None, framework: str | None, model: str |
                    "history": json.loads(hist.to_json(orient="records")),
                    "steps": json.loads(steps.to_json(orient="records"))})
         return
-    console = Console(highlight=False)
+    console = make_console()
     marks = {(s.cell_id, s.run_id): s for s in steps.itertuples()}
     for cell, g in hist.groupby("cell_id", sort=False):
         first = g.iloc[0]

@@ -64,15 +64,23 @@ def list_(names: tuple[str, ...], as_json: bool) -> None:
 
     rows = [_describe(n) for n in (names or available_devices())]
     extra = []
-    if not names:  # a full listing also shows phones adb sees that no config names
+    iphones: list[dict] = []
+    iphone_note = None
+    if not names:  # a full listing also shows phones adb and usbmux see that no config names
         from melt.devices.android import attached_unconfigured
+        from melt.transports.ios import attached_iphones
 
         extra = attached_unconfigured(rows)
+        configured = {str((r.get("properties") or {}).get("udid")) for r in rows}
+        found, iphone_note = attached_iphones()
+        iphones = [d for d in found if str(d.get("udid")) not in configured]
     if as_json:
-        echo_json({"devices": rows, "attached_unconfigured": extra})
+        echo_json({"devices": rows, "attached_unconfigured": extra, "iphones": iphones,
+                   "iphones_note": iphone_note})
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from melt.cli.common import console
 
     table = Table("name", "kind", "status", "model / os", "battery", "temp", "note")
     for r in rows:
@@ -88,7 +96,14 @@ def list_(names: tuple[str, ...], as_json: bool) -> None:
     for e in extra:
         table.add_row(e.get("serial", "?"), "android", "attached, not configured",
                       str(e.get("model", "")), "-", "-", "add a device config to use it")
-    Console().print(table)
+    for d in iphones:
+        table.add_row(str(d.get("name") or d.get("udid")), "ios", "attached, not configured",
+                      f"{d.get('product_type') or '?'} / iOS {d.get('ios_version') or '?'}", "-", "-",
+                      str(d.get("status") or "add a device config (kind: ios) to use it"))
+    out = console()
+    out.print(table)
+    if iphone_note:
+        out.print(f"iPhones: {iphone_note}", markup=False, highlight=False)
 
 
 @devices.command()

@@ -155,7 +155,7 @@ def quantize(src: str, qtype: str, out: Path, threads: int | None, as_json: bool
 
 @model.command()
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--seed", default=0, show_default=True, type=int,
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
               help="Random seed of the weights; the same seed writes the same bytes.")
 @json_option
 def tiny(out: Path, seed: int, as_json: bool) -> None:

@@ -27,11 +27,12 @@ def _flat(value: Any) -> str:
 
 
 def _show(kind: str, records: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    console.print(f"kind: [bold]{kind}[/bold]  records: {len(records)}")
+    from melt.cli.common import console as make_console
+
+    console = make_console()
+    console.print(f"kind: {kind}  records: {len(records)}")
     if not records:
         return
     columns: list[str] = []
@@ -47,9 +48,9 @@ def _show(kind: str, records: list[dict[str, Any]]) -> None:
         console.print(table)
         return
     for i, rec in enumerate(records):
-        console.print(f"[bold]record {i}[/bold]")
+        console.print(f"record {i}", style="bold")
         for key, value in rec.items():
-            console.print(f"  {key}: {_flat(value)}", highlight=False, soft_wrap=True)
+            console.print(f"  {key}: {_flat(value)}", soft_wrap=True)
 
 
 @click.command(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from melt.cli.common import echo_json, json_option, results_option, results_path
+from melt.cli.common import console, echo_json, json_option, results_option, results_path
 from melt.store.runs import ResultsStore
 
 # Metrics shown in the terminal table, in this order, when present.
@@ -58,7 +58,6 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("run id", "experiment", "created (UTC)", "status", "ok/total")
@@ -66,7 +65,7 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
     for r in rows:
         table.add_row(r["run_id"], r["experiment"] or "", (r["created_at"] or "")[:19],
                       r["status"] or "", f"{r['jobs_ok']}/{r['jobs_total'] or '?'}")
-    Console().print(table if rows else f"no runs in {store.root}/")
+    console().print(table if rows else f"no runs in {store.root}/")
 
 
 @results.command("show")
@@ -80,11 +79,12 @@ def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(f"run [bold]{data['run_id']}[/bold] ({data['experiment']}, {data['status']}) in {run.dir}")
+    out = console()
+    if not sys.stdout.isatty():
+        out.width = 200
+    out.print(f"run {data['run_id']} ({data['experiment']}, {data['status']}) in {run.dir}")
     swept = _swept_params(data["jobs"])
     table = Table("device", "workload", "sweep", "rep", "status", *SHOWN_METRICS, "reason")
     for job in data["jobs"]:
@@ -96,14 +96,14 @@ def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
             str(job["repetition"]), job["status"], *(_fmt(m.get(k)) for k in SHOWN_METRICS),
             (job.get("reason") or "")[:120],
         )
-    console.print(table)
+    out.print(table)
     if data["jobs"]:
         prov = data["jobs"][0].get("provenance") or {}
         build = prov.get("framework_build") or {}
-        console.print(f"[dim]provenance of the first job: melt {prov.get('melt_version')}, "
+        out.print(f"provenance of the first job: melt {prov.get('melt_version')}, "
                       f"llama.cpp {(build.get('llama_cpp_commit') or '?')[:12]} ({build.get('profile', '?')}), "
                       f"model sha256 {(prov.get('model') or {}).get('sha256', '?')[:12]}…, "
-                      f"command: {prov.get('command', '?')}[/dim]")
+                  f"command: {prov.get('command', '?')}", style="dim")
 
 
 @results.command("export")

@@ -97,6 +97,17 @@ class ProgressEvents:
             self.progress.stop()
 
 
+def _check_experiment(path: Path) -> None:
+    """Names that only analysis knows: an unknown ``adaptive.metric`` would never narrow."""
+    from melt.analysis.metrics import is_known_metric, known_metric_names
+    from melt.config.loader import load_experiment
+    from melt.errors import UnknownNameError
+
+    spec = load_experiment(path)
+    if spec.adaptive is not None and not is_known_metric(spec.adaptive.metric):
+        raise UnknownNameError("adaptive.metric", spec.adaptive.metric, known_metric_names())
+
+
 @click.command()
 @click.argument("experiment", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--resume", "resume", metavar="RUN_ID", help="Finish the missing and failed jobs of an earlier run.")
@@ -132,6 +143,8 @@ def run(experiment: Path | None, resume: str | None, farm: str | None, results_d
 
     if (experiment is None) == (resume is None):
         raise click.UsageError("give an EXPERIMENT file or --resume RUN_ID (one of them)")
+    if experiment is not None:
+        _check_experiment(experiment)
     pool = None
     if farm:
         from melt.farm.app import hide_password_in_title
@@ -151,7 +164,7 @@ def run(experiment: Path | None, resume: str | None, farm: str | None, results_d
     jobs = result.jobs()
     ok = sum(1 for j in jobs if j["status"] == "ok")
     where = f" --results {shlex.quote(str(results_dir))}" if results_dir is not None else ""
-    events.console.print(f"{ok}/{len(jobs)} jobs ok, results in [bold]{result.dir}[/bold]")
+    events.console.print(f"{ok}/{len(jobs)} jobs ok, results in {result.dir}", soft_wrap=True)
     events.console.print(f"see: melt results show {result.run_id}{where}", soft_wrap=True)
     click.echo(result.run_id)
     if ok < len(jobs):

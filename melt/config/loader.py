@@ -30,6 +30,10 @@ def read_yaml(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), ["file not found"]) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), [f"line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                                      "save the file as UTF-8"]) from None
     except OSError as exc:
         raise ConfigError(str(path), [exc.strerror or str(exc)]) from None
     try:

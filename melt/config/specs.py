@@ -47,6 +47,14 @@ class AdbSpec(Spec):
     )
 
 
+class IosSpec(Spec):
+    """An iPhone: which one, and melt's benchmark host app on it."""
+
+    udid: str | None = Field(None, description="the phone's UDID; default: the only iPhone attached")
+    bundle_id: NonEmptyStr = Field("org.melt.bench", description="bundle id of melt's benchmark host app")
+    app: str | None = Field(None, description="the built app (.app folder or .ipa) to install before a run")
+
+
 class JumpSpec(Spec):
     """A bastion the connection goes through (``ssh -J``); its host key is checked too."""
 
@@ -88,9 +96,16 @@ class BatterySpec(Spec):
     """Fuel gauge files and their units (vendors differ)."""
 
     dir: str = "/sys/class/power_supply/battery"
-    current_unit: Literal["uA", "mA"] = "uA"
+    current_unit: Literal["uA", "mA", "auto"] = Field(
+        "auto", description="unit of current_now; auto: read from its magnitude when melt connects")
     current_sign: Literal["positive-discharging", "negative-discharging"] = "negative-discharging"
     voltage_unit: Literal["uV", "mV"] = "uV"
+    update_period_s: PositiveFloat | None = Field(
+        None, description="how often the gauge refreshes; default: measured from the trace")
+    averaging_s: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="window current_now is averaged over (0: instantaneous)")
+    gain_error_pct: Annotated[float, Field(ge=0, le=50)] = Field(
+        1.0, description="the gauge's accuracy: a bound on its gain error (percent)")
 
 
 class RailSpec(Spec):
@@ -133,6 +148,9 @@ class TelemetrySpec(Spec):
         2.0, description="idle baseline sampled before each job (seconds; 0 skips it)"
     )
     battery: BatterySpec | None = None
+    tail_s: Annotated[float, Field(ge=0, le=120)] | None = Field(
+        None, description="keep sampling this long after the last phase (default: one refresh and "
+                          "averaging window of a battery with a declared update_period_s, else 0)")
     thermal_zones: list[str] | Literal["all"] = "all"
     thermal_dir: str = "/sys/class/thermal"
     cpufreq_glob: str = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"
@@ -182,7 +200,7 @@ class DeviceSpec(Spec):
     """One device: what it is and how melt reaches it."""
 
     name: NonEmptyStr
-    kind: Literal["local", "android", "linux", "jetson"]
+    kind: Literal["local", "android", "linux", "jetson", "ios"]
     description: str = ""
     workdir: str | None = Field(None, description="where binaries, models and job files go on the device")
     build_profile: str = Field(
@@ -190,6 +208,7 @@ class DeviceSpec(Spec):
                             "device's kind and CPU ABI (ro.product.cpu.abi on a phone)")
     adb: AdbSpec | None = None
     ssh: SshSpec | None = None
+    ios: IosSpec | None = Field(None, description="kind ios: the iPhone and melt's app on it")
     telemetry: TelemetrySpec = TelemetrySpec()
     cooldown: CooldownSpec | None = None
     state: StateSpec = StateSpec()
@@ -372,6 +391,15 @@ class ExperimentSpec(Spec):
     rerun_throttled: Annotated[int, Field(ge=0)] = Field(
         0, description="measure a job again (up to this many times) when it throttled"
     )
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, v: list) -> list:
+        names = [m.name for m in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique (results are kept by name): {', '.join(dupes)}")
+        return v
 
     @field_validator("workloads")
     @classmethod

@@ -12,6 +12,7 @@ DEVICE_KINDS = {
     "android": "melt.devices.android:AndroidDevice",
     "linux": "melt.devices.linux:LinuxDevice",
     "jetson": "melt.devices.linux:LinuxDevice",
+    "ios": "melt.devices.ios:IosDevice",
 }
 
 

@@ -126,6 +126,7 @@ class ChargingKnob(Knob):
     """Charging off: ``dumpsys battery unplug`` plus the vendor sysfs switch where writable."""
 
     name = "charging"
+    warning: str | None = None
 
     def available(self, t: Transport) -> bool:
         return _has(t, "dumpsys") or bool(self._files(t))
@@ -150,9 +151,14 @@ class ChargingKnob(Knob):
                                                   for f, v in CHARGING_FILES.items()}, "unplugged": False}))
             return
         parts = ["dumpsys battery unplug >/dev/null 2>&1 || true"]
-        for f in self._files(t):
+        files = self._files(t)
+        for f in files:
             parts.append(f"echo {CHARGING_FILES[f]} > {q(f)}")
         _check(t, " ; ".join(parts), "charging off")
+        if not files:
+            self.warning = ("charging: no writable charger switch (input_suspend, charging_enabled) on this "
+                            "device; `dumpsys battery unplug` only changes what Android reports, a plugged-in "
+                            "charger keeps charging: jobs measured while it charges are flagged (charging=1)")
 
     def restore(self, t: Transport, saved: str) -> None:
         data = json.loads(saved)
@@ -266,6 +272,7 @@ class KnobReport:
     applied: bool = False
     restored: bool = False
     error: str | None = None
+    warning: str | None = None  # applied, but not everything the knob promises
 
 
 @dataclass
@@ -302,6 +309,7 @@ class DeviceState:
                 self._save_journal()
                 knob.write(self.transport, target)
                 rep.applied = True
+                rep.warning = getattr(knob, "warning", None)
                 self._save_journal()
         except BaseException:
             self.restore()

@@ -18,6 +18,7 @@ ENTRY_POINT_GROUP = "melt.frameworks"
 
 BUILTIN: dict[str, str] = {
     "llama.cpp": "melt.frameworks.llamacpp.driver:LlamaCpp",
+    "mlc-llm": "melt.frameworks.mlc.driver:MlcLlm",
 }
 
 

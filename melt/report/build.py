@@ -77,6 +77,7 @@ def _summary(jobs: pd.DataFrame, multi_run: bool, n_boot: int) -> tuple[pd.DataF
         if stats.empty:
             continue
         table = summary_table(stats, SUMMARY_METRICS)
+        _add_measurement_intervals(table, g)
         table.insert(0, "run_id", run_id)
         parts.append(table)
     if not parts:
@@ -89,6 +90,21 @@ def _summary(jobs: pd.DataFrame, multi_run: bool, n_boot: int) -> tuple[pd.DataF
     table["quantization"] = table["quantization"].fillna("")
     table["run_label"] = table["run_id"] if multi_run else ""
     return table, len(table)
+
+
+def _add_measurement_intervals(table: pd.DataFrame, jobs: pd.DataFrame) -> None:
+    """``<metric>_u95``: the median over a cell's ok jobs of each job's own 95% half-width.
+
+    An energy's interval (the sensor's limits, docs/measurement.md) does not
+    shrink with repetitions the way the spread does: the error bars show
+    whichever reaches further.
+    """
+    ok = jobs[jobs["status"] == "ok"] if "status" in jobs.columns else jobs
+    for m in SUMMARY_METRICS:
+        col = f"{m}_u95"
+        if col in ok.columns and ok[col].notna().any():
+            per_cell = ok.groupby("cell_id")[col].median()
+            table[col] = table["cell_id"].map(per_cell)
 
 
 def _charts(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -122,7 +138,8 @@ def _summary_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
             values.append({
                 "metric": m, "value": float(v) if ok else None, "text": format_value(m, v) if ok else "–",
                 "ci": (f"{format_value(m, r.get(f'{m}_ci_low'))} – {format_value(m, r.get(f'{m}_ci_high'))}"
-                       if ok else ""),
+                       + (f"; sensor ± {format_value(m, u)}" if (u := r.get(f"{m}_u95")) is not None
+                          and u == u else "") if ok else ""),
                 "flags": flags if ok and isinstance(flags := r.get(f"{m}_flags"), str) else "",
             })
         rows.append({"run_id": r["run_id"], "cell_id": r["cell_id"], "device": r["device"],

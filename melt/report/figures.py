@@ -56,6 +56,9 @@ def bar_chart(table: pd.DataFrame, metric: str, x_key: str, series_keys: Sequenc
               title: str) -> dict[str, Any] | None:
     """Grouped bars of ``metric`` medians with their CI as error bars.
 
+    Where the table has ``<metric>_u95`` (a measured energy's own 95%
+    half-width), the bars reach at least that far from the median.
+
     ``table`` is a summary table (one row per cell; ``<metric>``,
     ``<metric>_ci_low``, ``<metric>_ci_high`` columns, plus the ``x_key`` and
     ``series_keys`` label columns, already display strings). None when the
@@ -73,6 +76,10 @@ def bar_chart(table: pd.DataFrame, metric: str, x_key: str, series_keys: Sequenc
         med = g[metric].astype(float) / scale
         lo = g[f"{metric}_ci_low"].astype(float) / scale
         hi = g[f"{metric}_ci_high"].astype(float) / scale
+        if f"{metric}_u95" in g.columns:  # the sensor's own interval (docs/measurement.md)
+            u95 = g[f"{metric}_u95"].astype(float).fillna(0.0) / scale
+            lo = np.minimum(lo, med - u95)
+            hi = np.maximum(hi, med + u95)
         data.append({
             "type": "bar", "name": text(name), "x": [text(x) for x in g[x_key]],
             "y": [_num(v) for v in med],
@@ -81,7 +88,7 @@ def bar_chart(table: pd.DataFrame, metric: str, x_key: str, series_keys: Sequenc
                         "arrayminus": [_num(v) for v in (med - lo).clip(lower=0)]},
             "customdata": [[_num(a), _num(b)] for a, b in zip(lo, hi)],
             "hovertemplate": (f"%{{x}}<br>%{{fullData.name}}<br>{label(metric)}: %{{y:.4g}} {unit}"
-                              "<br>95% CI [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra></extra>"),
+                              "<br>95% interval [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra></extra>"),
         })
     layout = {
         "title": {"text": text(title)}, "barmode": "group", "height": 420,

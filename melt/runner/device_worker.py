@@ -208,6 +208,9 @@ class DeviceWorker:
                 raise
             self._device, self._state = device, state
             self._state_dict = state.as_dict()
+            for rep in state.reports:
+                if rep.warning:  # e.g. a charger nothing on the device can cut
+                    self.events.stage(f"warning: {self.spec.name}: {rep.warning}")
         return self._device
 
     def _reconnected(self) -> bool:
@@ -348,6 +351,10 @@ class DeviceWorker:
             status, reason = "failed", str(exc)
         record = self._record(job, status=status, reason=reason, metrics=metrics,
                               provenance=provenance, started=started, emulated=prepared.emulated)
+        # the device itself says so too (a virtual phone's ro.melt.virtual), not only its config
+        record["simulated"] = bool(record["simulated"] or (provenance.get("device") or {}).get("simulated"))
+        if prepared.build_provenance.get("stand_in"):  # a stand-in framework's numbers are not its own
+            record["simulated"] = record["stand_in"] = True
         record.update(extra)
         record["_files"] = files
         return record

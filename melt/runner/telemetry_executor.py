@@ -14,7 +14,12 @@ measures the host/device clock offset. It returns the inference output plus:
 - ``files["trace.parquet"]``: the samples;
 - ``provenance``: ``phases``, ``throttled_intervals``, ``metrics_missing``,
   ``telemetry`` (sampler set-up, achieved rate, sampler CPU), ``clock``,
-  ``health`` (before/after), ``cooldown``, ``steps``.
+  ``health`` (before/after), ``cooldown``, ``steps``, ``battery`` (charging
+  evidence), ``energy_error_model`` and ``energy_resolution``.
+
+Energies carry ``_u95`` intervals (:mod:`melt.telemetry.uncertainty`); a job
+measured while the battery charged has ``charging = 1`` and no fuel-gauge
+energies (:mod:`melt.telemetry.charging`).
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ from melt.devices.base import Device
 from melt.devices.state import health_snapshot
 from melt.errors import JobFailed
 from melt.runner.execute import Execution, PlainExecutor
+from melt.telemetry.charging import CHARGING_REASON, charging_state
 from melt.telemetry.cooldown import check_battery, wait_for_cooldown
 from melt.telemetry.energy import WindowError, integrate
 from melt.telemetry.instruments import Instrument, InstrumentTrace, align
-from melt.telemetry.metrics import ENERGY_PHASES, clean_numbers, job_metrics
+from melt.telemetry.metrics import ENERGY_PHASES, GaugeInfo, clean_numbers, job_metrics
 from melt.telemetry.phases import derive_phases
 from melt.telemetry.session import JobOutput, Step, TelemetrySession
 from melt.telemetry.trace import to_parquet_bytes
+from melt.telemetry.uncertainty import sampled_energy_bound
 
 
 #: Without host-side instruments, a clock offset is re-measured after this long (s).
@@ -71,6 +78,7 @@ class TelemetryExecutor:
         self.idle_s = idle_s
         self._sessions: dict[int, TelemetrySession] = {}
         self._offsets: dict[int, tuple[float, Any]] = {}
+        self._rest_caps: dict[int, dict[str, float]] = {}
 
     def session(self, device: Device) -> TelemetrySession:
         """The (cached) telemetry session of ``device``."""
@@ -157,19 +165,36 @@ class TelemetryExecutor:
                 frame = frame.sort_values("t_s", kind="stable").reset_index(drop=True)
         power_frame = frame
         if primary is not None:
-            power_frame = frame.drop(columns=[c for c in ("power_w",) if c in frame.columns])
+            power_frame = frame.drop(columns=[c for c in ("power_w", "current_ua") if c in frame.columns])
             power_frame = power_frame.rename(columns={primary: "power_w"})
 
-        reference = {}
+        # the cap each core rested at: the highest seen before any job of this device, not the
+        # hardware maximum (a policy cap below it is not throttling)
+        reference = self._rest_caps.setdefault(id(device), {})
         before = provenance.get("health", {}).get("before", {})
         for cpu, info in (before.get("cpufreq") or {}).items():
-            if info.get("hw_max_khz"):
-                reference[f"cpufreq_max_{cpu}_khz"] = float(info["hw_max_khz"])
+            if info.get("max_khz"):
+                col = f"cpufreq_max_{cpu}_khz"
+                reference[col] = max(reference.get(col, 0.0), float(info["max_khz"]))
         result = job_metrics(power_frame, plan, window, power_missing=session.plan.missing.get("power"),
                              skin_zone=device.spec.telemetry.skin_zone, throttle_reference=reference,
-                             truth=out.truth)
+                             truth=out.truth, gauge=gauge_info(device.spec.telemetry, session.plan,
+                                                               primary is not None))
         metrics = dict(result.metrics)
         missing = dict(result.missing)
+        battery = charging_state(frame, out.markfiles, window)
+        metrics["charging"] = int(battery["charging"])
+        provenance["battery"] = battery
+        if battery["charging"] and primary is None:
+            reason = CHARGING_REASON.format("; ".join(battery["evidence"]))
+            for key in [k for k in metrics if k.startswith(("energy_", "avg_power_w", "idle_power_w"))]:
+                metrics.pop(key)
+                if not key.endswith("_u95"):
+                    missing[key] = reason
+        if result.resolution:
+            provenance["energy_resolution"] = {f"energy_{k}_resolution": v for k, v in result.resolution.items()}
+        if result.gauge:
+            provenance["energy_error_model"] = result.gauge
         for inst in inst_traces:
             col = f"{inst.name}_power_w"
             sub = frame[["t_s", col]].dropna()
@@ -177,8 +202,16 @@ class TelemetryExecutor:
                 chosen = [ph for ph in plan.phases if ph.name == name]
                 try:
                     if chosen:
-                        metrics[f"{inst.name}_energy_{name}_j"] = sum(
-                            integrate(sub["t_s"], sub[col], ph.start_s, ph.end_s) for ph in chosen)
+                        value = sum(integrate(sub["t_s"], sub[col], ph.start_s, ph.end_s) for ph in chosen)
+                        p = sub[col].to_numpy(dtype=float)
+                        # the edges are placed through the clock offset: its uncertainty, per edge
+                        est = sampled_energy_bound(
+                            value, float(p.max() - p.min()) if p.size else 0.0,
+                            offset.uncertainty_s * len(chosen),
+                            sample_period_s=1.0 / inst.rate_hz if inst.rate_hz else 0.0,
+                            duration_s=sum(ph.duration_s for ph in chosen))
+                        metrics[f"{inst.name}_energy_{name}_j"] = value
+                        metrics[f"{inst.name}_energy_{name}_j_u95"] = est.u95
                 except WindowError as exc:
                     missing[f"{inst.name}_energy_{name}_j"] = str(exc)
         if out.markdata:
@@ -247,6 +280,17 @@ class TelemetryExecutor:
         files = {"trace.parquet": to_parquet_bytes(frame)}
         return Execution(stdout, stderr, rc, max(0.0, window[1] - window[0]),
                          metrics=clean_numbers(metrics), files=files, provenance=provenance)
+
+
+def gauge_info(tel: Any, plan: Any, instrument: bool) -> GaugeInfo:
+    """The fuel gauge's error-model inputs from the device config (a host instrument: sampled power)."""
+    if instrument:
+        return GaugeInfo(update_period_s=None, averaging_s=0.0, gain_error_pct=1.0, current_unit=None)
+    bat = tel.battery
+    if bat is None:
+        return GaugeInfo(current_unit=plan.current_unit)
+    return GaugeInfo(update_period_s=bat.update_period_s, averaging_s=bat.averaging_s,
+                     gain_error_pct=bat.gain_error_pct, current_unit=plan.current_unit)
 
 
 def _merge_samples(frame: pd.DataFrame, t: np.ndarray, values: np.ndarray, column: str) -> pd.DataFrame:

@@ -17,13 +17,15 @@ from typing import Any, Literal
 
 from melt.config.specs import BatterySpec, TelemetrySpec
 from melt.parsers.thermal import parse_thermal_zones
-from melt.telemetry.energy import CURRENT_FACTORS_A, POWER_FACTORS_W, VOLTAGE_FACTORS_V
+from melt.telemetry.energy import CURRENT_FACTORS_A, POWER_FACTORS_W, VOLTAGE_FACTORS_V, guess_current_unit
 from melt.transports.base import Transport
 
 #: how a raw reading becomes the column's unit
 Convert = Literal["scale", "temp_auto", "tenths"]
 
 ANDROID_BATTERY_DIR = "/sys/class/power_supply/battery"
+#: cooling devices that slow the work itself (others, like a charger's or a modem's, do not)
+COMPUTE_COOLING = re.compile(r"cpu|gpu|tpu|npu|cluster|devfreq|thermal-cpufreq|big|little|mid", re.I)
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./:@+\-]+$")
 
 
@@ -51,6 +53,7 @@ class ChannelPlan:
     power_rails: tuple[str, ...] = ()
     #: rail stem -> the sensor's effective refresh (ms), where the device config gives it
     rail_refresh_ms: dict[str, float] = field(default_factory=dict)
+    mark_files: tuple[str, ...] = ()  # read at every phase mark (battery status, chargers online)
 
     @property
     def has_power(self) -> bool:
@@ -89,7 +92,7 @@ def _discovery_script(battery_dir: str | None, spec: TelemetrySpec) -> str:
     ]
     if bat:
         lines.append(
-            f"for f in current_now voltage_now power_now capacity temp status; do"
+            f"for f in current_now voltage_now power_now capacity temp status charge_counter charge_full; do"
             f' [ -r {bat}/"$f" ] && v= && read -r v < {bat}/"$f" 2>/dev/null && echo "battery $f $v"; done'
         )
     lines.append(f"grep . {thermal}/thermal_zone*/type 2>/dev/null")
@@ -97,7 +100,8 @@ def _discovery_script(battery_dir: str | None, spec: TelemetrySpec) -> str:
         f'for f in {spec.cpufreq_glob}; do [ -r "$f" ] && echo "cpufreq $f"; done'
     )
     lines.append(
-        f'for f in {thermal}/cooling_device*/cur_state; do [ -r "$f" ] && echo "cooling $f"; done'
+        f'for f in {thermal}/cooling_device*/cur_state; do [ -r "$f" ] && {{ t=;'
+        f' read -r t < "${{f%/cur_state}}/type" 2>/dev/null; echo "cooling $f ${{t:-?}}"; }}; done'
     )
     lines.append("true")
     return "\n".join(lines)
@@ -119,7 +123,7 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
     supplies: list[tuple[str, str, str]] = []
     battery: dict[str, str] = {}
     cpufreq: list[str] = []
-    cooling: list[str] = []
+    cooling: list[tuple[str, str]] = []
     zone_lines: list[str] = []
     for line in text.splitlines():
         parts = line.split()
@@ -131,8 +135,8 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
             battery[parts[1]] = " ".join(parts[2:])
         elif parts[0] == "cpufreq" and len(parts) == 2:
             cpufreq.append(parts[1])
-        elif parts[0] == "cooling" and len(parts) == 2:
-            cooling.append(parts[1])
+        elif parts[0] == "cooling" and len(parts) >= 2:
+            cooling.append((parts[1], " ".join(parts[2:]) or "?"))
         elif "thermal_zone" in parts[0]:
             zone_lines.append(line)
 
@@ -144,6 +148,11 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
         if "current_now" in battery and "voltage_now" in battery:
             unit = cfg.current_unit
             sign = cfg.current_sign
+            if unit == "auto":  # from the magnitude of the reading now (a phone awake draws > 20 mA)
+                try:
+                    unit = guess_current_unit([float(battery["current_now"])])
+                except ValueError:
+                    unit = "uA"
             if spec.battery is None:  # not configured: infer the sign from the status
                 try:
                     raw = float(battery["current_now"])
@@ -163,10 +172,18 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
             slow.append(Channel("battery_pct", f"{battery_dir}/capacity"))
         if "temp" in battery:
             slow.append(Channel("battery_temp_c", f"{battery_dir}/temp", "tenths"))
+        if "charge_counter" in battery:
+            slow.append(Channel("charge_counter_uah", f"{battery_dir}/charge_counter"))
+            if "charge_full" in battery:
+                slow.append(Channel("charge_full_uah", f"{battery_dir}/charge_full"))
     elif battery_dir:
         missing["power"] = f"no readable fuel gauge files in {battery_dir}"
     else:
         missing["power"] = "no battery fuel gauge on this device"
+    for supply, stype, _status in supplies:  # is a charger plugged in? (charging contamination)
+        col = {"usb": "usb_online", "mains": "ac_online", "usb_pd": "usb_online"}.get(stype.lower())
+        if col and col not in {c.column for c in slow}:
+            slow.append(Channel(col, f"{supply}/online"))
 
     power_rails: list[str] = []
     refresh: dict[str, float] = {}
@@ -225,9 +242,9 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
             slow.append(Channel(f"cpufreq_max_cpu{n}_khz", cap))
     if not cpufreq:
         missing["cpufreq"] = "no cpufreq files readable"
-    for path in cooling if spec.cooling_devices else []:
+    for path, ctype in cooling if spec.cooling_devices else []:
         m = re.search(r"cooling_device(\d+)", path)
-        if m:
+        if m and (ctype == "?" or COMPUTE_COOLING.search(ctype)):
             slow.append(Channel(f"cooling_{m.group(1)}_state", path))
 
     bad = [c.path for c in (*fast, *slow) if not _SAFE_PATH.match(c.path)]
@@ -235,8 +252,11 @@ def plan_from_listing(text: str, spec: TelemetrySpec, *, battery_dir: str | None
         fast = [c for c in fast if c.path not in bad]
         slow = [c for c in slow if c.path not in bad]
         missing["unsafe_paths"] = ", ".join(bad)
+    marks = tuple(p for p in ([f"{battery_dir}/status"] if battery_dir and "status" in battery else [])
+                  + [c.path for c in slow if c.column in ("usb_online", "ac_online")]
+                  if _SAFE_PATH.match(p))
     return ChannelPlan(tuple(fast), tuple(slow), battery_dir if battery else None, unit, sign, missing,
-                       tuple(power_rails), refresh)
+                       tuple(power_rails), refresh, marks)
 
 
 def find_battery_dir(listing: str) -> str | None:

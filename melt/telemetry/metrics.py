@@ -14,10 +14,32 @@ import numpy as np
 import pandas as pd
 
 from melt.telemetry.energy import WindowError, cumulative_between, integrate, mean_over
+from melt.telemetry.uncertainty import (
+    Estimate,
+    Readings,
+    gauge_energy,
+    gauge_readings,
+    noise_from_differences,
+    noise_sd_w,
+)
 from melt.telemetry.phases import Phase, PhasePlan
-from melt.telemetry.throttle import Interval, throttled_intervals
+from melt.telemetry.throttle import Interval, throttle_signal, throttled_intervals
 
 ENERGY_PHASES = ("prefill", "decode")
+
+
+#: how far a phase edge may be misplaced, by where it came from (seconds)
+EDGE_S = {"marks": 0.001, "llama-bench-samples": 0.005, "timings-at-exit": 0.02}
+
+
+@dataclass(frozen=True)
+class GaugeInfo:
+    """What the device config says about its fuel gauge (None: estimate from the trace)."""
+
+    update_period_s: float | None = None
+    averaging_s: float = 0.0
+    gain_error_pct: float = 1.0
+    current_unit: str | None = "uA"
 
 
 @dataclass
@@ -25,6 +47,8 @@ class MetricsResult:
     metrics: dict[str, float] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     throttled_intervals: list[Interval] = field(default_factory=list)
+    resolution: dict[str, str] = field(default_factory=dict)  # phase -> "below"
+    gauge: dict[str, Any] = field(default_factory=dict)  # the error model's inputs, for provenance
 
 
 def _series(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -39,6 +63,96 @@ def _phase_sum(phases: list[Phase], name: str, t: np.ndarray, y: np.ndarray) -> 
         return None
     return (sum(integrate(t, y, p.start_s, p.end_s) for p in chosen),
             sum(p.duration_s for p in chosen))
+
+
+def _energy_metrics(out: MetricsResult, frame: pd.DataFrame, plan: PhasePlan,
+                    window: tuple[float, float], gauge: GaugeInfo) -> None:
+    """Energy per phase (gross, net, per token), each with its ``_u95``; see the module doc."""
+    m, missing = out.metrics, out.missing
+    start, end = window
+    phases = plan.phases
+    t, p = _series(frame, "power_w")
+    key = None
+    if "current_ua" in frame.columns:
+        sub = frame[["t_s", "power_w", "current_ua"]].dropna()
+        t, p, key = (sub[c].to_numpy(dtype=float) for c in ("t_s", "power_w", "current_ua"))
+    try:
+        readings: Readings | None = gauge_readings(t, p, key)
+    except WindowError as exc:
+        readings = None
+        out.gauge["readings"] = str(exc)
+    idle = [ph for ph in phases if ph.name == "idle" and ph.duration_s > 0]
+
+    def estimate(a: float, b: float, edge_s: float) -> Estimate:
+        if readings is None:  # a gauge that never changed: plain integral, bound by its span
+            value = integrate(t, p, a, b)
+            return Estimate(value, abs(gauge.gain_error_pct) / 100 * abs(value), 0.0, False)
+        return gauge_energy(readings, a, b, period_s=period, averaging_s=gauge.averaging_s,
+                            noise_w=noise, quantum_w=quantum, gain_pct=gauge.gain_error_pct,
+                            edge_s=edge_s)
+
+    period = noise = quantum = 0.0
+    if readings is not None:
+        period = gauge.update_period_s or readings.period_s
+        found = noise_sd_w(readings, idle[0].start_s, idle[0].end_s) if idle else None
+        noise = found if found is not None else noise_from_differences(readings)
+        volts = float(np.nanmedian(frame["voltage_uv"])) * 1e-6 if "voltage_uv" in frame.columns else 0.0
+        quantum = {"mA": 1e-3, "uA": 1e-6}.get(gauge.current_unit or "uA", 0.0) * volts
+        out.gauge.update({"update_period_s": round(period, 4),
+                          "period_from": "config" if gauge.update_period_s else "trace",
+                          "averaging_s": gauge.averaging_s, "noise_w": round(noise, 6),
+                          "noise_from": "idle baseline" if found is not None else "successive readings",
+                          "quantum_w": quantum, "gain_error_pct": gauge.gain_error_pct,
+                          "refreshes": int(readings.t_s.size)})
+    try:
+        avg = estimate(start, end, EDGE_S["marks"]).scaled(1.0 / (end - start)) if end > start else None
+        if avg is not None:
+            m["avg_power_w"], m["avg_power_w_u95"] = avg.value, avg.u95
+    except WindowError as exc:
+        missing["avg_power_w"] = str(exc)
+    idle_w: Estimate | None = None
+    if idle:
+        try:
+            idle_w = estimate(idle[0].start_s, idle[0].end_s, EDGE_S["marks"]).scaled(1.0 / idle[0].duration_s)
+            m["idle_power_w"], m["idle_power_w_u95"] = idle_w.value, idle_w.u95
+        except WindowError as exc:
+            missing["idle_power_w"] = str(exc)
+    else:
+        missing["idle_power_w"] = "no idle baseline was sampled (telemetry.idle_s is 0)"
+    for name in ENERGY_PHASES:
+        chosen = [ph for ph in phases if ph.name == name]
+        if not chosen:
+            missing[f"energy_{name}_j"] = f"the job has no {name} phase"
+            continue
+        try:
+            total = Estimate(0.0)
+            for ph in chosen:
+                total = total + estimate(ph.start_s, ph.end_s, EDGE_S.get(ph.source, 0.02))
+        except WindowError as exc:
+            missing[f"energy_{name}_j"] = str(exc)
+            continue
+        duration = sum(ph.duration_s for ph in chosen)
+        m[f"energy_{name}_j"], m[f"energy_{name}_j_u95"] = total.value, total.u95
+        if total.below:
+            out.resolution[name] = "below"
+        tokens = plan.tokens.get(name)
+        if tokens:
+            m[f"energy_per_token_{name}_j"] = total.value / tokens
+            m[f"energy_per_token_{name}_j_u95"] = total.u95 / tokens
+        else:
+            missing[f"energy_per_token_{name}_j"] = f"token count of the {name} phase unknown"
+        if idle_w is not None:
+            # the gain scales gross and idle alike: it bounds the net value, not both terms
+            gain = abs(gauge.gain_error_pct) / 100.0
+            idle_part = idle_w.scaled(duration)
+            net_value = total.value - idle_part.value
+            bound = (total.bound - gain * abs(total.value)) + (idle_part.bound - gain * abs(idle_part.value))
+            net = Estimate(net_value, max(0.0, bound) + gain * abs(net_value),
+                           float(np.hypot(total.sd, idle_part.sd)), total.below)
+            m[f"energy_{name}_j_net"], m[f"energy_{name}_j_net_u95"] = net.value, net.u95
+            if tokens:
+                m[f"energy_per_token_{name}_j_net"] = net.value / tokens
+                m[f"energy_per_token_{name}_j_net_u95"] = net.u95 / tokens
 
 
 def temperature_column(frame: pd.DataFrame, skin_zone: str | None) -> str | None:
@@ -58,13 +172,16 @@ def temperature_column(frame: pd.DataFrame, skin_zone: str | None) -> str | None
 def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float], *,
                 power_missing: str | None = None, skin_zone: str | None = None,
                 throttle_reference: dict[str, float] | None = None,
-                truth: tuple[np.ndarray, np.ndarray] | None = None) -> MetricsResult:
+                truth: tuple[np.ndarray, np.ndarray] | None = None,
+                gauge: "GaugeInfo | None" = None) -> MetricsResult:
     """Every telemetry metric of one job.
 
     ``window`` is the job's inference window (first step start, last step
     end; t_s). ``truth`` is (t_s, cumulative joules) from a virtual device's
     physical model. Energies are gross; ``_net`` subtracts the idle baseline
-    power times the phase's duration.
+    power times the phase's duration. Every energy carries ``<name>_u95``
+    (the half-width of its 95% interval, :mod:`melt.telemetry.uncertainty`);
+    a phase shorter than the gauge resolves is listed in ``resolution``.
     """
     out = MetricsResult()
     m, missing = out.metrics, out.missing
@@ -72,42 +189,7 @@ def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float
     phases = plan.phases
 
     if "power_w" in frame.columns and frame["power_w"].notna().sum() >= 2:
-        t, p = _series(frame, "power_w")
-        try:
-            m["avg_power_w"] = mean_over(t, p, start, end)
-        except WindowError as exc:
-            missing["avg_power_w"] = str(exc)
-        idle = [ph for ph in phases if ph.name == "idle" and ph.duration_s > 0]
-        idle_w: float | None = None
-        if idle:
-            try:
-                idle_w = mean_over(t, p, idle[0].start_s, idle[0].end_s)
-                m["idle_power_w"] = idle_w
-            except WindowError as exc:
-                missing["idle_power_w"] = str(exc)
-        else:
-            missing["idle_power_w"] = "no idle baseline was sampled (telemetry.idle_s is 0)"
-        for name in ENERGY_PHASES:
-            try:
-                found = _phase_sum(phases, name, t, p)
-            except WindowError as exc:
-                missing[f"energy_{name}_j"] = str(exc)
-                continue
-            if found is None:
-                missing[f"energy_{name}_j"] = f"the job has no {name} phase"
-                continue
-            energy, duration = found
-            m[f"energy_{name}_j"] = energy
-            tokens = plan.tokens.get(name)
-            if tokens:
-                m[f"energy_per_token_{name}_j"] = energy / tokens
-            else:
-                missing[f"energy_per_token_{name}_j"] = f"token count of the {name} phase unknown"
-            if idle_w is not None:
-                net = energy - idle_w * duration
-                m[f"energy_{name}_j_net"] = net
-                if tokens:
-                    m[f"energy_per_token_{name}_j_net"] = net / tokens
+        _energy_metrics(out, frame, plan, window, gauge or GaugeInfo())
     else:
         reason = power_missing or "no power samples"
         for name in ("avg_power_w", *(f"energy_{n}_j" for n in ENERGY_PHASES)):
@@ -155,9 +237,9 @@ def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float
     else:
         missing["temp_max_c"] = "no temperature channel"
 
-    if "battery_pct" in frame.columns and frame["battery_pct"].notna().sum() >= 1:
-        _, level = _series(frame, "battery_pct")
-        m["battery_drain_pct"] = float(level[0] - level[-1])
+    drain = _battery_drain(frame)
+    if drain:
+        m.update(drain)
     else:
         missing["battery_drain_pct"] = "no battery level channel"
 
@@ -169,9 +251,33 @@ def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float
     else:
         missing["peak_rss_bytes"] = "the inference process was never sampled"
 
-    out.throttled_intervals = throttled_intervals(frame, start_s=start, end_s=end,
-                                                  reference=throttle_reference)
-    m["throttled"] = 1 if out.throttled_intervals else 0
+    signal = throttle_signal(frame)
+    if signal is None:
+        missing["throttled"] = ("the device exposes no throttling signal (no cpufreq caps, cooling "
+                                "devices or frequencies under load)")
+    else:
+        out.throttled_intervals = throttled_intervals(frame, start_s=start, end_s=end,
+                                                      reference=throttle_reference)
+        m["throttled"] = 1 if out.throttled_intervals else 0
+    return out
+
+
+def _battery_drain(frame: pd.DataFrame) -> dict[str, float]:
+    """``battery_drain_pct`` (and ``battery_drain_uah``) from the charge counter when the
+    device has one (µAh resolution), else from the integer level."""
+    out: dict[str, float] = {}
+    if "charge_counter_uah" in frame.columns and frame["charge_counter_uah"].notna().sum() >= 2:
+        _, counter = _series(frame, "charge_counter_uah")
+        drained = float(counter[0] - counter[-1])
+        out["battery_drain_uah"] = drained
+        if "charge_full_uah" in frame.columns and frame["charge_full_uah"].notna().any():
+            full = float(frame["charge_full_uah"].dropna().iloc[0])
+            if full > 0:
+                out["battery_drain_pct"] = 100.0 * drained / full
+                return out
+    if "battery_pct" in frame.columns and frame["battery_pct"].notna().sum() >= 1:
+        _, level = _series(frame, "battery_pct")
+        out["battery_drain_pct"] = float(level[0] - level[-1])
     return out
 
 

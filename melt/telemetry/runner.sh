@@ -21,7 +21,8 @@
 #              H TIME PID VMHWM_KB           (about once a second)
 #              C TIME UTIME STIME CUTIME CSTIME TICKS  (sampler cost, at the end)
 #   out.N err.N status.N   per step
-#   markdata   output of MELT_MARK_CMD at each mark (energy counters)
+#   markdata   output of MELT_MARK_CMD at each mark (energy counters), then uptime=
+#   markfiles  "TIME MARK FILE VALUE" for each of MELT_MARK_FILES at each mark
 #   aux        output of MELT_AUX_CMD (tegrastats), started at begin
 
 D=$1
@@ -43,7 +44,10 @@ mark() {
   melt_now
   echo "$T $1" >> "$D/marks"
   if [ -n "${MELT_MARK_CMD:-}" ]; then
-    { echo "@ $T $1"; eval "$MELT_MARK_CMD"; } >> "$D/markdata" 2>/dev/null
+    { echo "@ $T $1"; eval "$MELT_MARK_CMD"; read -r up _ < /proc/uptime; echo "uptime=$up"; } >> "$D/markdata" 2>/dev/null
+  fi
+  if [ -n "${MELT_MARK_FILES:-}" ]; then  # battery status, charger online: builtin reads only
+    for f in $MELT_MARK_FILES; do v=; read -r v < "$f"; echo "$T $1 $f $v"; done >> "$D/markfiles" 2>/dev/null
   fi
 }
 
@@ -182,7 +186,7 @@ melt_step() {
 # the step's pid stays the inference process's), so a stop reaches its children
 MELT_SETSID=
 command -v setsid > /dev/null 2>&1 && MELT_SETSID=setsid
-rm -f "$D/stop" "$D/marks" "$D/samples" "$D/markdata" "$D/tick"
+rm -f "$D/stop" "$D/marks" "$D/samples" "$D/markdata" "$D/markfiles" "$D/tick"
 : > "$D/pid"
 pagesize=$(getconf PAGESIZE 2>/dev/null || getconf PAGE_SIZE 2>/dev/null)
 clk=$(getconf CLK_TCK 2>/dev/null)
@@ -214,6 +218,9 @@ if [ -n "${MELT_IDLE_S:-}" ] && [ "$MELT_IDLE_S" != 0 ]; then
 fi
 melt_steps
 mark end
+if [ -n "${MELT_TAIL_S:-}" ] && [ "$MELT_TAIL_S" != 0 ]; then
+  sleep "$MELT_TAIL_S"  # a slow fuel gauge refreshes once more after the last phase
+fi
 : > "$D/stop"
 wait "$spid"
 [ -n "${apid:-}" ] && { kill -TERM "$apid" 2>/dev/null; wait "$apid" 2>/dev/null; }

@@ -65,6 +65,7 @@ class JobOutput:
     remote_dir: str = ""
     step_specs: list[Step] = field(default_factory=list)
     client: Any = None  # what a host-side client (``during``) returned
+    markfiles: str = ""  # battery status and chargers online at each mark
 
 
 #: Runner files that stay on the device (inputs and control files).
@@ -101,8 +102,11 @@ class TelemetrySession:
                 self._odpm = bool(r.stdout.strip())
 
     def _pick_shell(self) -> tuple[str, str]:
+        # abilities, not names: a bash older than 5.0 (RHEL 8, Ubuntu 18.04,
+        # JetPack 4) has no $EPOCHREALTIME, so it is chosen only when it has one
         script = ('echo "sh=${EPOCHREALTIME:-}"; b=$(command -v bash 2>/dev/null); '
-                  'echo "bash=$b"')
+                  '[ -n "$b" ] && [ -n "$("$b" -c \'echo "${EPOCHREALTIME:-}"\' 2>/dev/null)" ] '
+                  '&& echo "bash=$b"; true')
         out = self.transport.shell(script, timeout=15, check=False).stdout
         found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         if found.get("sh"):
@@ -167,6 +171,14 @@ class TelemetrySession:
         ]
         if self._odpm:
             lines.append(f"MELT_MARK_CMD={q(f'cat {ODPM_GLOB}')}")
+        if plan.mark_files:
+            lines.append(f"MELT_MARK_FILES={q(' '.join(plan.mark_files))}")
+        tail = self.spec.tail_s
+        if tail is None:
+            bat = self.spec.battery
+            tail = (bat.update_period_s + bat.averaging_s + 0.1) if bat and bat.update_period_s else 0.0
+        if tail:
+            lines.append(f"MELT_TAIL_S={q(f'{tail:g}')}")
         if self.spec.tegrastats_interval_ms:
             lines.append(f"MELT_AUX_CMD={q(f'tegrastats --interval {self.spec.tegrastats_interval_ms}')}")
         lines.append("melt_steps() {")
@@ -241,7 +253,7 @@ class TelemetrySession:
             results.append(StepResult(i, step.phase, start, end, rc, files.get(f"out.{i}", ""),
                                       files.get(f"err.{i}", ""), f"timeout.{i}" in files))
         return JobOutput(results, trace, files.get("markdata", ""), files.get("aux", ""), truth,
-                         duration, remote, list(steps), client)
+                         duration, remote, list(steps), client, files.get("markfiles", ""))
 
     def _abort(self, remote: str) -> None:
         q = shlex.quote

@@ -3,8 +3,11 @@
 A sample is *throttled* when, compared with the first sample of the job:
 
 - a core's frequency cap (``cpufreq_max_cpu<N>_khz``, what thermal
-  frameworks lower) fell by more than ``cap_drop`` (default 5%); or
-- a cooling device's state (``cooling_<N>_state``) rose; or
+  frameworks lower) fell by more than ``cap_drop`` (default 5%) below the
+  cap the core rested at (the first sample, or the health snapshot before
+  the job): a policy cap below the hardware maximum is not throttling; or
+- a compute cooling device's state (``cooling_<N>_state``; only CPU, GPU and
+  accelerator cooling devices are sampled) rose; or
 - the CPU was busy (``cpu_util_pct`` >= ``busy_pct``) yet the fastest core ran
   more than ``freq_drop`` (default 15%) below its highest frequency in the job
   (for devices that expose no cap).
@@ -35,12 +38,25 @@ def _first(series: pd.Series) -> float | None:
     return float(values.iloc[0]) if len(values) else None
 
 
+def throttle_signal(frame: pd.DataFrame) -> str | None:
+    """Which signal throttling can be read from, or None when the trace has none."""
+    cols = frame.columns
+    if any(c.startswith("cpufreq_max_cpu") and frame[c].notna().any() for c in cols):
+        return "cpufreq caps"
+    if any(c.startswith("cooling_") and frame[c].notna().any() for c in cols):
+        return "cooling devices"
+    if "cpu_util_pct" in cols and any(c.startswith("cpufreq_cpu") and frame[c].notna().any() for c in cols):
+        return "frequencies under load"
+    return None
+
+
 def throttled_mask(frame: pd.DataFrame, *, cap_drop: float = 0.05, freq_drop: float = 0.15,
                    busy_pct: float = 90.0, reference: dict[str, float] | None = None) -> pd.Series:
     """Boolean per row of ``frame``: throttled at that sample (see module doc).
 
-    ``reference`` maps a cap column to the core's hardware maximum
-    (``cpuinfo_max_freq``); a job that starts already capped is then caught too.
+    ``reference`` maps a cap column to the cap the core rested at before the
+    job (``scaling_max_freq`` in the health snapshot); a cap that drops between
+    that snapshot and the first sample is then caught too.
     """
     mask = pd.Series(False, index=frame.index)
     caps = [c for c in frame.columns if c.startswith("cpufreq_max_cpu")]

@@ -33,6 +33,56 @@ class PowerParams(_Frozen):
     screen_max_w: float = Field(0.9, ge=0, description="screen on at brightness 255")
 
 
+class GaugeParams(_Frozen):
+    """What the fuel gauge reports, as a real one does (see docs/virtual-devices.md).
+
+    Every ``update_period_s`` it latches the mean cell current and voltage of
+    the last ``averaging_s`` seconds (0: the instantaneous value), adds a
+    gain error and Gaussian noise, rounds to its unit and writes
+    ``current_now``/``current_avg``/``voltage_now``.
+    """
+
+    update_period_s: float = Field(0.25, gt=0, le=60, description="how often the readings change")
+    averaging_s: float = Field(0.0, ge=0, le=60, description="window the current is averaged over")
+    noise_ua: float = Field(0.0, ge=0, description="1-sigma noise added to each current reading (uA)")
+    gain_error_pct: float = Field(0.0, ge=-20, le=20, description="reading = true * (1 + pct/100)")
+    unit: Literal["uA", "mA"] = Field("uA", description="unit of current_now / current_avg")
+    seed: int = Field(0, description="seed of the noise (runs are repeatable)")
+
+
+class ChargerParams(_Frozen):
+    """The USB charger and the switch that can cut it."""
+
+    switch: Literal["input_suspend", "charging_enabled", "none"] = Field(
+        "input_suspend", description="sysfs file that really stops charging (none: only "
+                                     "`dumpsys battery unplug`, which changes what Android reports)")
+
+
+class OdpmRail(_Frozen):
+    """One ODPM channel: a named rail carrying a share of one part of the model's power."""
+
+    name: str
+    source: Literal["cpu", "idle", "screen"]
+    share: float = Field(1.0, ge=0, le=1)
+
+
+class OdpmParams(_Frozen):
+    """On-Device Power Monitor counters (Pixel 6+ ``iio:deviceN/energy_value`` layout)."""
+
+    enabled: bool = False
+    refresh_period_s: float = Field(0.05, gt=0, le=10, description="how often the counters refresh")
+    rails: list[OdpmRail] = [
+        OdpmRail(name="S4M_VDD_CPUCL0", source="cpu", share=0.2),
+        OdpmRail(name="S3M_VDD_CPUCL1", source="cpu", share=0.3),
+        OdpmRail(name="S2M_VDD_CPUCL2", source="cpu", share=0.5),
+        OdpmRail(name="S5M_VDD_INT", source="idle", share=0.4),
+        OdpmRail(name="S9M_VDD_DDR", source="idle", share=0.3),
+        OdpmRail(name="VSYS_PWR_MODEM", source="idle", share=0.3),
+        OdpmRail(name="VSYS_PWR_DISPLAY", source="screen", share=1.0),
+    ]
+    channels_per_device: int = Field(8, ge=1, le=16, description="rails per iio device (Pixel: 8)")
+
+
 class BatteryParams(_Frozen):
     """Fuel gauge and cell."""
 
@@ -46,6 +96,8 @@ class BatteryParams(_Frozen):
     current_sign: Literal["negative-discharging", "positive-discharging"] = "negative-discharging"
     charger_connected: bool = Field(False, description="USB charger plugged in at start")
     charge_current_ma: float = Field(1500, ge=0)
+    gauge: GaugeParams = GaugeParams()
+    charger: ChargerParams = ChargerParams()
 
 
 class ThermalZoneParams(_Frozen):
@@ -106,6 +158,7 @@ class VirtualPhoneConfig(_Frozen):
     thermal: ThermalParams = ThermalParams()
     cpu: CpuParams = CpuParams()
     rates: RatesParams = RatesParams()
+    odpm: OdpmParams = OdpmParams()
 
     @model_validator(mode="after")
     def _check(self) -> "VirtualPhoneConfig":

@@ -91,6 +91,10 @@ class Emulation:
             return argv
         if not os.path.isabs(argv[0]):
             argv[0] = shutil.which(argv[0]) or argv[0]
+        if os.getuid() != 0 and os.path.basename(argv[0]) == "bwrap":
+            # the namespace maps this user to root (to mount binfmt_misc); bubblewrap
+            # maps it back, so the phone's commands see the uid they would without it
+            argv[1:1] = ["--unshare-user", "--uid", str(os.getuid()), "--gid", str(os.getgid())]
         mount = shutil.which("mount") or "/bin/mount"
         script = (
             f"{mount} -t binfmt_misc binfmt_misc {BINFMT_DIR} && "

@@ -6,6 +6,7 @@ Layout of ``root`` (a host folder) and where each part appears on the device::
     root/data/media/0               -> /sdcard and /storage/emulated/0
     root/system                     -> /system (/system/bin: getprop, dumpsys ...)
     root/sys/class/power_supply     -> /sys/class/power_supply (battery/, usb/)
+    root/sys/bus                    -> /sys/bus (iio/devices: ODPM energy counters, when enabled)
     root/sys/class/thermal          -> /sys/class/thermal (thermal_zone*/)
     root/sys/devices/system/cpu     -> /sys/devices/system/cpu (cpu*/cpufreq/)
 
@@ -46,6 +47,7 @@ MOUNTS: tuple[tuple[str, str], ...] = (
     ("/sys/devices/system/cpu", "sys/devices/system/cpu"),
     ("/sys/class/power_supply", "sys/class/power_supply"),
     ("/sys/class/thermal", "sys/class/thermal"),
+    ("/sys/bus", "sys/bus"),
     ("/storage/emulated/0", "data/media/0"),
     ("/sdcard", "data/media/0"),
     ("/system", "system"),
@@ -158,8 +160,7 @@ class Sandbox:
         for name, value in (("type", "Battery"), ("present", "1"), ("health", "Good"),
                             ("technology", "Li-ion"), ("scope", "System")):
             atomic_write(ps / "battery" / name, value + "\n")
-        if not (ps / "battery/input_suspend").exists():
-            atomic_write(ps / "battery/input_suspend", "0\n")
+        (self.root / "sys/bus/iio/devices").mkdir(parents=True, exist_ok=True)
         atomic_write(ps / "usb/type", "USB\n")
         cpu = self.root / "sys/devices/system/cpu"
         cpu.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from melt.virtual.config import VirtualPhoneConfig
+from melt.virtual.gauge import FuelGauge, OdpmCounters, source_shares
 from melt.virtual.physics import PhysicsModel
 from melt.virtual.proctree import CpuMeter, OrphanReaper, signal_tree
 from melt.virtual.sandbox import Sandbox, atomic_write
@@ -64,6 +65,22 @@ class Simulator(threading.Thread):
         self._running = True  # the tree is not SIGSTOPped
         self.ncpu = sandbox.cpu_count
         self.lock = threading.Lock()
+        b = config.battery
+        self.gauge = FuelGauge(b.gauge, sign=-1 if b.current_sign == "negative-discharging" else 1)
+        self.odpm = OdpmCounters(config.odpm) if config.odpm.enabled else None
+        self._shares = source_shares(config.odpm)
+        self._create_switch()
+
+    def _create_switch(self) -> None:
+        """The charger's sysfs switch (kept across restarts, like the phone's own)."""
+        switch = self.cfg.battery.charger.switch
+        bat = self.sandbox.host_path("/sys/class/power_supply/battery")
+        bat.mkdir(parents=True, exist_ok=True)
+        for name in ("input_suspend", "charging_enabled"):
+            if name != switch:
+                (bat / name).unlink(missing_ok=True)
+        if switch != "none" and not (bat / switch).exists():
+            atomic_write(bat / switch, ("0" if switch == "input_suspend" else "1") + "\n")
 
     def stop(self, timeout: float = 5.0) -> None:
         """End the loop, let the tree run again and flush the truth log."""
@@ -106,7 +123,12 @@ class Simulator(threading.Thread):
                 if i % sysfs_every == 0:
                     self._sync_inputs()
                 with self.lock:
-                    s = self.model.step(now - last, busy)
+                    dt = now - last
+                    s = self.model.step(dt, busy)
+                    changed = self.gauge.feed(now, dt, s.current_a, s.voltage_v)
+                    boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+                    if self.odpm is not None and self.odpm.feed(boot, dt, self._power_parts(), self._shares):
+                        self._write_odpm()
                 last = now
                 truth.write(
                     f"{time.clock_gettime(time.CLOCK_BOOTTIME):.6f},{now:.6f},{time.time():.6f},"
@@ -115,6 +137,8 @@ class Simulator(threading.Thread):
                     f"{int(s.throttled)}\n"
                 )
                 self._duty_cycle(now)
+                if changed:
+                    self._write_gauge()
                 if i % sysfs_every == 0:
                     self._write_sysfs()
                 if i % flush_every == 0:
@@ -156,9 +180,41 @@ class Simulator(threading.Thread):
             s.brightness = max(0, min(255, int(_read(sb.state_path("settings/system/screen_brightness")) or 128)))
         except ValueError:
             pass
-        s.charging_enabled = _read(sb.host_path("/sys/class/power_supply/battery/input_suspend")) != "1"
+        switch = self.cfg.battery.charger.switch
+        value = _read(sb.host_path(f"/sys/class/power_supply/battery/{switch}"))
+        if switch == "input_suspend":
+            s.charging_enabled = value != "1"
+        elif switch == "charging_enabled":
+            s.charging_enabled = value != "0"
+        else:  # nothing on this phone cuts the charger
+            s.charging_enabled = True
 
     # ---------------------------------------------------------------- outputs
+    def _power_parts(self) -> dict[str, float]:
+        """The model's power split by source (W): what the ODPM rails carry."""
+        s, pw = self.model.state, self.cfg.power
+        screen = 0.0
+        if s.screen_on:
+            screen = pw.screen_base_w + (pw.screen_max_w - pw.screen_base_w) * s.brightness / 255
+        return {"idle": pw.idle_w, "screen": screen, "cpu": max(0.0, s.power_w - pw.idle_w - screen)}
+
+    def _write_gauge(self) -> None:
+        g = self.gauge
+        bat = self.sandbox.host_path("/sys/class/power_supply/battery")
+        self._put(bat / "current_now", str(g.current_raw))
+        self._put(bat / "current_avg", str(g.current_raw))
+        self._put(bat / "voltage_now", str(g.voltage_uv))
+
+    def _write_odpm(self) -> None:
+        assert self.odpm is not None
+        base = self.sandbox.host_path("/sys/bus/iio/devices")
+        for n, text in enumerate(self.odpm.shown):
+            dev = base / f"iio:device{n}"
+            if not dev.is_dir():
+                dev.mkdir(parents=True, exist_ok=True)
+                atomic_write(dev / "name", f"s2mpg1{n}-odpm\n")
+            atomic_write(dev / "energy_value", text + "\n")
+
     def _put(self, path: Path, value: str) -> None:
         if self._written.get(path) != value:
             atomic_write(path, value + "\n")
@@ -168,12 +224,8 @@ class Simulator(threading.Thread):
         with self.lock:
             m, s = self.model, self.model.state
             b = self.cfg.battery
-            sign = -1 if b.current_sign == "negative-discharging" else 1
             bat = self.sandbox.host_path("/sys/class/power_supply/battery")
             self._put(bat / "capacity", str(m.level_pct))
-            self._put(bat / "current_now", str(int(round(sign * s.current_a * 1e6))))
-            self._put(bat / "current_avg", str(int(round(sign * s.current_a * 1e6))))
-            self._put(bat / "voltage_now", str(int(round(s.voltage_v * 1e6))))
             self._put(bat / "voltage_ocv", str(int(round(m.ocv(m.level_fraction) * 1e6))))
             self._put(bat / "temp", str(int(round(s.body_c * 10))))
             self._put(bat / "status", m.battery_status())
@@ -181,6 +233,8 @@ class Simulator(threading.Thread):
             self._put(bat / "charge_full", str(int(b.capacity_mah * 1000)))
             self._put(bat / "charge_full_design", str(int(b.capacity_mah * 1000)))
             self._put(self.sandbox.host_path("/sys/class/power_supply/usb/online"),
+                      "1" if s.charger_online else "0")
+            self._put(self.sandbox.host_path("/sys/class/power_supply/usb/present"),
                       "1" if s.charger_online else "0")
             for n, zone in enumerate(self.cfg.thermal.zones):
                 zdir = self.sandbox.thermal_zone_dir(n)

@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 
 from tests.conftest_virtual import adb_server  # noqa: F401
-from tests.helpers import ROOT
+from tests.helpers import ROOT, need
 
 PASSWORD = "farm-secret-8d1f"
 
@@ -24,8 +24,7 @@ PASSWORD = "farm-secret-8d1f"
 def redis_url() -> Iterator[str]:
     from melt.farm.testing import redis_available, redis_server
 
-    if not redis_available():
-        pytest.skip("redis-server is not installed")
+    need(redis_available(), "redis-server (apt-get install redis-server)")
     with redis_server(password=PASSWORD) as url:
         yield url
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import shutil
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.helpers import need
+
+#: found as scripts/system-deps.sh finds it (`command -v chromium`)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
 @pytest.fixture(scope="session")
 def browser_context(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is absent (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    need(CHROMIUM is not None, "chromium (apt-get install chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        sync_api = None
+    need(sync_api is not None, "playwright (pip install playwright)")
     with sync_api.sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM),

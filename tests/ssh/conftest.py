@@ -21,7 +21,7 @@ import yaml
 from melt.transports.hostkeys import melt_known_hosts, trust
 from melt.transports.ssh import SshTransport
 from melt.virtual.jetson import VirtualJetson
-from tests.helpers import ROOT
+from tests.helpers import ROOT, need
 
 
 def _sshd_usable() -> bool:
@@ -42,8 +42,7 @@ def melt_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def jetson(melt_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualJetson]:
-    if not _sshd_usable():
-        pytest.skip("needs /usr/sbin/sshd (openssh-server) and bubblewrap")
+    need(_sshd_usable(), "/usr/sbin/sshd (openssh-server) and a working bubblewrap")
     board = VirtualJetson(ROOT / "device_configs/virtual-jetson.yaml", port=0,
                           state_dir=tmp_path_factory.mktemp("jetson"))
     board.start()

@@ -87,17 +87,37 @@ def test_a_host_instrument_is_aligned_and_integrated_per_phase(tmp_path):
     import numpy as np
 
     from melt.telemetry.instruments import FakeInstrument
+    from tests.telemetry.test_clock import ShiftedClockTransport
 
-    fake = FakeInstrument(lambda t: np.full_like(t, 2.5), rate_hz=2000, name="bench_psu")
+    # The instrument's clock runs 250 s behind the device's and its power ramps with its own
+    # time: the phase's energy comes out right only if the measured offset moves the samples
+    # by the right amount in the right direction (a constant power would not tell).
+    lag = 250.0
+    t_start = time.time() - lag
+
+    def ramp(t_host):
+        return 1.0 + 0.8 * (t_host - t_start)
+
+    fake = FakeInstrument(ramp, rate_hz=2000, name="bench_psu", clock=lambda: time.time() - lag)
+    device = local(tmp_path)
+    device.transport = ShiftedClockTransport(LocalTransport(), lag)
     e = TelemetryExecutor(health=False, instruments=[fake]).execute(
-        local(tmp_path), [("decode", Invocation(("sleep", "0.5")))])
+        device, [("decode", Invocation(("sleep", "0.5")))])
+    clock = e.provenance["clock"]
+    assert abs(clock["offset_s"] - lag) < 0.05
     phase = next(p for p in e.provenance["phases"] if p["name"] == "decode")
-    duration = phase["end_s"] - phase["start_s"]
-    assert e.metrics["bench_psu_energy_decode_j"] == pytest.approx(2.5 * duration, rel=1e-6)
+    t0 = e.provenance["telemetry"]["t0_device_s"]
+    # the phase on the instrument's clock, and the ramp's exact integral over it
+    a = t0 + phase["start_s"] - clock["offset_s"]
+    b = t0 + phase["end_s"] - clock["offset_s"]
+    exact = (b - a) + 0.4 * ((b - t_start) ** 2 - (a - t_start) ** 2)
+    energy, u95 = e.metrics["bench_psu_energy_decode_j"], e.metrics["bench_psu_energy_decode_j_u95"]
+    assert energy == pytest.approx(exact, rel=1e-3)
+    # a second off moves the window by 0.8 W/s * 0.5 s: far outside the interval
+    assert u95 < 0.8 * 0.5 * 0.5
     trace = pd.read_parquet(io.BytesIO(e.files["trace.parquet"]))
     assert "bench_psu_power_w" in trace.columns
-    if e.provenance["telemetry"]["energy_source"] == "bench_psu":  # no fuel gauge here
-        assert e.metrics["energy_decode_j"] == pytest.approx(2.5 * duration, rel=1e-6)
+    assert np.all(np.diff(trace["bench_psu_power_w"].dropna().to_numpy()) >= 0)  # still a ramp
 
 
 def test_monsoon_says_clearly_when_its_library_is_missing():

@@ -1,8 +1,9 @@
 """Telemetry against the virtual phone: true energy, cool-down, throttling, Ctrl-C.
 
 One phone serves the module (it shares the machine's cores: the jobs are short).
-Its model runs faster than the defaults so the fuel gauge follows the load
-closely: busy cores measured every 100 ms, sysfs rewritten at 200 Hz.
+Its fuel gauge is the default one (4 refreshes a second, noisy): the energy
+test checks the truth lies inside melt's interval. The realistic case (a
+slow mA gauge, a real model) is tests/telemetry/test_energy_real.py.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def phone(adb_server):
     from melt.virtual.config import CpuParams, RatesParams, VirtualPhoneConfig
     from melt.virtual.testing import virtual_phone
 
-    cfg = VirtualPhoneConfig(rates=RatesParams(tick_hz=200, cpu_sample_hz=10, sysfs_hz=200),
+    cfg = VirtualPhoneConfig(rates=RatesParams(tick_hz=100, cpu_sample_hz=10, sysfs_hz=20),
                              cpu=CpuParams(throttle_temp_c=80, release_temp_c=70))
     with virtual_phone(cfg) as ph:
         ph.serial = adb_server.connect(ph.address)
@@ -47,14 +48,15 @@ def burn(phase: str) -> tuple[str, Invocation]:
     return phase, Invocation(("sh", "-c", BURN), timeout_s=60)
 
 
-def test_energy_per_phase_within_1_percent_of_the_truth(phone, adb_server):
+def test_energy_per_phase_holds_the_truth_in_its_interval(phone, adb_server):
     device = device_for(phone, adb_server, telemetry=TelemetrySpec(idle_s=1.0))
     e = TelemetryExecutor(health=False).execute(device, [burn("prefill"), burn("decode")])
     m = e.metrics
     for phase in ("prefill", "decode"):
-        measured, true = m[f"energy_{phase}_j"], m[f"true_energy_{phase}_j"]
-        print(f"{phase}: measured {measured:.4f} J, true {true:.4f} J, error {100 * (measured - true) / true:+.2f}%")
-        assert abs(measured - true) / true < 0.01, (phase, measured, true)
+        measured, true, u95 = m[f"energy_{phase}_j"], m[f"true_energy_{phase}_j"], m[f"energy_{phase}_j_u95"]
+        print(f"{phase}: measured {measured:.4f} +- {u95:.4f} J, true {true:.4f} J, "
+              f"error {100 * (measured - true) / true:+.2f}%")
+        assert abs(measured - true) <= u95 < 0.08 * true, (phase, measured, true, u95)
     assert m["energy_decode_j_net"] < m["energy_decode_j"]
     assert m["sample_rate_hz"] >= 45
     assert m["sampler_cpu_pct"] <= 2.5
@@ -80,12 +82,24 @@ def test_next_job_starts_only_after_cooling_below_the_threshold(phone, adb_serve
 
 def test_an_injected_throttle_is_flagged(phone, adb_server):
     device = device_for(phone, adb_server, telemetry=TelemetrySpec(idle_s=0.5))
-    timer = threading.Timer(1.2, phone.force_throttle, args=(True,))
-    timer.start()
+    done = threading.Event()
+
+    def throttle_once_decoding() -> None:  # not on a timer: a loaded machine starts jobs late
+        jobs = phone.host_path("/data/local/tmp/melt/jobs")
+        while not done.is_set():
+            if any("decode_start" in (m.read_text() if m.exists() else "") for m in jobs.glob("*/marks")):
+                time.sleep(0.5)
+                phone.force_throttle(True)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=throttle_once_decoding, daemon=True)
+    watcher.start()
     try:
         e = TelemetryExecutor(health=True).execute(device, [burn("decode")])
     finally:
-        timer.cancel()
+        done.set()
+        watcher.join(5)
         phone.force_throttle(None)
     assert e.metrics["throttled"] == 1
     assert e.provenance["throttled_intervals"]

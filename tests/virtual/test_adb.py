@@ -13,6 +13,7 @@ import pytest
 
 from melt.virtual.phone import VirtualPhone
 from melt.virtual.testing import AdbServer
+from tests.helpers import readline
 
 pytestmark = pytest.mark.adb
 
@@ -47,9 +48,9 @@ def test_shell_output_streams_while_the_command_runs(adb_server: AdbServer, adb_
     )
     t0 = time.monotonic()
     assert proc.stdout is not None
-    assert proc.stdout.readline() == "first\n"
+    assert readline(proc.stdout) == "first\n"
     assert time.monotonic() - t0 < 2.5
-    assert proc.stdout.readline() == "second\n"
+    assert readline(proc.stdout) == "second\n"
     assert proc.wait(10) == 0
 
 
@@ -149,7 +150,7 @@ def test_kill_mid_command_then_restart_and_reconnect(adb_server: AdbServer, adb_
         ["adb", "-P", str(adb_server.port), "-s", adb_serial, "shell", "echo started; sleep 30"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
     )
-    assert cli.stdout is not None and cli.stdout.readline() == "started\n"
+    assert cli.stdout is not None and readline(cli.stdout) == "started\n"
     t0 = time.monotonic()
     virtual_phone.kill()
     worker.join(20)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from melt.cli.main import cli
 from melt.virtual.testing import AdbServer, free_port
+from tests.helpers import readline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +79,7 @@ def test_foreground_start_prints_address_and_stops_on_sigterm(tmp_path: Path) ->
                             text=True, cwd=ROOT, env=env)
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == f"127.0.0.1:{port}"
+        assert readline(proc.stdout).strip() == f"127.0.0.1:{port}"
         stopped = melt("virtual", "stop", str(port), state=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
         assert proc.wait(15) == 0

@@ -60,13 +60,14 @@ class Requirement(_Frozen):
     """One thing a profile needs on the build machine.
 
     Exactly one of ``program`` (an executable on PATH), ``env`` (an environment
-    variable naming a folder, optionally holding ``file``) or ``arch`` (the
-    build machine's CPU) is set. ``also`` lists other names of the ``env``
-    variable, tried in order when it is unset (``ANDROID_NDK`` for
-    ``ANDROID_NDK_HOME``). ``what`` and ``hint`` make the error message.
+    variable naming a folder, optionally holding ``file``), ``arch`` (the
+    build machine's CPU) or ``module`` (an importable Python module) is set.
+    ``also`` lists other names of the ``env`` variable, tried in order when it
+    is unset (``ANDROID_NDK`` for ``ANDROID_NDK_HOME``). ``what`` and ``hint`` make the error message.
     """
 
     program: str | None = None
+    module: str | None = None
     env: str | None = None
     also: tuple[str, ...] = ()
     file: str | None = None
@@ -76,9 +77,9 @@ class Requirement(_Frozen):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Requirement":
-        kinds = [k for k in ("program", "env", "arch") if getattr(self, k)]
+        kinds = [k for k in ("program", "env", "arch", "module") if getattr(self, k)]
         if len(kinds) != 1:
-            raise ValueError("set exactly one of program, env, arch")
+            raise ValueError("set exactly one of program, env, arch, module")
         if (self.file or self.also) and not self.env:
             raise ValueError("'file' and 'also' only go with 'env'")
         return self
@@ -104,6 +105,11 @@ class Requirement(_Frozen):
                 return f"{self.what} was not found: {names} is not set; {self.hint}"
             if self.file and not (Path(value) / self.file).is_file():
                 return f"{self.what} was not found: {name}={value} has no {self.file}; {self.hint}"
+        elif self.module:
+            import importlib.util
+
+            if importlib.util.find_spec(self.module) is None:
+                return f"{self.what} (Python module {self.module}) is not installed: {self.hint}"
         elif self.arch:
             machine = platform.machine().lower()
             aliases = {"arm64": "aarch64", "amd64": "x86_64"}

@@ -104,6 +104,7 @@ def parse_source(text: str | None, recipe: Recipe) -> SourceRef:
         kind = "git" if text == "git" else spec.default
         if kind == "git":
             assert spec.git is not None
+            check_git_url(spec.git.url, spec.git.ref)
             return SourceRef("git", url=spec.git.url, ref=spec.git.ref)
         assert spec.pypi is not None
         return SourceRef(
@@ -116,6 +117,7 @@ def parse_source(text: str | None, recipe: Recipe) -> SourceRef:
         # last "/" counts as a ref.
         if not sep or "/" in ref or not url:
             url, ref = rest, (spec.git.ref if spec.git else "master")
+        check_git_url(url, ref)
         return SourceRef("git", url=url, ref=ref)
     if text.startswith("pypi:"):
         body = text[5:]
@@ -279,10 +281,27 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     return proc.stdout.strip()
 
 
+_GIT_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://[^\s]+|[\w.-]+@[\w.-]+:[^\s]+|/[^\s]*)$", re.I)
+_GIT_REF = re.compile(r"^[\w][\w./-]*$")
+
+
+def check_git_url(url: str, ref: str) -> None:
+    """Raise :class:`BuildError` unless ``url`` is a git URL and ``ref`` a plain ref name.
+
+    Neither may start with ``-``: git would read it as an option
+    (``--upload-pack=CMD`` runs CMD).
+    """
+    if url.startswith("-") or not _GIT_URL.match(url):
+        raise BuildError(f"git source URL {url!r} is not a URL: use git+https://HOST/REPO@REF, "
+                         "git+ssh://..., git+USER@HOST:PATH or git+/absolute/path")
+    if not _GIT_REF.match(ref) or ".." in ref:
+        raise BuildError(f"git ref {ref!r} is not a branch, tag or commit name")
+
+
 def _from_git(ref: SourceRef, sources, patches, phash, say) -> SourceTree:
     commit = ref.ref if _HEX40.match(ref.ref) else None
     if commit is None:
-        out = _git("ls-remote", ref.url, ref.ref, f"refs/tags/{ref.ref}^{{}}")
+        out = _git("ls-remote", "--", ref.url, ref.ref, f"refs/tags/{ref.ref}^{{}}")
         lines = [ln.split() for ln in out.splitlines() if ln.strip()]
         if not lines:
             raise BuildError(f"git ref {ref.ref!r} not found in {ref.url}")
@@ -292,7 +311,7 @@ def _from_git(ref: SourceRef, sources, patches, phash, say) -> SourceTree:
 
     def fill(tmp: Path) -> dict:
         _git("init", "-q", str(tmp))
-        _git("fetch", "-q", "--depth", "1", ref.url, commit, cwd=tmp)
+        _git("fetch", "-q", "--depth", "1", "--", ref.url, commit, cwd=tmp)
         _git("checkout", "-q", "FETCH_HEAD", cwd=tmp)
         shutil.rmtree(tmp / ".git")
         _prepare_tree(tmp, patches, say)

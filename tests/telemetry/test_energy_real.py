@@ -1,0 +1,99 @@
+"""Real inference (Gemma 3 270M) on a virtual phone with a realistic fuel gauge and ODPM counters.
+
+The gauge refreshes once a second, each reading the mean of the last second,
+in mA, with 5 mA of noise and a 0.5% gain error; the device config declares
+the refresh and averaging but not the unit (melt must detect mA). The phone
+also has Pixel-style ODPM counters refreshed every 50 ms. The truth is the
+phone's physical model, driven by the real CPU time of llama-bench.
+
+A first job measures the decode speed; the second asks for enough tokens to
+decode for about 12 s, so there is a phase of 10 s or more on any machine.
+Every phase's truth must lie in melt's interval; for phases of 10 s or more
+the gauge's interval must be within 5% of the value and ODPM's within 1%.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from melt.config.specs import AdbSpec, BatterySpec, DeviceSpec, TelemetrySpec
+from melt.runner.telemetry_executor import TelemetryExecutor
+
+pytestmark = [pytest.mark.adb, pytest.mark.slow]
+
+DECODE_TARGET_S = 12.0
+
+
+@pytest.fixture(scope="module")
+def phone(adb_server):
+    from melt.virtual.config import BatteryParams, CpuParams, GaugeParams, OdpmParams, VirtualPhoneConfig
+    from melt.virtual.testing import virtual_phone
+
+    gauge = GaugeParams(update_period_s=1.0, averaging_s=1.0, noise_ua=5000, gain_error_pct=0.5, unit="mA", seed=7)
+    cfg = VirtualPhoneConfig(battery=BatteryParams(gauge=gauge), odpm=OdpmParams(enabled=True),
+                             cpu=CpuParams(throttle_temp_c=95, release_temp_c=90))
+    with virtual_phone(cfg) as ph:
+        ph.serial = adb_server.connect(ph.address)
+        yield ph
+
+
+@pytest.fixture(scope="module")
+def device(phone, adb_server):
+    from melt.devices.android import AndroidDevice
+
+    battery = BatterySpec(current_unit="auto", update_period_s=1.0, averaging_s=1.0, gain_error_pct=1.0)
+    spec = DeviceSpec(name="realistic", kind="android", virtual={},
+                      adb=AdbSpec(serial=phone.serial, server_port=adb_server.port),
+                      telemetry=TelemetrySpec(idle_s=4.0, battery=battery))
+    return AndroidDevice.connect(spec)
+
+
+def bench_job(device, build, model, n_prompt: int, n_gen: int):
+    from melt.frameworks.llamacpp.driver import LlamaCpp
+
+    steps = LlamaCpp().phased_invocations(
+        "bench", {"n_prompt": n_prompt, "n_gen": n_gen, "repetitions": 1, "threads": 2},
+        bin_dir=str(build.bin_dir), model_path=str(model))  # the phone sees the host's files read-only
+    return TelemetryExecutor(health=False, cooldown=False).execute(device, steps)
+
+
+def test_gemma_energy_holds_the_truth_in_melts_intervals(phone, device, llamacpp_build, gemma_model):
+    first = bench_job(device, llamacpp_build, gemma_model, 128, 64)
+    assert first.returncode == 0, first.stderr[-500:]
+    assert first.provenance["telemetry"]["channels"]["current_unit"] == "mA"  # detected, not configured
+    decode = next(p for p in first.provenance["phases"] if p["name"] == "decode")
+    rate = 64 / (decode["end_s"] - decode["start_s"])
+    n_gen = max(64, min(4096, math.ceil(DECODE_TARGET_S * rate)))
+    second = bench_job(device, llamacpp_build, gemma_model, 256, n_gen)
+    assert second.returncode == 0, second.stderr[-500:]
+
+    checked, inside, long_phases = 0, 0, 0
+    for e in (first, second):
+        m = e.metrics
+        durations = {p["name"]: p["end_s"] - p["start_s"] for p in e.provenance["phases"]}
+        for phase in ("prefill", "decode"):
+            value, u95, truth = m[f"energy_{phase}_j"], m[f"energy_{phase}_j_u95"], m[f"true_energy_{phase}_j"]
+            print(f"{phase} {durations[phase]:6.2f} s: {value:8.3f} +- {u95:.3f} J (truth {truth:.3f}, "
+                  f"error {100 * (value - truth) / truth:+.2f}%, interval {100 * u95 / value:.2f}%)")
+            checked += 1
+            inside += abs(value - truth) <= u95
+            if durations[phase] >= 10.0:
+                long_phases += 1
+                assert u95 <= 0.05 * value, (phase, value, u95)
+        # ODPM: counters at the step marks, against the truth over the same marks
+        t0 = e.provenance["telemetry"]["t0_device_s"]
+        for step in e.provenance["steps"]:
+            a, b = t0 + step["start_s"], t0 + step["end_s"]
+            truth = phone.energy_between(a, b, clock="realtime_s")
+            value, u95 = m[f"odpm_energy_{step['phase']}_j"], m[f"odpm_energy_{step['phase']}_j_u95"]
+            print(f"odpm {step['phase']} {b - a:6.2f} s: {value:8.3f} +- {u95:.3f} J (truth {truth:.3f})")
+            checked += 1
+            inside += abs(value - truth) <= u95
+            if b - a >= 10.0:
+                assert u95 <= 0.01 * value, (step["phase"], value, u95)
+        assert m["odpm_soc_energy_decode_j"] < m["odpm_energy_decode_j"]  # the display is no SoC rail
+    assert long_phases >= 1
+    assert inside >= 0.95 * checked, (inside, checked)
+    assert second.metrics["charging"] == 0 and second.metrics["throttled"] == 0
