@@ -37,6 +37,12 @@ def results() -> None:
     """Inspect and export stored runs."""
 
 
+def _say_unreadable(store: ResultsStore) -> None:
+    """One line on stderr per run folder that could not be read (never hidden)."""
+    for run_id, reason in store.unreadable:
+        click.echo(f"could not read run {run_id}: {reason}", err=True)
+
+
 @results.command("list")
 @results_option
 @json_option
@@ -55,6 +61,7 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
             "jobs_total": run.manifest.get("total_jobs"),
             "path": str(run.dir),
         })
+    _say_unreadable(store)
     if as_json:
         echo_json(rows)
         return
@@ -161,4 +168,6 @@ def reindex(results_dir: Path | None) -> None:
     """Rebuild the SQLite index (results/melt.db) from the run folders."""
     store = ResultsStore(results_path(results_dir))
     n = store.reindex()
-    click.echo(f"indexed {n} jobs from {len(store.run_ids())} runs in {store.index.path}")
+    _say_unreadable(store)
+    read = len(store.run_ids()) - len(store.unreadable)
+    click.echo(f"indexed {n} jobs from {read} runs in {store.root / 'melt.db'}")

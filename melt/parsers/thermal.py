@@ -13,10 +13,13 @@ is millidegrees, 150 to 999 is tenths (no zone reads 150 °C), the rest degrees;
 ``parse_dumpsys_thermalservice`` (kind ``dumpsys-thermalservice``) returns
 ``{"throttling_status": int | None, "sensors": [...], "cooling_devices": [...]}``:
 one sensor per ``Temperature{mValue=.., mType=.., mName=.., mStatus=..}`` of
-"Current temperatures from HAL" (falling back to "Cached temperatures" when
-the HAL section is missing), with ``name``, ``type`` (int), ``type_name``,
-``value_c``, ``status``. The registry flattens it to one record per sensor,
-each carrying ``throttling_status``.
+"Current temperatures from HAL", with ``name``, ``type`` (int), ``type_name``,
+``value_c``, ``status``. When the HAL section is missing the sensors come
+from "Cached temperatures": the last values the service saw, not a reading
+of now, so each such sensor carries ``cached: True`` and ``source`` says
+``cached`` (``hal`` for the HAL section, ``unlabelled`` for objects outside
+both sections). The registry flattens it to one record per
+sensor, each carrying ``throttling_status``.
 """
 
 from __future__ import annotations
@@ -133,18 +136,25 @@ def parse_dumpsys_thermalservice(text: str) -> dict[str, Any]:
     status = _STATUS.search(text)
     hal = _section(text, "Current temperatures from HAL:")
     cached = _section(text, "Cached temperatures:")
-    source = hal if hal is not None and _TEMP_OBJ.search(hal) else cached
-    if source is None or not _TEMP_OBJ.search(source):
-        source = text
+    origin = "hal"
+    source = hal if hal is not None and _TEMP_OBJ.search(hal) else None
+    if source is None and cached is not None and _TEMP_OBJ.search(cached):
+        source, origin = cached, "cached"
+    if source is None:  # objects outside any known section
+        source, origin = text, "unlabelled"
     cooling = _section(text, "Current cooling devices from HAL:") or ""
     devices = []
     for fields in _objects(_COOL_OBJ, cooling):
         dev = {"name": fields.get("Name") or None, "type": to_int(fields.get("Type")),
                "value": to_int(fields.get("Value"))}
         devices.append({k: v for k, v in dev.items() if v is not None})
+    sensors = [s for s in (_sensor(f) for f in _objects(_TEMP_OBJ, source)) if s]
+    if origin == "cached":
+        sensors = [dict(s, cached=True) for s in sensors]
     return {
         "throttling_status": to_int(status.group(1)) if status else None,
-        "sensors": [s for s in (_sensor(f) for f in _objects(_TEMP_OBJ, source)) if s],
+        "source": origin,
+        "sensors": sensors,
         "cooling_devices": devices,
     }
 

@@ -6,10 +6,14 @@ The folders are the truth; the index can be rebuilt from them
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from melt.errors import ResultsError
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -32,16 +36,34 @@ CREATE INDEX IF NOT EXISTS metrics_name ON metrics (name);
 
 
 class Index:
-    """A thin wrapper over one SQLite file."""
+    """A thin wrapper over one SQLite file.
+
+    A damaged file raises :class:`ResultsError` that says to run
+    ``melt results reindex``, never a sqlite traceback.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._db = sqlite3.connect(str(self.path), timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_DDL)
+        with self._guard():
+            self._db = sqlite3.connect(str(self.path), timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_DDL)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise ResultsError(f"{self.path}: busy ({exc}); try again") from None
+            raise ResultsError(f"{self.path}: the results index is damaged ({exc}); rebuild it from "
+                               "the run folders with `melt results reindex`") from None
+        except sqlite3.DatabaseError as exc:
+            raise ResultsError(f"{self.path}: the results index is damaged ({exc}); rebuild it from "
+                               "the run folders with `melt results reindex`") from None
 
     def add_run(self, manifest: dict[str, Any], run_dir: Path) -> None:
-        with self._db:
+        with self._guard(), self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?)",
                 (
@@ -56,7 +78,7 @@ class Index:
             )
 
     def add_job(self, run_id: str, job: dict[str, Any]) -> None:
-        with self._db:
+        with self._guard(), self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -89,9 +111,17 @@ class Index:
     def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         self._db.row_factory = sqlite3.Row
         try:
-            return list(self._db.execute(sql, params))
+            with self._guard():
+                return list(self._db.execute(sql, params))
         finally:
             self._db.row_factory = None
 
     def close(self) -> None:
         self._db.close()
+
+
+def remove_index(path: Path) -> None:
+    """Delete an index file with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")

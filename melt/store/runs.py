@@ -29,7 +29,7 @@ from typing import Any, Iterable
 from melt import __version__
 from melt.errors import ResultsError
 from melt.store.atomic import append_line, atomic_write_bytes, atomic_write_json, read_json_lines
-from melt.store.index import Index
+from melt.store.index import Index, remove_index
 from melt.store.schema import JOB_FIELDS, SCHEMA_VERSION, upgrade_manifest
 
 
@@ -114,6 +114,8 @@ class ResultsStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self._index: Index | None = None
+        #: (run id, reason) of the runs the last :meth:`runs` call could not read
+        self.unreadable: list[tuple[str, str]] = []
 
     @property
     def index(self) -> Index:
@@ -188,19 +190,45 @@ class ResultsStore:
     def runs(self) -> list[Run]:
         """Every readable run, oldest first."""
         out = []
+        self.unreadable = []
         for run_id in self.run_ids():
             try:
                 out.append(self.open_run(run_id))
-            except ResultsError:
-                continue
+            except ResultsError as exc:
+                self.unreadable.append((run_id, str(exc)))
         return out
 
     def reindex(self, runs: Iterable[Run] | None = None) -> int:
-        """Rebuild the SQLite index from the folders; returns the number of jobs."""
-        n = 0
-        for run in runs if runs is not None else self.runs():
-            self.index.add_run(run.manifest, run.dir)
-            for job in run.jobs():
-                self.index.add_job(run.run_id, job)
-                n += 1
+        """Index runs (default: rebuild the whole index from the folders); returns the job count.
+
+        A full rebuild writes a new file beside the old one and replaces it, so
+        a damaged ``melt.db`` is never read.
+        """
+        if runs is not None:
+            n = 0
+            for run in runs:
+                self.index.add_run(run.manifest, run.dir)
+                for job in run.jobs():
+                    self.index.add_job(run.run_id, job)
+                    n += 1
+            return n
+        self.root.mkdir(parents=True, exist_ok=True)
+        final, fresh_path = self.root / "melt.db", self.root / f".melt.db.{os.getpid()}.new"
+        remove_index(fresh_path)
+        fresh, n = Index(fresh_path), 0
+        try:
+            for run in self.runs():
+                fresh.add_run(run.manifest, run.dir)
+                for job in run.jobs():
+                    fresh.add_job(run.run_id, job)
+                    n += 1
+            fresh._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            fresh._db.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            fresh.close()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        remove_index(final)
+        os.replace(fresh_path, final)
         return n

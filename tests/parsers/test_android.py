@@ -198,3 +198,20 @@ def test_top_threads_and_old_toolbox_layout() -> None:
     assert old[0]["name"] == "kthreadd" and old[0]["user"] == "root"
     assert old[1] == {"pid": 1234, "user": "u0_a12", "cpu_pct": 12.0, "res_bytes": 45678 * 1024,
                       "name": "com.foo", "state": "S"}
+
+
+def test_thermalservice_cached_temperatures_are_labelled_cached() -> None:
+    from melt.parsers.thermal import parse_dumpsys_thermalservice
+
+    text = ("IsStatusOverride: false\nThermal Status: 1\nCached temperatures:\n"
+            "\tTemperature{mValue=41.5, mType=0, mName=cpu0, mStatus=0}\n"
+            "\tTemperature{mValue=33.0, mType=2, mName=battery, mStatus=0}\nHAL Ready: false\n")
+    parsed = parse_dumpsys_thermalservice(text)
+    assert parsed["source"] == "cached"
+    assert [(s["name"], s["value_c"], s.get("cached")) for s in parsed["sensors"]] == [
+        ("cpu0", 41.5, True), ("battery", 33.0, True)]
+    with_hal = text + ("Current temperatures from HAL:\n"
+                       "\tTemperature{mValue=44.0, mType=0, mName=cpu0, mStatus=0}\n")
+    live = parse_dumpsys_thermalservice(with_hal)
+    assert live["source"] == "hal" and live["sensors"][0]["value_c"] == 44.0
+    assert "cached" not in live["sensors"][0]

@@ -80,3 +80,23 @@ def test_absent_metric_is_a_dash_not_nan(tmp_path):
     html = build_report([run], tmp_path / "r.html").path.read_text(encoding="utf-8")
     table = html[html.index("<table"):html.index("</table>")]
     assert "nan" not in table.lower()
+
+
+def test_emulated_jobs_are_marked_and_explained(run, tmp_path):
+    import json
+
+    html = build_report([run], tmp_path / "plain.html").path.read_text(encoding="utf-8")
+    assert 'id="emulated-notice"' not in html and ">emulated<" not in html
+    marked = 0
+    for result in (run.dir / "jobs").glob("*/result.json"):
+        record = json.loads(result.read_text())
+        if record["device"] == "pixel-8":
+            record["emulated"] = True
+            result.write_text(json.dumps(record))
+            marked += 1
+    html = build_report([run], tmp_path / "r.html").path.read_text(encoding="utf-8")
+    notice = re.search(r'<div class="notice" id="emulated-notice">(.*?)</div>', html, re.S)
+    assert notice and f"{marked} of 12 jobs ran another instruction set" in notice.group(1)
+    assert "Do not compare them with real phones" in notice.group(1)
+    jobs_table = html[html.index('id="jobs-table"'):]
+    assert jobs_table.count('<span class="sim">emulated</span>') == marked
