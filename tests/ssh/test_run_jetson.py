@@ -70,7 +70,8 @@ def test_quickstart_refused_until_trusted_then_rail_energy_per_phase(jetson, gem
             measured, true = m[f"energy_{phase}_j"], m[f"true_energy_{phase}_j"]
             print(f"{job['workload']} {phase} ({durations[phase]:.3f} s): rails {measured:.3f} J, "
                   f"truth {true:.3f} J")
-            assert m[f"rail_vdd_in_energy_{phase}_j"] == pytest.approx(measured)
+            # the same rail, integrated plainly: inside the energy's own 95% interval
+            assert abs(m[f"rail_vdd_in_energy_{phase}_j"] - measured) <= m[f"energy_{phase}_j_u95"]
             assert 0 < m[f"rail_vdd_cpu_gpu_cv_energy_{phase}_j"] < measured
             if durations[phase] >= 0.5:  # several 50 ms rail refreshes: close to the truth
                 assert measured == pytest.approx(true, rel=0.15)
