@@ -334,7 +334,8 @@ class DeviceWorker:
         try:
             command, env, execution = self._measure(prepared, job, executor)
             provenance["command"], provenance["env"] = command, env
-            for key in ("phases", "throttled_intervals", "metrics_missing", "turns", "series"):
+            for key in ("phases", "throttled_intervals", "metrics_missing", "turns",
+                        "conversation_totals", "series"):
                 if key in execution.provenance:
                     extra[key] = execution.provenance.pop(key)
             provenance.update(execution.provenance)
