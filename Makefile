@@ -32,6 +32,7 @@ models/gemma3-270m-q8_0.gguf: $(VENV)/.installed
 	$(MELT) model quantize gemma3-270m --type Q8_0 -o $@
 
 PHONE := 127.0.0.1:15555
+JETSON := 127.0.0.1:15022
 # The demo's virtual phone reports this machine's ABI and runs the host build
 # natively, which keeps `make demo` to one llama.cpp build. PHONE_ABI=arm64-v8a
 # gives it a phone's ABI: the arm64 cross build (a few more minutes, cached)
@@ -54,7 +55,15 @@ demo: venv deps
 	-@adb disconnect $(PHONE) >/dev/null 2>&1
 	-@[ -f .demo-adb-started ] && adb kill-server; rm -f .demo-adb-started
 	$(MELT) results show latest
-	$(MELT) report $$($(MELT) results list --json | $(PY) -c 'import json,sys; print(" ".join(r["run_id"] for r in json.load(sys.stdin)[-2:]))') -o results/report.html
+	@# and on melt's virtual Jetson, through Debian's real sshd: trusting its
+	@# host key is an explicit step, as for a real board
+	$(MELT) virtual stop $(JETSON) >/dev/null 2>&1 || true
+	$(MELT) virtual start jetson --port 15022 --detach
+	$(MELT) devices trust virtual-jetson
+	$(MELT) run experiments/quickstart-jetson.yaml || { $(MELT) virtual stop $(JETSON); exit 1; }
+	$(MELT) virtual stop $(JETSON)
+	$(MELT) results show latest
+	$(MELT) report $$($(MELT) results list --json | $(PY) -c 'import json,sys; print(" ".join(r["run_id"] for r in json.load(sys.stdin)[-3:]))') -o results/report.html
 	@echo
 	@echo "Results are in ./results/ (melt results list); the report: results/report.html"
 

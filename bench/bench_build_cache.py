@@ -67,7 +67,7 @@ def cached_host_build() -> Build | None:
     flags = b._resolved_flags(recipe, prof, tree)
     toolchain = os.path.expandvars(prof.toolchain_file) if prof.toolchain_file else None
     key = b.build_key(tree, prof, flags, toolchain)
-    return b._load_finished(b.builds_root() / f"{prof.name}-{key}")
+    return b._load_finished(b.builds_root() / f"{prof.name}-{key}", b._published(recipe, prof))
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:

@@ -40,7 +40,7 @@ def farm() -> None:
               help="Write each device worker's Celery log to LOG_DIR/NAME.log.")
 def worker(broker: str, devices: tuple[str, ...], configs: Path, interval: float,
            visibility_timeout: float | None, log_dir: Path | None) -> None:
-    """Serve this host's DEVICES to the farm until stopped (Ctrl-C or SIGTERM).
+    """Serve the devices attached to this host (--device) until stopped (Ctrl-C, SIGTERM).
 
     \b
     One Celery worker process per device consumes only that device's queue

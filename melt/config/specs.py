@@ -11,6 +11,7 @@ Specs are frozen pydantic models: once loaded nothing deeper re-checks them.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -26,6 +27,28 @@ from pydantic import (
 )
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+# Device paths reach the device's shell (sampled files are word-split there):
+# absolute, and only the characters sysfs names use; globs add * ? [ ] !.
+_PATH_CHARS = re.compile(r"/[A-Za-z0-9_.,:+@%=/-]*")
+_GLOB_CHARS = re.compile(r"/[A-Za-z0-9_.,:+@%=/*?\[\]!-]*")
+
+
+def _device_path(v: str) -> str:
+    if not _PATH_CHARS.fullmatch(v) or "/../" in v + "/":
+        raise ValueError(f"{v!r} is not an absolute device path of letters, digits and ._,:+@%=-")
+    return v
+
+
+def _device_glob(v: str) -> str:
+    if not _GLOB_CHARS.fullmatch(v) or "/../" in v + "/":
+        raise ValueError(f"{v!r} is not an absolute device path pattern (letters, digits, "
+                         "._,:+@%=- and the glob characters * ? [ ] !)")
+    return v
+
+
+DevicePath = Annotated[str, AfterValidator(_device_path)]
+DeviceGlob = Annotated[str, AfterValidator(_device_glob)]
 
 
 class Spec(BaseModel):
@@ -95,7 +118,7 @@ class SshSpec(Spec):
 class BatterySpec(Spec):
     """Fuel gauge files and their units (vendors differ)."""
 
-    dir: str = "/sys/class/power_supply/battery"
+    dir: DevicePath = "/sys/class/power_supply/battery"
     current_unit: Literal["uA", "mA", "auto"] = Field(
         "auto", description="unit of current_now; auto: read from its magnitude when melt connects")
     current_sign: Literal["positive-discharging", "negative-discharging"] = "negative-discharging"
@@ -116,11 +139,11 @@ class RailSpec(Spec):
     """
 
     name: NonEmptyStr
-    power_file: str | None = Field(None, description="file holding the rail's instantaneous power")
+    power_file: DevicePath | None = Field(None, description="file holding the rail's instantaneous power")
     unit: Literal["uW", "mW", "W"] = "mW"
-    voltage_file: str | None = Field(None, description="bus voltage file (hwmon inN_input)")
+    voltage_file: DevicePath | None = Field(None, description="bus voltage file (hwmon inN_input)")
     voltage_unit: Literal["uV", "mV", "V"] = "mV"
-    current_file: str | None = Field(None, description="current file (hwmon currN_input)")
+    current_file: DevicePath | None = Field(None, description="current file (hwmon currN_input)")
     current_unit: Literal["uA", "mA", "A"] = "mA"
     total: bool = Field(
         False, description="counts into the device's power (power_w): the input rail, or each "
@@ -168,8 +191,8 @@ class TelemetrySpec(Spec):
         None, description="keep sampling this long after the last phase (default: one refresh and "
                           "averaging window of a battery with a declared update_period_s, else 0)")
     thermal_zones: list[str] | Literal["all"] = "all"
-    thermal_dir: str = "/sys/class/thermal"
-    cpufreq_glob: str = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"
+    thermal_dir: DevicePath = "/sys/class/thermal"
+    cpufreq_glob: DeviceGlob = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"
     cooling_devices: bool = Field(True, description="sample thermal cooling-device states (throttling)")
     skin_zone: str | None = Field(None, description="thermal zone type used for cool-down and temp_* metrics")
     rails: list[RailSpec] = Field(default_factory=list)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 import signal
 import threading
@@ -342,18 +343,36 @@ class DeviceState:
             return
         pending = [asdict(r) for r in self.reports if r.applied and not r.restored]
         if pending:
+            # temp file + rename: a melt killed mid-write never leaves half a journal
             self.journal.parent.mkdir(parents=True, exist_ok=True)
-            self.journal.write_text(json.dumps(pending, indent=1))
+            tmp = self.journal.with_name(f".{self.journal.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(pending, indent=1))
+            os.replace(tmp, self.journal)
         else:
             self.journal.unlink(missing_ok=True)
 
 
 def restore_journal(transport: Transport, journal: Path) -> list[KnobReport]:
-    """Restore what a killed melt left changed, from its journal file."""
+    """Restore what a killed melt left changed, from its journal file.
+
+    A journal that cannot be read (written by an older melt without the
+    atomic rename, or damaged) is moved aside to ``NAME.corrupt`` and
+    reported as one failed knob saying what to check by hand; later runs on
+    the device go on.
+    """
     if not journal.exists():
         return []
     state = DeviceState(transport, StateSpec(), journal=journal)
-    state.reports = [KnobReport(**r) for r in json.loads(journal.read_text())]
+    try:
+        state.reports = [KnobReport(**r) for r in json.loads(journal.read_text())]
+    except (OSError, ValueError, TypeError) as exc:
+        aside = journal.with_name(journal.name + ".corrupt")
+        with contextlib.suppress(OSError):
+            os.replace(journal, aside)
+        return [KnobReport("journal", None, error=(
+            f"the device-state journal {journal} could not be read ({exc}); moved to {aside}. "
+            "Settings an earlier melt changed may still be changed: check screen brightness, "
+            "charging (dumpsys battery reset), stay-awake and governors by hand"))]
     return state.restore()
 
 

@@ -48,8 +48,16 @@ def turn_tables(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         groups: dict[Any, list[dict[str, Any]]] = {}
         for t in turns:
             groups.setdefault(t.get("conversation"), []).append(t)
+        totals = {t.get("conversation"): t for t in record.get("conversation_totals") or []}
         for conv, rows in groups.items():
+            total = totals.get(conv)
+            footer = None
+            if total:
+                footer = ["total", _cell(total, "context_tokens_final", None),
+                          *[_cell(total, k, m) for k, _, m in TURN_COLUMNS[2:5]], "–", "–", "–",
+                          _cell(total, "e2e_ms", "e2e_ms"), _cell(total, "energy_j", "energy_j")]
             out.append({
+                "footer": footer,
                 "title": f"{j['device']} · {j['model']} · {j['workload']} · conversation {conv} · rep {j['repetition']}",
                 "simulated": j["simulated"],
                 "headers": [h for _, h, _ in TURN_COLUMNS],

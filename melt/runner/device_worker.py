@@ -200,7 +200,9 @@ class DeviceWorker:
                 device.on_push = self.events.transfer  # type: ignore[attr-defined]
             journal = cache_dir() / "state" / f"{self.spec.name}.json"
             try:
-                restore_journal(device.transport, journal)  # left changed by a killed melt
+                for rep in restore_journal(device.transport, journal):  # left by a killed melt
+                    if rep.error:
+                        self.events.stage(f"warning: {self.spec.name}: {rep.knob}: {rep.error}")
                 state = DeviceState(device.transport, self.spec.state, journal=journal)
                 state.__enter__()
             except BaseException:
@@ -332,7 +334,8 @@ class DeviceWorker:
         try:
             command, env, execution = self._measure(prepared, job, executor)
             provenance["command"], provenance["env"] = command, env
-            for key in ("phases", "throttled_intervals", "metrics_missing", "turns", "series"):
+            for key in ("phases", "throttled_intervals", "metrics_missing", "turns",
+                        "conversation_totals", "series"):
                 if key in execution.provenance:
                     extra[key] = execution.provenance.pop(key)
             provenance.update(execution.provenance)

@@ -152,6 +152,24 @@ def _mean(frame: pd.DataFrame, cols: list[str], start: float, end: float) -> flo
     return float(values.mean()) if values.size else None
 
 
+def conversation_totals(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per conversation: turns, prefilled / cached / generated tokens, time and energy summed."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for row in turns:
+        groups.setdefault(row.get("conversation"), []).append(row)
+    out = []
+    for conv, rows in groups.items():
+        total: dict[str, Any] = {"conversation": conv, "turns": len(rows)}
+        for key in ("prompt_tokens", "cached_tokens", "gen_tokens", "prefill_ms", "decode_ms", "e2e_ms",
+                    "energy_j"):
+            if all(key in r for r in rows):
+                total[key] = sum(r[key] for r in rows)
+        if rows and "context_tokens" in rows[-1]:
+            total["context_tokens_final"] = rows[-1]["context_tokens"]
+        out.append(total)
+    return out
+
+
 def served_tables(frame: pd.DataFrame, transcript: Mapping[str, Any], to_trace: float, *,
                   temp_col: str | None, throttled: list[Mapping[str, float]]) -> dict[str, Any]:
     """``turns`` (conversations), ``series`` and sustained metrics (see the module doc)."""
@@ -182,6 +200,7 @@ def served_tables(frame: pd.DataFrame, transcript: Mapping[str, Any], to_trace: 
         out["turns"] = rows
         if has_power and rows and all("energy_j" in r for r in rows):
             out["metrics"]["energy_conversation_j"] = float(sum(r["energy_j"] for r in rows))
+        out["conversation_totals"] = conversation_totals(rows)
 
     if transcript.get("kind") == "sustained":
         freq_cols = [c for c in frame.columns if c.startswith("cpufreq_") and c.endswith("_khz")]

@@ -293,7 +293,7 @@ class TelemetryExecutor:
                                    throttled=[iv.as_dict() for iv in result.throttled_intervals])
             metrics.update(tables["metrics"])
             missing.update(tables["missing"])
-            for key in ("turns", "series"):
+            for key in ("turns", "conversation_totals", "series"):
                 if key in tables:
                     provenance[key] = tables[key]
             stdout, rc = json.dumps(out.client), 0

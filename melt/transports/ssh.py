@@ -165,7 +165,6 @@ class _Tunnel:
         self._thread.join(2)
 
 
-
 def _pump(sock: socket.socket, chan: paramiko.Channel, closed: threading.Event) -> None:
     try:
         while not closed.is_set():

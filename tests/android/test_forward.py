@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import time
 
 import pytest
@@ -40,7 +41,8 @@ def _echo(sock: socket.socket, data: bytes) -> bytes:
 def test_adb_forward_reaches_a_phone_server_and_is_removed(adb_server, adb_serial, virtual_phone):
     transport = AdbTransport(adb_serial, server_port=adb_server.port)
     (virtual_phone.host_path("/data/local/tmp/echo.py")).write_text(ECHO)
-    proc = transport.start(["python3", "/data/local/tmp/echo.py", "/data/local/tmp/echo.port"])
+    # the phone's userland has no python: run this machine's interpreter by its path
+    proc = transport.start([sys.executable, "/data/local/tmp/echo.py", "/data/local/tmp/echo.port"])
     try:
         port = int(virtual_phone.wait_for_file("/data/local/tmp/echo.port", timeout=20))
         with transport.forward(port) as fwd:

@@ -108,3 +108,19 @@ def test_unknown_adaptive_metric_is_rejected_before_anything_runs(tmp_path: Path
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "Unknown adaptive.metric 'decode_tsp'" in done.stderr and "decode_tps" in done.stderr
     assert not (tmp_path / "r").exists()  # nothing ran
+
+
+def test_config_paths_that_would_inject_into_the_device_shell_are_rejected() -> None:
+    from pydantic import ValidationError
+
+    from melt.config.specs import RailSpec, TelemetrySpec
+
+    for bad in ("/sys/x; rm -rf /data", "/sys/$(reboot)/f", "relative/*", "/sys/a b/*", "/sys/../etc/*"):
+        with pytest.raises(ValidationError, match="not an absolute device path pattern"):
+            TelemetrySpec(cpufreq_glob=bad)
+    with pytest.raises(ValidationError, match="not an absolute device path"):
+        TelemetrySpec(thermal_dir="/sys/class/thermal`id`")
+    with pytest.raises(ValidationError, match="not an absolute device path"):
+        RailSpec(name="vdd", power_file="/sys/rail'p")
+    ok = TelemetrySpec(cpufreq_glob="/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq")
+    assert ok.cpufreq_glob.endswith("scaling_cur_freq")

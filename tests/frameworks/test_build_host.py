@@ -53,7 +53,27 @@ def test_a_folder_without_build_json_is_not_a_finished_build(tmp_path):
     unfinished = tmp_path / "host-abc"
     (unfinished / "bin").mkdir(parents=True)
     (unfinished / "bin" / "llama-bench").write_text("")
-    assert build_module._load_finished(unfinished) is None
+    assert build_module._load_finished(unfinished, ["llama-bench"]) is None
+
+
+def test_a_build_missing_a_published_binary_is_not_reused(tmp_path):
+    """A build published before a target joined the recipe is rebuilt, not half-used."""
+    import json
+
+    done = tmp_path / "host-abc"
+    (done / "bin").mkdir(parents=True)
+    (done / "bin" / "llama-bench").write_text("")
+    (done / "build.json").write_text(json.dumps({"binaries": {"llama-bench": {"file": "bin/llama-bench"}}}))
+    assert build_module._load_finished(done, ["llama-bench"]) is not None
+    assert build_module._load_finished(done, ["llama-bench", "llama-server"]) is None
+
+
+def test_every_target_is_published():
+    from melt.frameworks.llamacpp.recipe import load_recipe
+
+    recipe = load_recipe()
+    published = build_module._published(recipe, recipe.profile("host"))
+    assert {"llama-bench", "llama-completion", "llama-server", "llama-quantize"} <= set(published)
 
 
 def test_patch_is_in_the_built_tree(llamacpp_build):

@@ -126,3 +126,12 @@ def test_server_marks_win_over_host_times_when_every_request_has_them():
     # one request without its marks: every window comes from the host's times
     plan = served_plan(None, step, tr, to_trace=-100.0, marks=marks[:3], mark_to_trace=-1000.0)
     assert {p.source for p in plan.phases[1:]} == {"host-stream"}
+
+
+def test_conversation_totals_sum_the_turns():
+    from melt.runner.served import conversation_totals
+
+    rows = [{"conversation": 2, "turn": i, "prompt_tokens": 10, "gen_tokens": 5, "e2e_ms": 100.0,
+             "energy_j": 0.5, "context_tokens": 10 + 15 * i} for i in range(3)]
+    assert conversation_totals(rows) == [{"conversation": 2, "turns": 3, "prompt_tokens": 30, "gen_tokens": 15,
+                                          "e2e_ms": 300.0, "energy_j": 1.5, "context_tokens_final": 40}]

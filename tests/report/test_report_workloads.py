@@ -25,7 +25,10 @@ def _streamed_run(root):
                 turns=[{"conversation": 1, "turn": i, "context_tokens": 30 + 50 * i, "prompt_tokens": 30,
                         "cached_tokens": 50 * i, "gen_tokens": 24, "ttft_ms": 80.0 + 10 * i,
                         "prefill_tps": 400.0, "decode_tps": 40.0, "e2e_ms": 700.0, "energy_j": 1.5}
-                       for i in range(3)])
+                       for i in range(3)],
+                conversation_totals=[{"conversation": 1, "turns": 3, "prompt_tokens": 90, "cached_tokens": 150,
+                                      "gen_tokens": 72, "e2e_ms": 2100.0, "energy_j": 4.5,
+                                      "context_tokens_final": 130}])
     hot = copy.deepcopy(base)
     series = [{"start_s": float(k), "end_s": k + 1.0, "tokens": 40 if k < 5 else 20,
                "tps": 40.0 if k < 5 else 20.0, "temp_c": 30.0 + k, "cpufreq_khz": 2.4e6,
@@ -52,6 +55,8 @@ def test_turn_table_and_sustained_chart(tmp_path, browser_context):
     assert rows.count() == 3
     assert rows.nth(2).locator("td").nth(1).inner_text() == "130"  # context tokens of turn 2
     assert HOSTILE in page.locator("#turns + h3").inner_text()  # shown as text
+    footer = page.locator("table.turns tfoot td").all_inner_texts()
+    assert footer[:5] == ["total", "130", "90", "150", "72"] and footer[-1] == "4.5"
     chart = page.locator("[data-figure='sustained-0']")
     assert chart.get_attribute("data-rendered") == "1"
     fig = page.evaluate("() => { const d = document.querySelector(\"[data-figure='sustained-0']\");"

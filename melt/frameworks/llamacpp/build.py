@@ -94,10 +94,13 @@ def build_llamacpp(
         if force:
             shutil.rmtree(final, ignore_errors=True)
             shutil.rmtree(work, ignore_errors=True)
-        cached = _load_finished(final)
+        cached = _load_finished(final, _published(recipe, prof))
         if cached is not None:
             say(f"cached build: {final}")
             return cached
+        if final.exists():  # published by an older melt without some of today's binaries
+            say(f"cached build {final} lacks binaries this recipe publishes: rebuilding")
+            shutil.rmtree(final, ignore_errors=True)
         return _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs)
 
 
@@ -151,7 +154,13 @@ def _resolved_flags(recipe: Recipe, prof: Profile, tree: SourceTree) -> dict[str
     return dict(sorted(flags.items()))
 
 
-def _load_finished(final: Path) -> Build | None:
+def _published(recipe: Recipe, prof: Profile) -> list[str]:
+    """Every binary a finished build holds: the workloads' and every target the profile builds."""
+    return sorted({b for names in recipe.binaries.values() for b in names} | set(prof.targets))
+
+
+def _load_finished(final: Path, expected: list[str]) -> Build | None:
+    """The finished build in ``final`` if it holds every ``expected`` binary, else ``None``."""
     info_path = final / "build.json"
     if not info_path.is_file():
         return None
@@ -160,7 +169,7 @@ def _load_finished(final: Path) -> Build | None:
         binaries = {name: final / b["file"] for name, b in info["binaries"].items()}
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not all(p.is_file() for p in binaries.values()):
+    if not all(p.is_file() for p in binaries.values()) or not set(expected) <= set(binaries):
         return None
     return Build(dir=final, bin_dir=final / "bin", binaries=binaries, provenance=info, cached=True)
 
@@ -184,7 +193,7 @@ def _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs
     seconds = round(time.monotonic() - started, 1)
 
     built = cmake_dir / "bin"
-    binaries = sorted({b for names in recipe.binaries.values() for b in names})
+    binaries = _published(recipe, prof)
     missing = [b for b in binaries if not (built / b).is_file()]
     if missing:
         raise BuildError(f"build finished without {', '.join(missing)}; see {log_path}")
