@@ -80,11 +80,14 @@ def test_old_bash_without_epochrealtime_is_not_chosen(tmp_path: Path) -> None:
     old_bash = tmp_path / "bash"
     old_bash.write_text("#!/bin/sh\nexec /bin/dash \"$@\"\n")  # a bash by name, without the ability
     old_bash.chmod(0o755)
+    from melt.config.specs import TelemetrySpec
+
     session = TelemetrySession.__new__(TelemetrySession)
     session.transport = _Shell(tmp_path)
-    assert session._pick_shell() == ("sh", "uptime")
+    session.spec = TelemetrySpec()
+    assert session._probe()[:2] == ("sh", "uptime")
     old_bash.write_text("#!/bin/sh\nexec /bin/bash \"$@\"\n")  # bash 5: has it
-    assert session._pick_shell() == (str(old_bash), "realtime")
+    assert session._probe()[:2] == (str(old_bash), "realtime")
 
 
 def _experiment(tmp_path: Path, extra: str, models: str = "[{name: t, tiny_seed: 1}]") -> Path:
