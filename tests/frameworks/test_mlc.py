@@ -82,7 +82,7 @@ def test_stand_in_prints_mlc_format_with_llama_cpp_rates(tmp_path, llamacpp_buil
     prompt = "Once upon a time; $(echo pwned)"
     inv = mlc.invocation("generate", {"prompt": prompt, "n_predict": 12}, bin_dir=str(build.bin_dir),
                          model_path=str(tiny_model))
-    done = subprocess.run(inv.argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(inv.argv, capture_output=True, text=True, errors="replace", timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-400:]
     assert f"[INST]: {prompt}" in done.stdout  # the prompt arrived intact, nothing ran
     assert not (tmp_path / "pwned").exists()

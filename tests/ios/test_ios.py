@@ -8,6 +8,7 @@ What is fake: usbmux/lockdown/DVT/AFC (``tests/ios/fake_services.py``).
 from __future__ import annotations
 
 import plistlib
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -149,14 +150,16 @@ def test_melt_devices_lists_an_attached_iphone(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_benchmark_app_runs_llama_bench_and_melt_reads_it(phone, tmp_path, monkeypatch, llamacpp_build, tiny_model):
+def test_benchmark_app_runs_llama_bench_and_melt_reads_it(phone, tmp_path, llamacpp_build, tiny_model):
     """The whole iPhone flow: install, stage the model, launch with llama-bench's
     arguments, wait for the app's files, pull them, parse them."""
     from melt.frameworks.llamacpp.driver import LlamaCpp
 
     device, services = phone
-    monkeypatch.setenv("MELT_TEST_LLAMA_BENCH", str(llamacpp_build.binaries["llama-bench"]))
-    device.transport.install(make_app(tmp_path, DATA / "MeltBench.sh"))
+    app = tmp_path / "MeltBench.sh"  # the app contract, with this machine's llama-bench inside
+    app.write_text((DATA / "MeltBench.sh").read_text().replace(
+        '"$MELT_TEST_LLAMA_BENCH"', shlex.quote(str(llamacpp_build.binaries["llama-bench"]))))
+    device.transport.install(make_app(tmp_path, app))
     model = device.stage(tiny_model, category="models")
     driver = LlamaCpp()
     params = {"n_prompt": 16, "n_gen": 8, "repetitions": 2, "threads": 1}

@@ -3,6 +3,7 @@
 # ARGS...` runs llama-bench with ARGS (paths relative to Documents, the
 # working folder), writes DIR/stdout.txt, DIR/stderr.txt and DIR/exit_code
 # last. The real app (frameworks/llama.cpp/ios/) does the same in-process.
+# The test writes this machine's llama-bench path in place of the variable.
 out=
 while [ $# -gt 0 ]; do
     case $1 in
