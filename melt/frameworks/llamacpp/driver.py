@@ -39,6 +39,7 @@ import math
 import posixpath
 import re
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 

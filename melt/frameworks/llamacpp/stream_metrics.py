@@ -7,6 +7,8 @@ arrived. Measured on the host:
 - ``itl_ms_p50`` / ``_p90`` / ``_p99``: gaps between consecutive tokens of one
   stream, pooled over the requests (tokens that arrived in one event share a
   time and count as a gap of 0);
+- ``itl_ms_mean``: the mean of those gaps (the one to set against a decode
+  rate, since stalls count in both);
 - ``e2e_ms``: request sent -> final event (median).
 
 Every host time includes the transport: ``transport_rtt_ms`` (the best
@@ -93,6 +95,7 @@ def stream_metrics(transcript: Mapping[str, Any]) -> dict[str, float]:
     if gaps:
         for q in (50, 90, 99):
             m[f"itl_ms_p{q}"] = _pct(gaps, q)
+        m["itl_ms_mean"] = sum(gaps) / len(gaps)
     m["e2e_ms"] = statistics_median([row["e2e_ms"] for row in rows])
     m["gen_tokens"] = float(sum(row["gen_tokens"] for row in rows))
     for phase, n_key, ms_key in (("prefill", "prompt_tokens", "prefill_ms"), ("decode", None, "decode_ms")):
