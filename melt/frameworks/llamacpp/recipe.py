@@ -240,12 +240,35 @@ def _stringify(value: object) -> str:
     return str(value)
 
 
-def recipe_dir() -> Path:
-    """Folder of the llama.cpp recipe: ``$MELT_FRAMEWORKS_DIR/llama.cpp`` or the source checkout's."""
+def frameworks_dir(name: str) -> Path:
+    """Folder of framework ``name``'s recipe: ``$MELT_FRAMEWORKS_DIR/NAME`` or the source checkout's."""
     base = os.environ.get("MELT_FRAMEWORKS_DIR")
     if base:
-        return Path(base) / "llama.cpp"
-    return Path(__file__).resolve().parents[3] / "frameworks" / "llama.cpp"
+        return Path(base) / name
+    return Path(__file__).resolve().parents[3] / "frameworks" / name
+
+
+def recipe_dir() -> Path:
+    """Folder of the llama.cpp recipe (see :func:`frameworks_dir`)."""
+    return frameworks_dir("llama.cpp")
+
+
+def read_recipe_mapping(path: Path) -> dict:
+    """A recipe file's top-level mapping, with ``root`` set to its folder.
+
+    Raises :class:`ConfigError` naming the file when it cannot be read, is not
+    YAML, or is not a mapping.
+    """
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), ["top level must be a mapping"])
+    raw["root"] = path.parent
+    return raw
 
 
 def load_recipe(path: Path | None = None) -> Recipe:
@@ -259,20 +282,12 @@ def load_recipe(path: Path | None = None) -> Recipe:
 
 @lru_cache(maxsize=8)
 def _load_cached(path: Path) -> Recipe:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(str(path), ["top level must be a mapping"])
+    raw = read_recipe_mapping(path)
     for section in [raw.get("common_flags") or {}] + [
         (p or {}).get("flags") or {} for p in (raw.get("profiles") or {}).values()
     ]:
         for key, value in list(section.items()):
             section[key] = _stringify(value)
-    raw["root"] = path.parent
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:

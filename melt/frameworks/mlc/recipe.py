@@ -7,16 +7,14 @@ requirements, and the ``stand-in`` profile used where MLC cannot run.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from melt.errors import ConfigError, UnknownNameError
-from melt.frameworks.llamacpp.recipe import Requirement
+from melt.frameworks.llamacpp.recipe import Requirement, frameworks_dir, read_recipe_mapping
 
 
 class _Frozen(BaseModel):
@@ -75,10 +73,7 @@ class MlcRecipe(_Frozen):
 
 def recipe_dir() -> Path:
     """``$MELT_FRAMEWORKS_DIR/mlc-llm`` or the source checkout's ``frameworks/mlc-llm``."""
-    base = os.environ.get("MELT_FRAMEWORKS_DIR")
-    if base:
-        return Path(base) / "mlc-llm"
-    return Path(__file__).resolve().parents[3] / "frameworks" / "mlc-llm"
+    return frameworks_dir("mlc-llm")
 
 
 def load_recipe(path: Path | None = None) -> MlcRecipe:
@@ -90,15 +85,6 @@ def load_recipe(path: Path | None = None) -> MlcRecipe:
 @lru_cache(maxsize=4)
 def _load(path: Path) -> MlcRecipe:
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(str(path), ["top level must be a mapping"])
-    raw["root"] = path.parent
-    try:
-        return MlcRecipe.model_validate(raw)
+        return MlcRecipe.model_validate(read_recipe_mapping(path))
     except ValidationError as exc:
         raise ConfigError(str(path), [".".join(map(str, e["loc"])) + ": " + e["msg"] for e in exc.errors()]) from None
