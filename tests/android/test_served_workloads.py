@@ -70,7 +70,6 @@ name: served
 devices: [{phone_yaml(tmp_path, virtual_phone, adb_server)}]
 models: [{{name: gemma, path: {gemma_model}}}]
 workloads:
-  - {{name: stall, kind: serve, prompt: "{PROMPT}", requests: 1, n_predict: 8, stall_timeout_s: 0.1, threads: 1}}
   - {{name: stream, kind: serve, prompt: "{PROMPT}", requests: 3, n_predict: 32, ignore_eos: true, threads: 2}}
   - {{name: pair, kind: serve, prompt: "{PROMPT}", requests: 2, concurrency: 2, n_predict: 16, ignore_eos: true,
       threads: 2}}
@@ -83,9 +82,6 @@ warmup: 0
     run = run_experiment(exp, results_dir=tmp_path / "r")
     jobs = {j["workload"]: j for j in run.jobs()}
 
-    stall = jobs["stall"]  # fails with its reason; the rest go on
-    # the prefill alone outlasts 0.1 s without a byte: the job fails with that reason
-    assert stall["status"] == "failed" and "llama-server" in stall["reason"] and "0.1 s" in stall["reason"]
 
     stream = jobs["stream"]
     assert stream["status"] == "ok", stream["reason"]

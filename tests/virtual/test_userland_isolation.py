@@ -37,7 +37,8 @@ def test_the_runner_picks_the_phones_sh_with_a_realtime_clock(adb_server: AdbSer
     spec = DeviceSpec(name="virtual", kind="android", virtual={},
                       adb=AdbSpec(serial=adb_serial, server_port=adb_server.port))
     session = TelemetrySession(AndroidDevice.connect(spec))
-    assert session._pick_shell() == ("sh", "realtime")
+    shell, clock, _odpm = session._probe()
+    assert (shell, clock) == ("sh", "realtime")
 
 
 def _broken_bwrap_path(tmp_path: Path) -> str:
