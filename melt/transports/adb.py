@@ -27,7 +27,7 @@ from adbutils.errors import AdbError, AdbTimeout
 
 from melt.errors import CommandTimeout, DeviceUnavailableError, RemoteCommandError, TransportError
 from melt.transports.adb_sync import SyncPushError, sync_push
-from melt.transports.base import CommandResult, Forward
+from melt.transports.base import CommandResult, Forward, ShellProcess
 
 #: Called with (bytes sent so far, total bytes) during a push.
 ProgressFn = Callable[[int, int], None]
@@ -78,41 +78,11 @@ class _Client(adbutils.AdbClient):
         return conn
 
 
-class AdbProcess:
+class AdbProcess(ShellProcess):
     """A background process on the phone, in its own process group."""
 
-    def __init__(self, transport: "AdbTransport", pid: int, status_path: str):
-        self._t = transport
-        self.pid = pid
-        self._status_path = status_path
-        self._code: int | None = None
-
-    def poll(self) -> int | None:
-        if self._code is not None:
-            return self._code
-        r = self._t.shell(f"cat {shlex.quote(self._status_path)} 2>/dev/null", check=False)
-        text = r.stdout.strip()
-        if text.lstrip("-").isdigit():
-            self._code = int(text)
-        return self._code
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise CommandTimeout(f"process {self.pid} still running after {timeout} s")
-            time.sleep(0.2)
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group, then wait (up to 5 s) until it is gone."""
-        pid = int(self.pid)
-        self._t.shell(
-            f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; i=0; "
-            f"while [ $i -lt 50 ] && [ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status 2>/dev/null; "
-            f"do sleep 0.1; i=$((i+1)); done",
-            check=False,
-        )
+    # a killed process may stay a zombie under adbd for a while: that counts as gone
+    alive_test = "[ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status 2>/dev/null"
 
 
 class AdbTransport:

@@ -9,6 +9,7 @@ shell quotes each one with :func:`shlex.join`.
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
@@ -142,3 +143,48 @@ class Transport(Protocol):
         Returns a :class:`Forward` (use it in a ``with`` block, or ``close()``
         it). Raises ``TransportError`` when the forward cannot be set up.
         """
+
+
+class ShellProcess:
+    """A background process on a device reached through a shell (adb, ssh).
+
+    The transport's ``start`` runs it in its own process group and writes its
+    exit status to ``status_path`` when it ends; this object reads that file.
+    """
+
+    def __init__(self, transport: Transport, pid: int, status_path: str):
+        self._t = transport
+        self.pid = pid
+        self._status_path = status_path
+        self._code: int | None = None
+
+    def poll(self) -> int | None:
+        if self._code is None:
+            r = self._t.shell(f"cat {shlex.quote(self._status_path)} 2>/dev/null", check=False)
+            text = r.stdout.strip()
+            if text.lstrip("-").isdigit():
+                self._code = int(text)
+        return self._code
+
+    def wait(self, timeout: float | None = None) -> int:
+        from melt.errors import CommandTimeout
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise CommandTimeout(f"process {self.pid} still running after {timeout} s")
+            time.sleep(0.2)
+        return code
+
+    #: shell test that is true while the process still counts as running ({pid} filled in)
+    alive_test = "kill -0 {pid} 2>/dev/null"
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, then wait (up to 5 s) until ``alive_test`` fails."""
+        pid = int(self.pid)
+        alive = self.alive_test.format(pid=pid)
+        self._t.shell(
+            f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; i=0; "
+            f"while [ $i -lt 50 ] && {alive}; do sleep 0.1; i=$((i+1)); done",
+            check=False,
+        )

@@ -35,7 +35,7 @@ import paramiko
 
 from melt.errors import CommandTimeout, DeviceUnavailableError, RemoteCommandError, TransportError
 from melt.store.paths import config_dir
-from melt.transports.base import CommandResult, Forward
+from melt.transports.base import CommandResult, Forward, ShellProcess
 from melt.transports.hostkeys import ChangedHostKey, UnknownHostKey, prepare_client
 
 # paramiko reports a dropped connection itself; melt raises DeviceUnavailableError instead
@@ -90,37 +90,8 @@ def _after_marker(data: bytes, *, with_pgid: bool) -> tuple[bytes, int | None, b
     return data[j + 1:], pgid, True
 
 
-class SshProcess:
+class SshProcess(ShellProcess):
     """A background process on the board, in its own session (see :meth:`SshTransport.start`)."""
-
-    def __init__(self, transport: "SshTransport", pid: int, status_path: str):
-        self._t = transport
-        self.pid = pid
-        self._status_path = status_path
-        self._code: int | None = None
-
-    def poll(self) -> int | None:
-        if self._code is None:
-            r = self._t.shell(f"cat {shlex.quote(self._status_path)} 2>/dev/null", check=False)
-            text = r.stdout.strip()
-            if text.lstrip("-").isdigit():
-                self._code = int(text)
-        return self._code
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise CommandTimeout(f"process {self.pid} still running after {timeout} s")
-            time.sleep(0.2)
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL its process group, then wait (up to 5 s) until it is gone."""
-        pid = int(self.pid)
-        self._t.shell(f"kill -KILL -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; i=0; "
-                      f"while [ $i -lt 50 ] && kill -0 {pid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done",
-                      check=False)
 
 
 class _Tunnel:
