@@ -94,32 +94,52 @@ def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
     type=click.Choice(["csv", "json", "parquet", "llama-bench-json", "llama-bench-jsonl", "llama-bench-sql"]),
     default="csv",
     show_default=True,
-    help="llama-bench-* write what `llama-bench -o json|jsonl|sql` writes, for existing scripts "
-    "such as compare-llama-bench.py (bench jobs only).",
+    help="llama-bench-* write what `llama-bench -o json|jsonl|sql` wrote for each bench job, as it "
+    "printed it (reconstructed from the record for runs whose output lacks it), plus melt_* fields; "
+    "llama.cpp's scripts/compare-llama-bench.py reads them.",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout for csv/json).")
+@click.option(
+    "--build-commit",
+    metavar="run|TEXT",
+    help="llama-bench-* only: write this as build_commit instead of the build's commit; `run` writes "
+    "each run's id, so compare-llama-bench.py -b RUN_A -c RUN_B compares two runs of one build.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout; parquet needs a file).")
 @results_option
-def export(run_ids: tuple[str, ...], fmt: str, output: Path | None, results_dir: Path | None) -> None:
+def export(run_ids: tuple[str, ...], fmt: str, build_commit: str | None, output: Path | None,
+           results_dir: Path | None) -> None:
     """Export the jobs of RUN_IDS as one flat table (a row per job, a column per metric).
+
+    The llama-bench-* formats give llama-bench's test rows instead: one per
+    test (pp, tg) of each successful bench job; repetitions stay separate rows.
 
     \b
     Examples:
       melt results export latest --format csv -o runs.csv
       melt results export latest --format llama-bench-sql | sqlite3 llama-bench.sqlite
+      melt results export RUN_A RUN_B --format llama-bench-jsonl --build-commit run -o both.jsonl
+      python3 scripts/compare-llama-bench.py -t llama-bench -i both.jsonl -b RUN_A -c RUN_B
     """
     from melt.analysis.frames import jobs_frame
 
     store = ResultsStore(results_path(results_dir))
     runs = [store.open_run(r) for r in run_ids]
     if fmt.startswith("llama-bench-"):
-        from melt.analysis.export import export_llama_bench
+        from melt.analysis.export import bench_jobs, llama_bench_rows, render
 
-        records = [j for run in runs for j in run.jobs()]
-        text = export_llama_bench(records, fmt.removeprefix("llama-bench-"))
-        output.write_text(text) if output else click.echo(text, nl=not text.endswith("\n"))
+        if build_commit is not None and not build_commit.strip():
+            raise click.UsageError("--build-commit needs a non-empty value (`run` or a label)")
+        rows = llama_bench_rows(bench_jobs(runs), build_commit=build_commit)
+        if not rows:
+            raise click.ClickException(
+                f"nothing to export: no successful bench job in {', '.join(r.run_id for r in runs)}")
+        text = render(rows, fmt.removeprefix("llama-bench-"))
+        output.write_text(text, encoding="utf-8") if output else click.echo(text, nl=not text.endswith("\n"))
         if output:
-            click.echo(f"wrote {output}", err=True)
+            click.echo(f"wrote {len(rows)} llama-bench rows to {output}", err=True)
         return
+    if build_commit is not None:
+        raise click.UsageError("--build-commit applies to the llama-bench-* formats only")
     frame = jobs_frame(runs)
     if fmt == "parquet":
         if output is None:
