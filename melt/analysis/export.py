@@ -1,114 +1,273 @@
-"""Export bench results in llama-bench's own JSON, JSONL and SQL shapes.
+"""Export bench jobs as llama-bench's own ``-o json``, ``-o jsonl`` and ``-o sql`` output.
 
-Scripts written for ``llama-bench -o json|jsonl|sql`` (llama.cpp's
-``scripts/compare-llama-bench.py`` among them) read these files unchanged.
+llama.cpp's ``scripts/compare-llama-bench.py`` (and any script written for
+llama-bench's files) reads these exports unchanged.
 
-Mapping: each ``ok`` job of kind ``bench`` is one llama-bench measurement;
-the repetitions of a cell become the samples of one llama-bench test row,
-so a cell gives a ``pp<n_prompt>`` row (from ``prefill_tps``) and a
-``tg<n_gen>`` row (from ``decode_tps``). ``cpu_info`` carries the melt device
-name (and ``[simulated]`` for virtual devices) so that different devices
-stay apart in the comparison script; fields melt does not know get
-llama-bench's defaults.
+Where the rows come from
+    A melt bench job is one ``llama-bench -o jsonl`` process; its stdout is
+    stored beside the record (``jobs/<job_id>/stdout.txt``). The export hands
+    on the test objects that process printed, as printed: every field, its
+    name, its JSON type, ``samples_ns`` and ``samples_ts`` (one per timed run
+    inside the process, ``-r``). ``cpu_info``, ``model_type``,
+    ``build_commit`` ... are llama-bench's, not melt's. Runs from before the
+    driver printed JSON (or whose stdout is lost) fall back to a row rebuilt
+    from the record: see *Reconstructed rows*.
+
+Repetitions
+    melt's repetitions of a cell are separate jobs, that is separate
+    llama-bench processes. Each exports its own rows, with the same key
+    fields: exactly what appending the output of several ``llama-bench -o
+    jsonl`` runs to one file gives. They are not merged into one row, because
+    a merged row's ``avg_ts`` and ``stddev_ts`` would be melt's numbers, not
+    llama-bench's. compare-llama-bench.py averages ``avg_ts`` over the rows
+    with equal keys, unweighted by ``-r`` (as it says it does for
+    llama-bench's own files).
+
+melt's additions (llama-bench has no field for them)
+    ``melt_run_id``, ``melt_job_id``, ``melt_device`` (the device's name in
+    melt: two phones with one SoC print the same ``cpu_info``),
+    ``melt_repetition``, ``melt_simulated``, ``melt_emulated`` (numbers from a
+    virtual device or an instruction-set emulator) and
+    ``melt_reconstructed`` (empty for rows llama-bench printed; else the
+    comma-separated names of the fields melt filled in). The comparison
+    script ignores them.
+
+Reconstructed rows
+    From a record's metrics (``prefill_tps`` -> a ``pp<n_prompt>`` row,
+    ``decode_tps`` -> ``tg<n_gen>``), params, build and model provenance, in
+    the field set of the llama-bench melt builds (:data:`FIELDS`). Fields that
+    were not run-specific get llama-bench's printed defaults; the ones melt
+    had to infer are named in ``melt_reconstructed``: always ``avg_ns`` and
+    ``stddev_ns`` (from tokens/s: the mean of ns is not n/mean of t/s),
+    ``model_type`` (llama.cpp's own description is not stored),
+    ``model_size`` (the file's size, llama-bench counts tensor bytes),
+    ``cpu_info`` (the device's CPU model, or its melt name when unknown),
+    ``test_time`` (the job's start), and any of ``build_commit``,
+    ``build_number``, ``model_filename``, ``model_n_params``, ``n_threads``
+    that the record did not hold, and ``stddev_ts`` when the job timed more
+    than one run but the record kept no spread. ``samples_ns``/``samples_ts`` are left out:
+    the record keeps only the mean and spread.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shlex
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
-#: llama-bench's fields, in its order, with their SQL types.
+#: llama-bench's fields in the llama.cpp melt builds, in its order, with their
+#: types (``test::get_field_type``: str, bool, int or float).
 FIELDS: tuple[tuple[str, str], ...] = (
-    ("build_commit", "TEXT"), ("build_number", "INTEGER"), ("cpu_info", "TEXT"),
-    ("gpu_info", "TEXT"), ("backends", "TEXT"), ("model_filename", "TEXT"),
-    ("model_type", "TEXT"), ("model_size", "INTEGER"), ("model_n_params", "INTEGER"),
-    ("n_batch", "INTEGER"), ("n_ubatch", "INTEGER"), ("n_threads", "INTEGER"),
-    ("cpu_mask", "TEXT"), ("cpu_strict", "INTEGER"), ("poll", "INTEGER"), ("type_k", "TEXT"),
-    ("type_v", "TEXT"), ("n_gpu_layers", "INTEGER"), ("split_mode", "TEXT"), ("main_gpu", "INTEGER"),
-    ("no_kv_offload", "INTEGER"), ("flash_attn", "INTEGER"), ("tensor_split", "TEXT"),
-    ("tensor_buft_overrides", "TEXT"), ("use_mmap", "INTEGER"), ("embeddings", "INTEGER"),
-    ("no_op_offload", "INTEGER"), ("n_prompt", "INTEGER"), ("n_gen", "INTEGER"),
-    ("n_depth", "INTEGER"), ("test_time", "TEXT"), ("avg_ns", "INTEGER"), ("stddev_ns", "INTEGER"),
-    ("avg_ts", "REAL"), ("stddev_ts", "REAL"),
+    ("build_commit", "str"), ("build_number", "int"), ("cpu_info", "str"), ("gpu_info", "str"),
+    ("backends", "str"), ("model_filename", "str"), ("model_type", "str"), ("model_size", "int"),
+    ("model_n_params", "int"), ("n_batch", "int"), ("n_ubatch", "int"), ("n_threads", "int"),
+    ("cpu_mask", "str"), ("cpu_strict", "bool"), ("poll", "int"), ("type_k", "str"),
+    ("type_v", "str"), ("n_gpu_layers", "int"), ("n_cpu_moe", "int"), ("split_mode", "str"),
+    ("main_gpu", "int"), ("no_kv_offload", "bool"), ("flash_attn", "int"), ("devices", "str"),
+    ("tensor_split", "str"), ("tensor_buft_overrides", "str"), ("load_mode", "str"),
+    ("lazy_mode", "str"), ("embeddings", "bool"), ("no_op_offload", "int"), ("no_host", "bool"),
+    ("repack", "bool"), ("fit_target", "int"), ("fit_min_ctx", "int"), ("n_prompt", "int"),
+    ("n_gen", "int"), ("n_depth", "int"), ("test_time", "str"), ("avg_ns", "int"),
+    ("stddev_ns", "int"), ("avg_ts", "float"), ("stddev_ts", "float"),
 )
-_BOOLS = {"cpu_strict", "no_kv_offload", "flash_attn", "use_mmap", "embeddings", "no_op_offload"}
+
+#: What that llama-bench prints for the fields melt never sets (read from a
+#: real ``llama-bench -o jsonl`` run on a CPU build).
+DEFAULTS: dict[str, Any] = {
+    "gpu_info": "", "backends": "CPU", "n_batch": 2048, "n_ubatch": 512, "cpu_mask": "0x0",
+    "cpu_strict": False, "poll": 50, "type_k": "f16", "type_v": "f16", "n_gpu_layers": -1,
+    "n_cpu_moe": 0, "split_mode": "layer", "main_gpu": 0, "no_kv_offload": False,
+    "flash_attn": -1, "devices": "auto", "tensor_split": "0.00", "tensor_buft_overrides": "none",
+    "load_mode": "auto", "lazy_mode": "auto", "embeddings": False, "no_op_offload": 0,
+    "no_host": False, "repack": True, "fit_target": 0, "fit_min_ctx": 0, "n_depth": 0,
+}
+
+#: melt's own fields, after llama-bench's (see the module docstring).
+MELT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("melt_run_id", "str"), ("melt_job_id", "str"), ("melt_device", "str"),
+    ("melt_repetition", "int"), ("melt_simulated", "bool"), ("melt_emulated", "bool"),
+    ("melt_reconstructed", "str"),
+)
 
 #: Table name written by current llama-bench (older versions wrote ``test``).
 TABLE = "llama_bench"
 
-
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, 0.0
-    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+_TYPES = dict(FIELDS + MELT_FIELDS)
+_SQL_TYPES = {"str": "TEXT", "bool": "INTEGER", "int": "INTEGER", "float": "REAL"}
+_SAMPLES = ("samples_ns", "samples_ts")
 
 
-def _cpu_info(job: dict[str, Any]) -> str:
-    props = (job.get("provenance") or {}).get("device") or {}
-    desc = next((str(props[k]) for k in ("cpu_info", "soc", "cpu", "hardware", "model")
-                 if isinstance(props, dict) and props.get(k)), "")
-    text = str(job.get("device") or "unknown") + (f" ({desc})" if desc and desc != job.get("device") else "")
-    return text + (" [simulated]" if job.get("simulated") else "")
+@dataclass(frozen=True)
+class BenchJob:
+    """One stored job: its record, its run and the stdout its process printed (``None``: not kept)."""
+
+    record: dict[str, Any]
+    run_id: str = ""
+    stdout: str | None = None
 
 
-def _base_row(job: dict[str, Any]) -> dict[str, Any]:
-    prov = job.get("provenance") or {}
-    build = prov.get("framework_build") or {}
-    model = prov.get("model") or {}
-    params = job.get("params") or {}
-    commit = str(build.get("build_commit") or build.get("llama_cpp_commit") or build.get("commit") or "unknown")
-    model_type = " ".join(str(x) for x in (job.get("model"), model.get("quantization")) if x)
+def _exported(record: dict[str, Any]) -> bool:
+    return record.get("status") == "ok" and record.get("kind") == "bench"
+
+
+def bench_jobs(runs: Iterable[Any]) -> list[BenchJob]:
+    """The jobs of stored runs (:class:`melt.store.runs.Run`) with their stdout."""
+    out = []
+    for run in runs:
+        for record in run.jobs():
+            stdout: str | None = None
+            if _exported(record):
+                try:
+                    stdout = (run.job_dir(str(record.get("job_id"))) / "stdout.txt").read_text(
+                        encoding="utf-8", errors="replace")
+                except OSError:
+                    pass
+            out.append(BenchJob(record, run.run_id, stdout))
+    return out
+
+
+def _melt_fields(job: BenchJob, reconstructed: list[str]) -> dict[str, Any]:
+    rec = job.record
+    rep = rec.get("repetition")
     return {
-        "build_commit": commit[:7] if len(commit) >= 7 and all(c in "0123456789abcdef" for c in commit) else commit,
-        "build_number": int(build.get("build_number") or 0),
-        "cpu_info": _cpu_info(job),
-        "gpu_info": str(build.get("gpu_info") or ""),
-        "backends": str(build.get("backends") or build.get("backend") or "CPU"),
-        "model_filename": str(model.get("path") or job.get("model") or ""),
-        "model_type": model_type,
-        "model_size": int(model.get("size_bytes") or 0),
-        "model_n_params": int(model.get("n_params") or 0),
-        "n_batch": int(params.get("batch") or 2048),
-        "n_ubatch": int(params.get("ubatch") or 512),
-        "n_threads": int(params.get("threads") or 0),
-        "cpu_mask": "0x0", "cpu_strict": False, "poll": 50, "type_k": "f16", "type_v": "f16",
-        "n_gpu_layers": int(params.get("n_gpu_layers") or 0), "split_mode": "layer", "main_gpu": 0,
-        "no_kv_offload": False, "flash_attn": False, "tensor_split": "0.00",
-        "tensor_buft_overrides": "none", "use_mmap": True, "embeddings": False, "no_op_offload": 0,
-        "n_depth": int(params.get("depth") or 0),
-        "test_time": str(job.get("started_at") or "")[:19] + "Z" if job.get("started_at") else "",
+        "melt_run_id": job.run_id,
+        "melt_job_id": str(rec.get("job_id") or ""),
+        "melt_device": str(rec.get("device") or ""),
+        "melt_repetition": int(rep) if isinstance(rep, int) else 0,
+        "melt_simulated": bool(rec.get("simulated")),
+        "melt_emulated": bool(rec.get("emulated")),
+        "melt_reconstructed": ",".join(reconstructed),
     }
 
 
-def llama_bench_rows(jobs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """llama-bench test rows (dicts with :data:`FIELDS` plus ``samples_ns``/``samples_ts``)."""
-    cells: dict[str, list[dict[str, Any]]] = {}
-    for job in jobs:
-        if job.get("status") == "ok" and job.get("kind") == "bench":
-            cells.setdefault(str(job.get("cell_id") or job.get("job_id")), []).append(job)
+def _model_path_in_command(command: Any) -> str | None:
+    """The ``-m`` argument of the first command melt ran (what llama-bench printed as model_filename)."""
+    try:
+        argv = shlex.split(str(command or "").split(" ; ")[0])
+    except ValueError:
+        return None
+    for flag, value in zip(argv, argv[1:]):
+        if flag in ("-m", "--model"):
+            return value
+    return None
+
+
+def _test_time(started: Any) -> str:
+    try:
+        t = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    if t.tzinfo is not None:
+        t = t.astimezone(timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _cpu_info(rec: dict[str, Any]) -> str:
+    props = (rec.get("provenance") or {}).get("device") or {}
+    if isinstance(props, dict):
+        for key in ("cpu_model", "soc", "hardware"):
+            if props.get(key):
+                return str(props[key])
+    return str(rec.get("device") or "")
+
+
+def _reconstructed_rows(job: BenchJob) -> list[dict[str, Any]]:
+    """pp and tg rows rebuilt from a record whose stdout holds no llama-bench JSON."""
+    rec = job.record
+    prov = rec.get("provenance") or {}
+    build = prov.get("framework_build") or {}
+    model = prov.get("model") or {}
+    params = rec.get("params") or {}
+    metrics = rec.get("metrics") or {}
+    guessed = ["cpu_info", "model_type", "model_size", "test_time", "avg_ns", "stddev_ns"]
+
+    def known(name: str, value: Any, fallback: Any) -> Any:
+        if value is None or value == "" or (isinstance(fallback, int) and _int(value, -1) < 0):
+            guessed.append(name)
+            return fallback
+        return value
+
+    commit = build.get("build_commit") or (build.get("llama_cpp_commit") or "")[:8] or None
+    number = (build.get("cmake_flags") or {}).get("LLAMA_BUILD_NUMBER")
+    base = dict(DEFAULTS)
+    base.update({
+        "build_commit": str(known("build_commit", commit, "unknown")),
+        "build_number": _int(known("build_number", number, 0)),
+        "cpu_info": _cpu_info(rec),
+        "model_filename": str(known("model_filename", _model_path_in_command(prov.get("command")),
+                                    model.get("path") or rec.get("model") or "")),
+        "model_type": " ".join(str(x) for x in (model.get("architecture") or rec.get("model"),
+                                                model.get("quantization")) if x),
+        "model_size": _int(model.get("size_bytes")),
+        "model_n_params": _int(known("model_n_params", model.get("n_params"), 0)),
+        "n_threads": _int(known("n_threads", params.get("threads"),
+                                _int((prov.get("device") or {}).get("cpu_count")))),
+        "n_depth": _int(params.get("depth")),
+        "test_time": _test_time(rec.get("started_at")),
+    })
+    if _int(params.get("batch")) > 0:
+        base["n_batch"] = _int(params["batch"])
     rows = []
-    for group in cells.values():
-        group.sort(key=lambda j: (j.get("repetition") or 0))
-        params = group[0].get("params") or {}
-        for metric, n_prompt, n_gen in (("prefill_tps", int(params.get("n_prompt") or 0), 0),
-                                        ("decode_tps", 0, int(params.get("n_gen") or 0))):
-            n_tokens = n_prompt or n_gen
-            tps = [float(j["metrics"][metric]) for j in group
-                   if isinstance((j.get("metrics") or {}).get(metric), (int, float))
-                   and j["metrics"][metric] > 0]
-            if not tps or n_tokens <= 0:
-                continue
-            ns = [n_tokens / t * 1e9 for t in tps]
-            avg_ts, std_ts = _mean_std(tps)
-            avg_ns, std_ns = _mean_std(ns)
-            row = _base_row(group[0])
-            row.update(n_prompt=n_prompt, n_gen=n_gen, avg_ns=int(round(avg_ns)),
-                       stddev_ns=int(round(std_ns)), avg_ts=round(avg_ts, 6), stddev_ts=round(std_ts, 6))
-            row = {name: row[name] for name, _ in FIELDS}
-            row["samples_ns"] = [int(round(x)) for x in ns]
-            row["samples_ts"] = [round(x, 6) for x in tps]
+    for metric, n_prompt, n_gen in (("prefill_tps", _int(params.get("n_prompt")), 0),
+                                    ("decode_tps", 0, _int(params.get("n_gen")))):
+        tps = metrics.get(metric)
+        if not isinstance(tps, (int, float)) or not math.isfinite(tps) or tps <= 0 or n_prompt + n_gen <= 0:
+            continue
+        std = metrics.get(f"{metric}_stddev")
+        inferred = list(guessed)
+        if not (isinstance(std, (int, float)) and math.isfinite(std)):
+            std = 0.0  # what llama-bench prints for one timed run
+            if _int(params.get("repetitions"), 1) > 1:  # more than one, but the spread was not kept
+                inferred.append("stddev_ts")
+        ns_per_test = (n_prompt + n_gen) * 1e9
+        row = dict(base, n_prompt=n_prompt, n_gen=n_gen,
+                   avg_ns=int(round(ns_per_test / tps)),
+                   stddev_ns=int(round(ns_per_test * std / tps ** 2)),  # first-order propagation
+                   avg_ts=round(float(tps), 6), stddev_ts=round(std, 6))
+        row = {name: row[name] for name, _ in FIELDS}
+        row.update(_melt_fields(job, inferred))
+        rows.append(row)
+    return rows
+
+
+def rows_for_job(job: BenchJob) -> list[dict[str, Any]]:
+    """llama-bench rows of one job: as printed when its stdout holds them, else reconstructed.
+
+    Jobs that are not ``ok`` bench jobs give no rows.
+    """
+    from melt.parsers.llama_bench import printed_rows
+
+    if not _exported(job.record):
+        return []
+    printed = printed_rows(job.stdout) if job.stdout else []
+    if not printed:
+        return _reconstructed_rows(job)
+    return [{**row, **_melt_fields(job, [])} for row in printed]
+
+
+def llama_bench_rows(jobs: Iterable[BenchJob], *, build_commit: str | None = None) -> list[dict[str, Any]]:
+    """llama-bench rows of every ok bench job, in order.
+
+    ``build_commit``: ``None`` keeps llama-bench's value; ``"run"`` writes
+    each row's run id instead (compare-llama-bench.py compares builds, so two
+    runs of one build are told apart that way); any other text is written
+    as is.
+    """
+    rows = []
+    for job in jobs:
+        for row in rows_for_job(job):
+            if build_commit is not None:
+                row["build_commit"] = job.run_id if build_commit == "run" else build_commit
             rows.append(row)
     return rows
 
@@ -123,9 +282,38 @@ def to_jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def _sql_literal(name: str, value: Any) -> str:
-    if name in _BOOLS:
-        value = int(bool(value))
+def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """SQL columns: llama-bench's known fields in its order, then any other it printed, then melt's."""
+    seen: dict[str, Any] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key not in _SAMPLES:
+                seen.setdefault(key, value)
+    if not rows:
+        seen = {n: None for n, _ in FIELDS}
+    names = ([n for n, _ in FIELDS if n in seen] + [n for n in seen if n not in _TYPES]
+             + [n for n, _ in MELT_FIELDS])
+    cols = []
+    for name in names:
+        typ = _TYPES.get(name)
+        if typ is None:  # a field of another llama-bench version: typed by its JSON value
+            v = seen[name]
+            typ = ("bool" if isinstance(v, bool) else "int" if isinstance(v, int)
+                   else "float" if isinstance(v, float) else "str")
+        cols.append((name, _SQL_TYPES[typ]))
+    return cols
+
+
+def _sql_literal(value: Any) -> str:
+    """A value as llama-bench's sql printer writes it: quoted text, booleans as 0/1."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        value = int(value)
+    elif isinstance(value, float):
+        value = f"{value:f}"
+    elif not isinstance(value, (int, str)):
+        value = json.dumps(value)
     return "'" + str(value).replace("'", "''") + "'"
 
 
@@ -135,21 +323,21 @@ def to_sql(rows: list[dict[str, Any]], table: str = TABLE) -> str:
     Pipe it into ``sqlite3 llama-bench.sqlite``. Pass ``table="test"`` for
     scripts written before llama-bench renamed its table.
     """
-    names = [n for n, _ in FIELDS]
+    cols = _columns(rows)
     out = [f"CREATE TABLE IF NOT EXISTS {table} (\n"
-           + ",\n".join(f"  {n} {t}" for n, t in FIELDS) + "\n);\n\n"]
+           + ",\n".join(f"  {n} {t}" for n, t in cols) + "\n);\n\n"]
     for r in rows:
+        names = [n for n, _ in cols if n in r]
         out.append(f"INSERT INTO {table} ({', '.join(names)}) VALUES ("
-                   + ", ".join(_sql_literal(n, r[n]) for n in names) + ");\n")
+                   + ", ".join(_sql_literal(r[n]) for n in names) + ");\n")
     return "".join(out)
 
 
-def export_llama_bench(jobs: Iterable[dict[str, Any]], fmt: str = "json") -> str:
-    """Job records -> llama-bench output text in ``fmt`` (``json``, ``jsonl`` or ``sql``).
+def render(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Rows -> llama-bench output text in ``fmt`` (``json``, ``jsonl`` or ``sql``).
 
     Raises ``ValueError`` for another format.
     """
-    rows = llama_bench_rows(jobs)
     if fmt == "json":
         return to_json(rows)
     if fmt == "jsonl":
@@ -157,3 +345,14 @@ def export_llama_bench(jobs: Iterable[dict[str, Any]], fmt: str = "json") -> str
     if fmt == "sql":
         return to_sql(rows)
     raise ValueError(f"unknown llama-bench format {fmt!r}; use json, jsonl or sql")
+
+
+def export_llama_bench(runs: Iterable[Any], fmt: str = "json", *, build_commit: str | None = None) -> str:
+    """Stored runs -> llama-bench output text in ``fmt`` (``json``, ``jsonl`` or ``sql``).
+
+    See :func:`llama_bench_rows` for ``build_commit``. Raises ``ValueError``
+    for another format.
+    """
+    if fmt not in ("json", "jsonl", "sql"):
+        raise ValueError(f"unknown llama-bench format {fmt!r}; use json, jsonl or sql")
+    return render(llama_bench_rows(bench_jobs(runs), build_commit=build_commit), fmt)

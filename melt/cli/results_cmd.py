@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,27 +10,6 @@ import click
 
 from melt.cli.common import console, echo_json, json_option, results_option, results_path
 from melt.store.runs import ResultsStore
-
-# Metrics shown in the terminal table, in this order, when present.
-SHOWN_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "itl_ms_p50", "load_ms", "energy_per_token_decode_j", "temp_max_c")
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.0f}"
-    return str(v)
-
-
-def _swept_params(jobs: list[dict]) -> dict[str, list[str]]:
-    """Per workload, the parameters that vary across its jobs (the sweep's axes)."""
-    values: dict[str, dict[str, set]] = {}
-    for job in jobs:
-        for k, v in (job.get("params") or {}).items():
-            values.setdefault(job["workload"], {}).setdefault(k, set()).add(json.dumps(v, sort_keys=True))
-    return {w: sorted(k for k, vs in params.items() if len(vs) > 1) for w, params in values.items()}
-
 
 @click.group()
 def results() -> None:
@@ -48,7 +26,11 @@ def _say_unreadable(store: ResultsStore) -> None:
 @results_option
 @json_option
 def list_runs(results_dir: Path | None, as_json: bool) -> None:
-    """List runs, oldest first."""
+    """List runs, oldest first.
+
+    The creation time is shown from 100 columns up (a run id starts with its
+    UTC creation time); --json has every field.
+    """
     store = ResultsStore(results_path(results_dir))
     rows = []
     for run in store.runs():
@@ -66,14 +48,12 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    from rich.table import Table
+    from melt.cli.results_view import print_runs
 
-    table = Table("run id", "experiment", "created (UTC)", "status", "ok/total")
-    table.columns[0].no_wrap = True
-    for r in rows:
-        table.add_row(r["run_id"], r["experiment"] or "", (r["created_at"] or "")[:19],
-                      r["status"] or "", f"{r['jobs_ok']}/{r['jobs_total'] or '?'}")
-    console().print(table if rows else f"no runs in {store.root}/")
+    if rows:
+        print_runs(console(), rows)
+    else:
+        console().print(f"no runs in {store.root}/")
 
 
 @results.command("show")
@@ -81,36 +61,29 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
 @results_option
 @json_option
 def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
-    """Show the jobs of RUN_ID (an id, a unique prefix, or `latest`)."""
+    """Show the jobs of RUN_ID (an id, a unique prefix, or `latest`).
+
+    One block per cell (device, framework, model, workload and the swept
+    parameters), its metrics as rows, the median and each repetition as
+    columns; failed jobs with their reasons. Fits 80 columns (a CI log).
+    """
     run = ResultsStore(results_path(results_dir)).open_run(run_id)
     data = run.as_dict()
     if as_json:
         echo_json(data)
         return
-    from rich.table import Table
+    from melt.cli.results_view import print_jobs
 
     out = console()
-    if not sys.stdout.isatty():
-        out.width = 200
     out.print(f"run {data['run_id']} ({data['experiment']}, {data['status']}) in {run.dir}")
-    swept = _swept_params(data["jobs"])
-    table = Table("device", "workload", "sweep", "rep", "status", *SHOWN_METRICS, "reason")
-    for job in data["jobs"]:
-        params = " ".join(f"{k}={job['params'].get(k)}" for k in swept.get(job["workload"], ()))
-        m = job.get("metrics") or {}
-        tags = [t for t, on in (("sim", job.get("simulated")), ("emu", job.get("emulated"))) if on]
-        table.add_row(
-            job["device"] + (f" ({', '.join(tags)})" if tags else ""), job["workload"], params,
-            str(job["repetition"]), job["status"], *(_fmt(m.get(k)) for k in SHOWN_METRICS),
-            (job.get("reason") or "")[:120],
-        )
-    out.print(table)
+    print_jobs(out, data["jobs"])
     if data["jobs"]:
         prov = data["jobs"][0].get("provenance") or {}
         build = prov.get("framework_build") or {}
+        out.print()
         out.print(f"provenance of the first job: melt {prov.get('melt_version')}, "
-                      f"llama.cpp {(build.get('llama_cpp_commit') or '?')[:12]} ({build.get('profile', '?')}), "
-                      f"model sha256 {(prov.get('model') or {}).get('sha256', '?')[:12]}…, "
+                  f"llama.cpp {(build.get('llama_cpp_commit') or '?')[:12]} ({build.get('profile', '?')}), "
+                  f"model sha256 {((prov.get('model') or {}).get('sha256') or '?')[:12]}…, "
                   f"command: {prov.get('command', '?')}", style="dim")
     _print_stops(out, data)
 
@@ -137,32 +110,52 @@ def _print_stops(out: Any, data: dict[str, Any]) -> None:
     type=click.Choice(["csv", "json", "parquet", "llama-bench-json", "llama-bench-jsonl", "llama-bench-sql"]),
     default="csv",
     show_default=True,
-    help="llama-bench-* write what `llama-bench -o json|jsonl|sql` writes, for existing scripts "
-    "such as compare-llama-bench.py (bench jobs only).",
+    help="llama-bench-* write what `llama-bench -o json|jsonl|sql` wrote for each bench job, as it "
+    "printed it (reconstructed from the record for runs whose output lacks it), plus melt_* fields; "
+    "llama.cpp's scripts/compare-llama-bench.py reads them.",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout for csv/json).")
+@click.option(
+    "--build-commit",
+    metavar="run|TEXT",
+    help="llama-bench-* only: write this as build_commit instead of the build's commit; `run` writes "
+    "each run's id, so compare-llama-bench.py -b RUN_A -c RUN_B compares two runs of one build.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout; parquet needs a file).")
 @results_option
-def export(run_ids: tuple[str, ...], fmt: str, output: Path | None, results_dir: Path | None) -> None:
+def export(run_ids: tuple[str, ...], fmt: str, build_commit: str | None, output: Path | None,
+           results_dir: Path | None) -> None:
     """Export the jobs of RUN_IDS as one flat table (a row per job, a column per metric).
+
+    The llama-bench-* formats give llama-bench's test rows instead: one per
+    test (pp, tg) of each successful bench job; repetitions stay separate rows.
 
     \b
     Examples:
       melt results export latest --format csv -o runs.csv
       melt results export latest --format llama-bench-sql | sqlite3 llama-bench.sqlite
+      melt results export RUN_A RUN_B --format llama-bench-jsonl --build-commit run -o both.jsonl
+      python3 scripts/compare-llama-bench.py -t llama-bench -i both.jsonl -b RUN_A -c RUN_B
     """
     from melt.analysis.frames import jobs_frame
 
     store = ResultsStore(results_path(results_dir))
     runs = [store.open_run(r) for r in run_ids]
     if fmt.startswith("llama-bench-"):
-        from melt.analysis.export import export_llama_bench
+        from melt.analysis.export import bench_jobs, llama_bench_rows, render
 
-        records = [j for run in runs for j in run.jobs()]
-        text = export_llama_bench(records, fmt.removeprefix("llama-bench-"))
-        output.write_text(text) if output else click.echo(text, nl=not text.endswith("\n"))
+        if build_commit is not None and not build_commit.strip():
+            raise click.UsageError("--build-commit needs a non-empty value (`run` or a label)")
+        rows = llama_bench_rows(bench_jobs(runs), build_commit=build_commit)
+        if not rows:
+            raise click.ClickException(
+                f"nothing to export: no successful bench job in {', '.join(r.run_id for r in runs)}")
+        text = render(rows, fmt.removeprefix("llama-bench-"))
+        output.write_text(text, encoding="utf-8") if output else click.echo(text, nl=not text.endswith("\n"))
         if output:
-            click.echo(f"wrote {output}", err=True)
+            click.echo(f"wrote {len(rows)} llama-bench rows to {output}", err=True)
         return
+    if build_commit is not None:
+        raise click.UsageError("--build-commit applies to the llama-bench-* formats only")
     frame = jobs_frame(runs)
     if fmt == "parquet":
         if output is None:

@@ -17,6 +17,11 @@ parameter counts in ``B``/``M``; compact tables without padding; old csv/sql
 with ``cuda,opencl,metal,...`` flags instead of ``backends``. Rows whose field
 count does not match the header are aligned from both ends (the numbers that
 matter sit at the end of the row) instead of being dropped.
+
+:func:`printed_rows` is the other reader: it returns llama-bench's own
+``-o jsonl`` / ``-o json`` objects unchanged (every field, llama-bench's
+names and types, ``samples_ns`` and ``samples_ts``), for exports that must
+hand llama.cpp's scripts exactly what llama-bench printed.
 """
 
 from __future__ import annotations
@@ -347,3 +352,43 @@ def parse_llama_bench(text: str) -> list[dict[str, Any]]:
             row.setdefault("build_commit", build.group(1))
             row.setdefault("build_number", int(build.group(2)))
     return rows
+
+
+def _is_test_row(obj: Any) -> bool:
+    """A llama-bench test object: has the test's shape and its result."""
+    return isinstance(obj, dict) and "n_prompt" in obj and "n_gen" in obj and "avg_ts" in obj
+
+
+def printed_rows(text: str) -> list[dict[str, Any]]:
+    """llama-bench's test objects exactly as it printed them with ``-o jsonl`` or ``-o json``.
+
+    Each object keeps its fields, their order and their JSON types. Lines that
+    are not test objects (log lines, a truncated last line) are skipped; an
+    output in another format (markdown, csv, sql) gives an empty list, since
+    those lose the types. Never raises on malformed input.
+    """
+    text = str(text)
+    rows: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if _is_test_row(obj):
+            rows.append(obj)
+    if rows:
+        return rows
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"^\s*\[", text, re.MULTILINE):
+        try:
+            data, _ = decoder.raw_decode(text[match.end() - 1:])
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(data, list):
+            rows = [d for d in data if _is_test_row(d)]
+            if rows:
+                return rows
+    return []
