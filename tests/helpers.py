@@ -66,8 +66,13 @@ def error_line(done: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-def wait_for_journal(results: Path, lines: int = 1, timeout: float = 300) -> Path:
-    """Wait until a run under ``results`` has journaled ``lines`` jobs; its journal file."""
+def wait_for_journal(results: Path, lines: int = 1, timeout: float = 300,
+                     proc: subprocess.Popen | None = None) -> Path:
+    """Wait until a run under ``results`` has journaled ``lines`` jobs; its journal file.
+
+    ``proc``, the ``melt run`` child being watched: when it exits first, fail
+    at once with what it printed instead of waiting out ``timeout``.
+    """
     import time
 
     deadline = time.monotonic() + timeout
@@ -75,6 +80,11 @@ def wait_for_journal(results: Path, lines: int = 1, timeout: float = 300) -> Pat
         for journal in results.glob("*/journal.jsonl"):
             if len(journal.read_text().splitlines()) >= lines:
                 return journal
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            err = err.decode(errors="replace") if isinstance(err, bytes) else err
+            raise AssertionError(f"melt run exited {proc.returncode} before journaling {lines} jobs: "
+                                 f"{err[-2000:]}")
         time.sleep(0.05)
     raise AssertionError(f"no run under {results} journaled {lines} jobs within {timeout} s")
 

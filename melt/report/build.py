@@ -52,8 +52,8 @@ class ReportInfo:
     cells: int
     charts: int
     traces: int
-    trace_samples: int
-    trace_points: int
+    trace_samples: int  # readings of the drawn channels (a slow channel has one every few ticks)
+    trace_points: int  # points drawn, all channels together
     seconds: float
     plotly_js: Path | None = None
     simulated_jobs: int = 0
@@ -242,7 +242,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
         if frame is None:
             continue
         n_channels = max(1, sum(len(cols) for _, cols in trace_channels(frame)))
-        points = int(min(MAX_POINTS, max(MIN_POINTS, share // (n_channels + 1))))
+        # each channel is drawn from its own readings: a time and a value per point
+        points = int(min(MAX_POINTS, max(MIN_POINTS, share // (2 * n_channels))))
         data = trace_data(frame, row["record"], points)
         if data is None:
             continue

@@ -7,6 +7,15 @@ spike still shows), which plain decimation or averaging would lose; the
 cost is that a kept value is drawn at its bucket's first or last timestamp,
 so its time is exact to within one bucket. The full data stays in the run
 folder.
+
+:func:`channel_line` draws one channel from its own readings. Slow channels
+(temperatures, frequencies, battery, CPU use) are read every few sampler
+ticks and hold NaN in between; a line through a shared time axis would break
+at every NaN and show nothing. Each channel drops its missing ticks first and
+is reduced on its own; its line breaks only where the channel really had no
+reading for a long time (:data:`GAP_INTERVALS` of its usual intervals and at
+least :data:`MIN_GAP_S`), so a sensor that stopped answering shows as a gap,
+not as a straight line drawn across it.
 """
 
 from __future__ import annotations
@@ -63,6 +72,55 @@ def minmax_envelope(t: np.ndarray, channels: dict[str, np.ndarray], n_points: in
         y[1::2][all_nan] = np.nan
         out[name] = y
     return t_out, out
+
+
+#: A channel's line breaks where it had no reading for this many of its usual
+#: (median) intervals between readings ...
+GAP_INTERVALS = 10
+#: ... and for at least this long, in seconds (a busy sampler may skip a few ticks).
+MIN_GAP_S = 1.0
+
+
+def channel_line(t: np.ndarray, values: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One channel's own readings, reduced to about ``n_points`` points for drawing.
+
+    ``t`` (seconds) and ``values`` are the trace's columns, NaN where the
+    channel was not read at that tick. Returns ``(t, y, lone)``: the
+    readings' times and values (min/max envelope per segment when there are
+    more than ``n_points``), with one NaN between segments where the channel
+    had no reading for longer than ``max(GAP_INTERVALS x its median
+    interval, MIN_GAP_S)``. ``lone`` is True when a segment holds a single
+    reading (a line cannot show it: draw markers too). Empty arrays when the
+    channel has no reading.
+    """
+    t = np.asarray(t, dtype=float)
+    v = np.asarray(values, dtype=float)
+    ok = np.isfinite(t) & np.isfinite(v)
+    t, v = t[ok], v[ok]
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    n = len(t)
+    if n < 2:
+        return t, v, n == 1
+    dt = np.diff(t)
+    limit = max(GAP_INTERVALS * float(np.median(dt)), MIN_GAP_S)
+    cuts = np.flatnonzero(dt > limit)
+    max_cuts = max(0, n_points // 4 - 1)
+    if len(cuts) > max_cuts:  # a sensor failing over and over: keep the longest gaps only
+        cuts = np.sort(cuts[np.argsort(dt[cuts], kind="stable")[len(cuts) - max_cuts:]])
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    lone = False
+    for seg in np.split(np.arange(n), cuts + 1):
+        lone |= len(seg) == 1
+        budget = max(2, int(n_points * len(seg) / n))
+        ts, out = minmax_envelope(t[seg], {"v": v[seg]}, budget)
+        if xs:
+            xs.append(np.array([(xs[-1][-1] + ts[0]) / 2]))
+            ys.append(np.array([np.nan]))
+        xs.append(ts)
+        ys.append(out["v"])
+    return np.concatenate(xs), np.concatenate(ys), lone
 
 
 def lttb(x: np.ndarray, y: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from melt.analysis.metrics import label
-from melt.report.downsample import minmax_envelope
+from melt.report.downsample import channel_line
 
 PHASE_COLORS = {"load": "#9e9e9e", "prefill": "#1f77b4", "decode": "#2ca02c", "idle": "#e0e0e0"}
 THROTTLE_COLOR = "#d62728"
@@ -100,11 +101,13 @@ def bar_chart(table: pd.DataFrame, metric: str, x_key: str, series_keys: Sequenc
     return {"data": data, "layout": layout}
 
 
-# Trace panels: (title, unit divisor, channel predicate)
+# Trace panels: (title, unit divisor, channel predicate). Every channel of a panel is drawn
+# from its own readings (slow ones are read every few ticks): see downsample.channel_line.
 _PANELS = (
-    ("Power (W)", 1.0, lambda c: c == "power_w"),
+    ("Power (W)", 1.0, lambda c: c == "power_w" or (c.startswith("rail_") and c.endswith("_w"))),
     ("Temperature (°C)", 1.0, lambda c: c.startswith("temp_") and c.endswith("_c")),
-    ("Frequency (MHz)", 1000.0, lambda c: c.startswith("cpufreq_") and c.endswith("_khz")),
+    ("Frequency (MHz)", 1000.0, lambda c: re.fullmatch(r"cpufreq_cpu\d+_khz", c) is not None),
+    ("Utilisation (%)", 1.0, lambda c: c in ("cpu_util_pct", "gpu_util_pct", "emc_util_pct")),
     ("Memory (MiB)", 2**20, lambda c: c == "rss_bytes"),
 )
 
@@ -128,54 +131,77 @@ def _pick(frame: pd.DataFrame, cols: list[str]) -> list[str]:
 
 
 def trace_channels(frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    """The panels a trace can fill: ``[(panel title, [channel, ...]), ...]``."""
-    cols = [c for c in frame.columns if c != "t_s"]
+    """The panels a trace can fill: ``[(panel title, [channel, ...]), ...]``.
+
+    A channel with no reading at all (a sensor that never answered) is left
+    out, and a panel with no channel left is not drawn.
+    """
+    cols = [c for c in frame.columns if c != "t_s" and _has_reading(frame[c])]
     out = []
     for title, _, pred in _PANELS:
         chosen = _pick(frame, sorted((c for c in cols if pred(c)), key=_natural))
-        if title.startswith("Power") and not chosen and {"current_ua", "voltage_uv"} <= set(cols):
-            chosen = ["power_w"]  # derived below from current and voltage
+        if title.startswith("Power") and "power_w" not in frame.columns and \
+                {"current_ua", "voltage_uv"} <= set(cols):
+            chosen = ["power_w", *chosen][:MAX_PER_PANEL]  # derived below from current and voltage
         if chosen:
             out.append((title, chosen))
     return out
 
 
+def _has_reading(column: pd.Series) -> bool:
+    """True when a trace column holds at least one finite number."""
+    try:
+        return bool(np.isfinite(column.to_numpy(dtype=float)).any())
+    except (TypeError, ValueError):
+        return False
+
+
 def _natural(name: str) -> tuple:
     """Sort key putting cpu2 before cpu10."""
-    import re
-
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
 def trace_data(frame: pd.DataFrame, job: dict[str, Any], n_points: int) -> dict[str, Any] | None:
     """Compact, downsampled trace of one job for the report's lazy trace charts.
 
-    Returns ``{"t", "panels": [{"title", "series": [{"name", "y"}]}], "phases",
-    "throttled", "samples", "points"}`` with typed arrays, or None without a
-    time column. Values are converted to the panel's unit (MHz, MiB).
+    Returns ``{"panels": [{"title", "series": [{"name", "x", "y", "lone"}]}],
+    "phases", "throttled", "samples", "points"}`` with typed arrays, or None
+    without a time column or a channel to draw. Each series is its channel's
+    own readings (:func:`melt.report.downsample.channel_line`: at most about
+    ``n_points`` points, NaN only where the channel had no reading for a long
+    time), in the panel's unit (MHz, MiB); ``lone`` asks for markers where a
+    stretch holds a single reading. ``samples`` counts the readings of the
+    drawn channels, ``points`` the points drawn.
     """
     if "t_s" not in frame.columns or frame.empty:
         return None
-    frame = frame.sort_values("t_s")
+    frame = frame.sort_values("t_s", kind="stable")
     if "power_w" not in frame.columns and {"current_ua", "voltage_uv"} <= set(frame.columns):
         frame = frame.assign(power_w=frame["current_ua"].abs() * frame["voltage_uv"] * 1e-12)
     panels = trace_channels(frame)
-    divisors = {title: div for title, div, _ in _PANELS}
-    channels = {c: frame[c].to_numpy(dtype=float) / divisors[title]
-                for title, cols in panels for c in cols}
-    if not channels:
+    if not panels:
         return None
-    t, reduced = minmax_envelope(frame["t_s"].to_numpy(dtype=float), channels, n_points)
+    divisors = {title: div for title, div, _ in _PANELS}
+    t = frame["t_s"].to_numpy(dtype=float)
+    out_panels = []
+    samples = points = 0
+    for title, cols in panels:
+        series = []
+        for c in cols:
+            values = frame[c].to_numpy(dtype=float) / divisors[title]
+            x, y, lone = channel_line(t, values, n_points)
+            samples += int(np.isfinite(values).sum())
+            points += len(x)
+            series.append({"name": text(c), "x": typed(x), "y": typed(y), "lone": lone})
+        out_panels.append({"title": title, "series": series})
     return {
-        "t": typed(t),
-        "panels": [{"title": title, "series": [{"name": text(c), "y": typed(reduced[c])} for c in cols]}
-                   for title, cols in panels],
+        "panels": out_panels,
         "phases": [{"name": text(p.get("name")), "start_s": _num(p.get("start_s")),
                     "end_s": _num(p.get("end_s"))} for p in job.get("phases") or []
                    if _num(p.get("start_s")) is not None and _num(p.get("end_s")) is not None],
         "throttled": [[_num(i.get("start_s")), _num(i.get("end_s"))]
                       for i in job.get("throttled_intervals") or []
                       if _num(i.get("start_s")) is not None and _num(i.get("end_s")) is not None],
-        "samples": int(len(frame)),
-        "points": int(len(t)),
+        "samples": samples,
+        "points": points,
     }

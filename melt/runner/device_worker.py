@@ -22,6 +22,7 @@ import dataclasses
 import platform
 import shlex
 import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -114,6 +115,8 @@ class DeviceWorker:
         self._prepared: dict[tuple, Prepared | MeltError] = {}
         self._warm: set[str] = set()
         self.broken: str | None = None  # why the device is unusable, once it went away
+        #: settings melt changed and could not put back (KnobReport dicts, with ``by_hand``)
+        self.restore_failures: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- the seam
 
@@ -151,6 +154,10 @@ class DeviceWorker:
                 self.broken = reason
                 self._drop_device()
             return self.failed_record(job, reason)
+        except Exception as exc:  # noqa: BLE001 - a bug in melt fails this job, not the run
+            record = self.failed_record(job, f"internal error in melt: {type(exc).__name__}: {exc}")
+            record["_files"] = {"melt-traceback.txt": traceback.format_exc().encode()}
+            return record
 
     def failed_record(self, job: Job, reason: str) -> dict[str, Any]:
         """The record of a job that could not run at all."""
@@ -159,11 +166,16 @@ class DeviceWorker:
         return record
 
     def close(self) -> None:
-        """Restore the device state and release the device (errors are swallowed)."""
+        """Restore the device state and release the device.
+
+        Errors are not raised: a setting that could not be put back is added
+        to :attr:`restore_failures`, with the command that restores it by hand.
+        """
         state, self._state = self._state, None
         if state is not None:
             with contextlib.suppress(Exception):
                 state.__exit__(None, None, None)
+            self.restore_failures += [dataclasses.asdict(r) for r in state.failed_restores()]
         if self._device is not None:
             with contextlib.suppress(Exception):
                 self._device.close()
@@ -201,8 +213,9 @@ class DeviceWorker:
             journal = cache_dir() / "state" / f"{self.spec.name}.json"
             try:
                 for rep in restore_journal(device.transport, journal):  # left by a killed melt
-                    if rep.error:
+                    if rep.error and not rep.restored:
                         self.events.stage(f"warning: {self.spec.name}: {rep.knob}: {rep.error}")
+                        self.restore_failures.append(dataclasses.asdict(rep))
                 state = DeviceState(device.transport, self.spec.state, journal=journal)
                 state.__enter__()
             except BaseException:

@@ -74,7 +74,7 @@ def test_kill_midway_then_resume_finishes_only_the_rest(tmp_path, tiny_model, ll
     results = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(exp), "--results", str(results)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    journal = wait_for_journal(results, 2)
+    journal = wait_for_journal(results, 2, proc=proc)
     os.killpg(proc.pid, signal.SIGKILL)  # a crash, not a polite stop
     proc.wait()
     run_id = journal.parent.name
