@@ -61,7 +61,19 @@ def test_start_detach_list_heat_stop(tmp_path: Path, adb_server: AdbServer) -> N
                 break
             time.sleep(0.1)
         assert int(temp) > 60000
-        assert melt("virtual", "throttle", address, "on", state=tmp_path).returncode == 0
+        # hot enough to throttle by itself: "off" lifts the cap anyway, "on" brings it back
+        cpu = "/sys/devices/system/cpu/cpu0/cpufreq"
+        full = int(adb_server.run("-s", serial, "shell", f"cat {cpu}/cpuinfo_max_freq").stdout)
+
+        def capped() -> bool:
+            return int(adb_server.run("-s", serial, "shell", f"cat {cpu}/scaling_max_freq").stdout) < full
+
+        for mode, want in (("off", False), ("on", True)):
+            assert melt("virtual", "throttle", address, mode, state=tmp_path).returncode == 0
+            deadline = time.monotonic() + 5
+            while capped() != want and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert capped() == want, mode
     finally:
         stopped = melt("virtual", "stop", address, state=tmp_path)
     assert stopped.returncode == 0, stopped.stderr
