@@ -39,8 +39,10 @@ def melt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def test_version():
+    from melt import __version__
+
     out = melt("--version")
-    assert out.returncode == 0 and "melt" in out.stdout
+    assert out.returncode == 0 and out.stdout.strip() == f"melt, version {__version__}"
 
 
 def test_malformed_experiment_is_one_line_exit_1(tmp_path):
@@ -61,5 +63,10 @@ def test_unknown_run_is_one_line(tmp_path):
 
 
 def test_schema_prints_json():
+    import json
+
     out = melt("schema", "experiment")
-    assert out.returncode == 0 and '"workloads"' in out.stdout
+    assert out.returncode == 0, out.stderr
+    schema = json.loads(out.stdout)
+    assert schema["title"] == "melt experiment"
+    assert {"name", "devices", "models", "workloads"} <= set(schema["required"])
