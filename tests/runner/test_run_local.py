@@ -51,6 +51,7 @@ def test_quick_run_stores_real_metrics_with_provenance(tmp_path, tiny_model, lla
     assert len(jobs) == 4 and all(j["status"] == "ok" for j in jobs), [j["reason"] for j in jobs]
     bench = [j for j in jobs if j["kind"] == "bench"]
     gen = [j for j in jobs if j["kind"] == "generate"]
+    assert len(bench) == len(gen) == 2
     for j in bench:
         assert j["metrics"]["prefill_tps"] > 0 and j["metrics"]["decode_tps"] > 0
     for j in gen:
@@ -100,7 +101,7 @@ def test_binary_failure_is_a_failed_row_not_a_zero(tmp_path, llamacpp_host_build
     assert out.returncode == 3, out.stderr  # the run is stored; some jobs failed
     assert "2 of 2 jobs failed" in out.stderr
     data = show(last_line(out.stdout), tmp_path / "r")
-    assert data["status"] == "complete-with-failures"
+    assert data["status"] == "complete-with-failures" and len(data["jobs"]) == 2
     for job in data["jobs"]:
         assert job["status"] == "failed"
         assert job["reason"] and "exit" in job["reason"].lower()

@@ -84,6 +84,7 @@ def test_gemma_energy_holds_the_truth_in_melts_intervals(phone, device, llamacpp
                 assert u95 <= 0.05 * value, (phase, value, u95)
         # ODPM: counters at the step marks, against the truth over the same marks
         t0 = e.provenance["telemetry"]["t0_device_s"]
+        assert e.provenance["steps"], e.provenance
         for step in e.provenance["steps"]:
             a, b = t0 + step["start_s"], t0 + step["end_s"]
             truth = phone.energy_between(a, b, clock="realtime_s")
