@@ -55,7 +55,7 @@ def test_adb_forward_reaches_a_phone_server_and_is_removed(adb_server, adb_seria
                     assert _echo(s, payload) == payload.upper()
         assert f"tcp:{fwd.local_port} " not in adb_server.run("forward", "--list", timeout=10).stdout
         fwd.close()  # closing twice is fine
-        with pytest.raises(OSError):  # the host port is gone with the forward
+        with pytest.raises(ConnectionRefusedError):  # the host port is gone with the forward
             socket.create_connection(("127.0.0.1", fwd.local_port), timeout=2).close()
     finally:
         proc.kill()
