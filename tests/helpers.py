@@ -52,6 +52,20 @@ def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
 
 
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The ``Error: ...`` line of a clean failure of the CLI, checked to be one.
+
+    An uncaught exception also exits 1 and its message is in stderr too, so
+    exit code and message alone cannot tell a clean error from a crash: a
+    clean one has no traceback and exactly one ``Error:`` line.
+    """
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, done.stderr
+    return errors[0]
+
+
 def wait_for_journal(results: Path, lines: int = 1, timeout: float = 300,
                      proc: subprocess.Popen | None = None) -> Path:
     """Wait until a run under ``results`` has journaled ``lines`` jobs; its journal file.

@@ -58,6 +58,7 @@ def test_run_on_phone_then_second_run_pushes_nothing(setup):
     first = last_line(out.stdout)
     data = show(first, results)
     assert data["status"] == "complete", [j["reason"] for j in data["jobs"]]
+    assert sorted(j["kind"] for j in data["jobs"]) == ["bench", "generate"]
     for job in data["jobs"]:
         assert job["simulated"] is True
         assert job["metrics"]["decode_tps"] > 0

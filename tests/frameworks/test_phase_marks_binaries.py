@@ -38,6 +38,7 @@ def test_llama_bench_marks_each_timed_repetition_and_not_the_depth_fill(llamacpp
         ("prefill", 1, 1, 32), ("prefill", 1, 2, 32), ("decode", 2, 1, 8), ("decode", 2, 2, 8)]
     rows = parse_llama_bench(out.stdout)
     samples = [s / 1e9 for row in rows for s in row["samples_ns"]]
+    assert len(rows) == 2 and len(samples) == len(windows) == 4
     assert all(row["n_depth"] == 64 for row in rows)
     # each window is llama-bench's own timed repetition, which leaves out the depth fill
     for w, timed in zip(windows, samples):

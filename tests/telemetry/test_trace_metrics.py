@@ -199,7 +199,7 @@ def test_truncated_lines_are_dropped():
     samples = "F 1.0 -1000 4000000 10\nF 1.02 -1000\nS 1.0 80\n"
     trace = parse_samples(samples, "1.0 begin\n", "", plan)
     assert len(trace.frame) == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no begin mark"):
         parse_samples(samples, "", "", plan)
 
 
