@@ -264,16 +264,13 @@ class DeviceWorker:
             self._prepared[key] = exc
             return exc
 
-    def _build(self, fw_ref: Any, abi: str | None) -> tuple[Any, Any, str]:
-        """(framework, build, label): prebuilt binaries, or the build for the device's profile."""
-        from melt.frameworks.registry import get_framework
-
-        framework = get_framework(fw_ref.name)
+    def _build(self, framework: Any, fw_ref: Any, abi: str | None, names: list[str]) -> tuple[Any, str]:
+        """(build, label): prebuilt binaries, or the build for the device's profile holding ``names``."""
         if fw_ref.binaries:
             folder = Path(fw_ref.binaries).expanduser()
             folder = folder if folder.is_absolute() else self.base_dir / folder
             build = self.builds.get(("prebuilt", fw_ref.name, str(folder)), lambda: framework.prebuilt(folder))
-            return framework, build, f"prebuilt ({build.bin_dir})"
+            return build, f"prebuilt ({build.bin_dir})"
         profile = fw_ref.profile or self.spec.build_profile
         if profile == "auto":  # as for a real device: by its kind and CPU ABI
             pick = getattr(framework, "auto_profile", None)
@@ -281,18 +278,22 @@ class DeviceWorker:
 
         def make() -> Any:
             self.events.stage(f"building {framework.name} ({profile})")
-            return framework.build(profile, source=fw_ref.source)
+            return framework.build(profile, source=fw_ref.source, targets=names)
 
-        return framework, self.builds.get(("build", fw_ref.name, fw_ref.source, profile), make), f"'{profile}'"
+        key = ("build", fw_ref.name, fw_ref.source, profile, tuple(names))
+        return self.builds.get(key, make), f"'{profile}'"
 
     def _build_and_stage(self, fw_ref: Any, job: Job) -> Prepared:
         from melt.devices.abi import check_binaries
 
+        from melt.frameworks.registry import get_framework
+
         device = self._open()
         abi = device.abi()
-        framework, build, label = self._build(fw_ref, abi)
+        framework = get_framework(fw_ref.name)
         kinds = sorted({w.kind for w in self.experiment.workloads})
         names = sorted({b for k in kinds for b in framework.binaries_for(k)})
+        build, label = self._build(framework, fw_ref, abi, names)
         missing = [n for n in names if n not in build.binaries]
         if missing:
             raise BuildError(f"{framework.name}: no {', '.join(missing)} in {build.bin_dir}")

@@ -65,7 +65,7 @@ def test_llama_completion_marks_prefill_and_decode(llamacpp_build, gemma_model):
 
 
 def test_llama_server_marks_each_request(llamacpp_build, gemma_model, tmp_path):
-    binary = llamacpp_build.binaries["llama-server"]  # every build publishes it (recipe targets)
+    binary = llamacpp_build.binaries["llama-server"]  # the fixture asks for every target
     port = free_port()
     log = open(tmp_path / "server.err", "w+")
     proc = subprocess.Popen([str(binary), "-m", str(gemma_model), "-t", "1", "-c", "512", "--host", "127.0.0.1",
