@@ -51,3 +51,15 @@ def test_all_nan_channels_and_empty_panels_are_left_out():
     assert trace_channels(frame) == [("Memory (MiB)", ["rss_bytes"])]
     data = trace_data(frame, {}, 100)
     assert [p["title"] for p in data["panels"]] == ["Memory (MiB)"]
+
+
+def test_sustained_temperature_skips_windows_without_a_reading():
+    from melt.report.workloads import sustained_charts
+
+    series = [{"start_s": float(k), "end_s": k + 1.0, "tps": 20.0,
+               "temp_c": 30.0 + k if k % 3 == 0 else None} for k in range(9)]
+    job = {"record": {"series": series}, "status": "ok", "device": "d", "model": "m", "workload": "w",
+           "repetition": 0}
+    temp = sustained_charts([job])[0]["figure"]["data"][1]
+    assert temp["y"] == [30.0, 33.0, 36.0] and temp["x"] == [0.5, 3.5, 6.5]
+    assert temp["mode"] == "lines"
