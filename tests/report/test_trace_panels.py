@@ -33,7 +33,7 @@ def test_every_series_is_one_line_over_its_readings(job, n_points):
     drawn = 0
     for panel in data["panels"]:
         for s in panel["series"]:
-            x, y = decoded(s["x"]), decoded(s["y"])
+            x, y = decoded(data["times"][s["x"]]), decoded(s["y"])
             assert len(x) == len(y) >= 2 and not s["lone"], (panel["title"], s["name"])
             assert not np.isnan(y).any(), (panel["title"], s["name"])  # no channel here went silent
             readings = frame.loc[frame[s["name"]].notna(), "t_s"] if s["name"] in frame else frame["t_s"]
@@ -42,6 +42,13 @@ def test_every_series_is_one_line_over_its_readings(job, n_points):
             assert len(x) <= max(n_points, readings.size) + 1
             drawn += len(x)
     assert data["points"] == drawn
+    # channels read at the same ticks share their times
+    masks = {(frame[c] if c in frame else frame["t_s"]).notna().to_numpy().tobytes()
+             for p in data["panels"] for c in (s["name"] for s in p["series"])}
+    assert len(data["times"]) == len(masks)
+    sizes = []
+    trace_data(frame, job, lambda channels, axes: sizes.append((channels, axes)) or n_points)
+    assert sizes == [(sum(len(p["series"]) for p in data["panels"]), len(masks))]
     assert any(c in slow for p in data["panels"] for c in (s["name"] for s in p["series"]))
 
 
