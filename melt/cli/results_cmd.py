@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -84,6 +85,21 @@ def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
                   f"llama.cpp {(build.get('llama_cpp_commit') or '?')[:12]} ({build.get('profile', '?')}), "
                   f"model sha256 {((prov.get('model') or {}).get('sha256') or '?')[:12]}…, "
                   f"command: {prov.get('command', '?')}", style="dim")
+    _print_stops(out, data)
+
+
+def _print_stops(out: Any, data: dict[str, Any]) -> None:
+    """Why a run stopped, and device settings it left changed (with the command that restores each)."""
+    from rich.text import Text
+
+    if data.get("error"):
+        out.print(Text(f"stopped by: {data['error']}; finish it with: melt run --resume {data['run_id']}"),
+                  style="yellow", soft_wrap=True)
+    for f in data.get("restore_failures") or []:
+        out.print(Text(f"warning: {f['device']}: {f['knob']} was not restored after the run ({f['error']})"),
+                  style="yellow", soft_wrap=True)
+        if f.get("by_hand"):
+            out.print(Text(f"  restore it by hand: {f['by_hand']}"), soft_wrap=True)
 
 
 @results.command("export")
