@@ -6,7 +6,10 @@ Not a test: it prints the figures recorded in docs/benchmarks.md.
 
 The job is llama-bench ``-p 128 -n 64 -r 1 -t 1`` on gemma3-270m, on melt's
 virtual phone (device_configs/virtual-phone.yaml: telemetry on, cool-down,
-screen and charging state) behind a real adb server. One unmeasured
+screen and charging state) behind a real adb server. The phone reports
+this machine's ABI and runs the host build natively, as `make demo`'s does:
+under qemu-user (``--abi arm64-v8a``) both sides would run emulated code and
+the ratio would say more about qemu than about melt. One unmeasured
 ``melt run`` first stages the binaries and the model and leaves the phone
 as a user's second run finds it; then, interleaved so that both see the
 same machine load:
@@ -42,6 +45,7 @@ from pathlib import Path
 
 from _common import machine, run  # bench/ is on sys.path when a bench runs
 
+from melt.devices.abi import host_abi
 from melt.virtual.config import load_config
 from melt.virtual.testing import adb_available, adb_server, virtual_phone
 
@@ -97,6 +101,8 @@ def main() -> int:
     ap.add_argument("--profile", type=Path, help="also profile one melt run into this file (cProfile)")
     ap.add_argument("--binaries", type=Path, help="prebuilt llama.cpp binaries instead of melt's build")
     ap.add_argument("--model", type=Path, help="a model file instead of gemma3-270m")
+    ap.add_argument("--abi", default="host", help="the phone's ABI: host (default, native) or arm64-v8a "
+                    "(the arm64 build under qemu-user)")
     args = ap.parse_args()
     if not adb_available():
         print("adb is not installed (apt-get install adb): cannot run this benchmark", file=sys.stderr)
@@ -111,8 +117,11 @@ def main() -> int:
     else:
         host_build()
     model = args.model.resolve() if args.model else ensure_model("gemma3-270m")
+    abi = host_abi() if args.abi == "host" else args.abi
+    phone_config = load_config(PHONE_CONFIG).model_copy(update={"abi": abi})
+    print(f"phone ABI: {abi}")
     with tempfile.TemporaryDirectory(prefix="melt-bench-overhead-") as tmp, adb_server() as adb, \
-            virtual_phone(load_config(PHONE_CONFIG), state_dir=Path(tmp) / "phone") as phone:
+            virtual_phone(phone_config, state_dir=Path(tmp) / "phone") as phone:
         tmp = Path(tmp)
         serial = adb.connect(phone.address)
         device = tmp / "phone.yaml"

@@ -107,3 +107,17 @@ class RegressionFound(MeltError):
     """``melt compare`` found a regression (exit code 2)."""
 
     exit_code = 2
+
+
+class RunStopped(MeltError):
+    """A run stopped part-way for a reason that is not one job's (a bug, a lost broker, ...).
+
+    Its finished jobs are stored and ``melt run --resume RUN_ID`` finishes it.
+    """
+
+    def __init__(self, run_id: str, cause: BaseException, detail: str | None = None):
+        self.run_id = run_id
+        what = str(cause) if isinstance(cause, MeltError) else f"internal error in melt: {type(cause).__name__}: {cause}"
+        where = f" (traceback: {detail})" if detail else ""
+        super().__init__(f"run {run_id} stopped: {what}{where}; its finished jobs are kept, "
+                         f"finish it with: melt run --resume {run_id}")

@@ -52,8 +52,27 @@ def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
 
 
-def wait_for_journal(results: Path, lines: int = 1, timeout: float = 300) -> Path:
-    """Wait until a run under ``results`` has journaled ``lines`` jobs; its journal file."""
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The ``Error: ...`` line of a clean failure of the CLI, checked to be one.
+
+    An uncaught exception also exits 1 and its message is in stderr too, so
+    exit code and message alone cannot tell a clean error from a crash: a
+    clean one has no traceback and exactly one ``Error:`` line.
+    """
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, done.stderr
+    return errors[0]
+
+
+def wait_for_journal(results: Path, lines: int = 1, timeout: float = 300,
+                     proc: subprocess.Popen | None = None) -> Path:
+    """Wait until a run under ``results`` has journaled ``lines`` jobs; its journal file.
+
+    ``proc``, the ``melt run`` child being watched: when it exits first, fail
+    at once with what it printed instead of waiting out ``timeout``.
+    """
     import time
 
     deadline = time.monotonic() + timeout
@@ -61,6 +80,11 @@ def wait_for_journal(results: Path, lines: int = 1, timeout: float = 300) -> Pat
         for journal in results.glob("*/journal.jsonl"):
             if len(journal.read_text().splitlines()) >= lines:
                 return journal
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            err = err.decode(errors="replace") if isinstance(err, bytes) else err
+            raise AssertionError(f"melt run exited {proc.returncode} before journaling {lines} jobs: "
+                                 f"{err[-2000:]}")
         time.sleep(0.05)
     raise AssertionError(f"no run under {results} journaled {lines} jobs within {timeout} s")
 

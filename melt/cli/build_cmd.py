@@ -21,19 +21,40 @@ _STEP = re.compile(r"^\[(\d+)/(\d+)\]")
               help="Source tree instead of the pinned one: a folder, an sdist .tar.gz, "
                    "git+URL@REF or pypi:VERSION.")
 @click.option("--force", is_flag=True, help="Rebuild even when a cached build matches.")
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="A binary to build (repeatable), e.g. --target llama-server. Default: all but "
+                   "llama-server, which is built when a serve, conversation or sustained job needs it.")
+@click.option("--all", "all_targets", is_flag=True, help="Build every binary the profile can build.")
 @json_option
-def build(framework_name: str, profile: str, source: str | None, force: bool, as_json: bool) -> None:
+def build(framework_name: str, profile: str, source: str | None, force: bool, targets: tuple[str, ...],
+          all_targets: bool, as_json: bool) -> None:
     """Build a framework for one target profile and print where the binaries are.
 
     Builds are cached under ~/.cache/melt/builds ($MELT_CACHE_DIR overrides):
-    an unchanged source, profile and flags give the same build at once.
-    Cross profiles need their toolchain (aarch64-linux-gnu-g++ for the arm64
-    ones, the Android NDK via $ANDROID_NDK_HOME or $ANDROID_NDK, or nvcc on a
-    Jetson). `melt run` picks a device's profile by its CPU ABI by itself.
+    an unchanged source, profile and flags give the same build at once, and
+    a binary added later (--target llama-server, or a job that needs it)
+    compiles only what it adds. Cross profiles need their toolchain
+    (aarch64-linux-gnu-g++ for the arm64 ones, the Android NDK via
+    $ANDROID_NDK_HOME or $ANDROID_NDK, or nvcc on a Jetson). `melt run`
+    picks a device's profile by its CPU ABI and builds what its jobs run.
+
+    \b
+    Examples:
+      melt build                          llama-bench, llama-completion, llama-quantize
+      melt build --target llama-server    add llama-server to that build
+      melt build --profile arm64 --all    every binary, cross-compiled for arm64
     """
     from melt.frameworks.registry import get_framework
 
     framework = get_framework(framework_name)
+    wanted: list[str] | None = list(targets) or None
+    if all_targets:
+        if targets:
+            raise click.UsageError("give --all or --target, not both")
+        if framework_name == "llama.cpp":
+            from melt.frameworks.llamacpp.recipe import load_recipe
+
+            wanted = list(load_recipe().profile(profile).targets)
     if is_interactive():
         console = stderr_console()
         with console.status(f"building {framework_name} ({profile})") as status:
@@ -47,9 +68,10 @@ def build(framework_name: str, profile: str, source: str | None, force: bool, as
                                       "hashing", "patch ")):
                     status.update(f"{framework_name} ({profile}): {line}")
 
-            result = framework.build(profile, source=source, force=force, on_output=on_output)
+            result = framework.build(profile, source=source, force=force, on_output=on_output,
+                                     targets=wanted)
     else:
-        result = framework.build(profile, source=source, force=force)
+        result = framework.build(profile, source=source, force=force, targets=wanted)
 
     prov = result.provenance
     if as_json:

@@ -47,6 +47,22 @@ def console(*, stderr: bool = False):
     return Console(stderr=stderr, markup=False, highlight=False, emoji=False)
 
 
+def hanging(text: str, width: int, indent: str) -> str:
+    """``text`` wrapped to ``width`` columns, every line starting with ``indent``.
+
+    Its own line breaks are kept; a word longer than a line is split, never
+    cut. For long values and reasons printed under a heading.
+    """
+    import textwrap
+
+    lines = []
+    for line in text.splitlines() or [""]:
+        lines += textwrap.wrap(line, width=max(len(indent) + 10, width), initial_indent=indent,
+                               subsequent_indent=indent, break_on_hyphens=False,
+                               drop_whitespace=True) or [indent.rstrip()]
+    return "\n".join(lines)
+
+
 def stderr_console():
     return console(stderr=True)
 

@@ -26,10 +26,20 @@ def _flat(value: Any) -> str:
     return str(value)
 
 
+def _fits(columns: list[str], rows: list[list[str]], width: int) -> bool:
+    """True when a bordered table shows every header and value unbroken within ``width``."""
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    return sum(w + 3 for w in widths) + 1 <= width
+
+
 def _show(kind: str, records: list[dict[str, Any]]) -> None:
+    """A table when every value fits the console's width unbroken (a CI log has 80
+    columns), otherwise one block per record, long values wrapped, never cut."""
     from rich.table import Table
+    from rich.text import Text
 
     from melt.cli.common import console as make_console
+    from melt.cli.common import hanging
 
     console = make_console()
     console.print(f"kind: {kind}  records: {len(records)}")
@@ -38,19 +48,19 @@ def _show(kind: str, records: list[dict[str, Any]]) -> None:
     columns: list[str] = []
     for rec in records:
         columns += [k for k in rec if k not in columns]
-    nested = any(isinstance(v, (dict, list)) and len(_flat(v)) > 60 for r in records for v in r.values())
-    if len(columns) <= 8 and not nested:
+    rows = [["" if rec.get(c) is None else _flat(rec[c]) for c in columns] for rec in records]
+    if len(columns) <= 8 and _fits(columns, rows, console.width):
         table = Table(show_header=True, header_style="bold")
         for col in columns:
             table.add_column(col, overflow="fold")
-        for rec in records:
-            table.add_row(*("" if rec.get(c) is None else _flat(rec[c]) for c in columns))
+        for row in rows:
+            table.add_row(*row)
         console.print(table)
         return
     for i, rec in enumerate(records):
         console.print(f"record {i}", style="bold")
         for key, value in rec.items():
-            console.print(f"  {key}: {_flat(value)}", soft_wrap=True)
+            console.print(Text(hanging(f"{key}: {_flat(value)}", console.width, "  ")))
 
 
 @click.command(
@@ -65,6 +75,8 @@ The kind is detected from the text unless --kind is given. Known kinds:
 \b
 Examples:
   melt parse llama.log                       detect, print a table
+                                             (a block per record when a
+                                             table would not fit)
   melt parse tegrastats.log --json           {{"kind": ..., "records": [...]}}
   melt parse bench.json --kind llama-bench --json
 """,

@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from melt.cli.common import console, echo_json, json_option, results_option, results_path
 from melt.store.runs import ResultsStore
-
-# Metrics shown in the terminal table, in this order, when present.
-SHOWN_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "itl_ms_p50", "load_ms", "energy_per_token_decode_j", "temp_max_c")
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.0f}"
-    return str(v)
-
-
-def _swept_params(jobs: list[dict]) -> dict[str, list[str]]:
-    """Per workload, the parameters that vary across its jobs (the sweep's axes)."""
-    values: dict[str, dict[str, set]] = {}
-    for job in jobs:
-        for k, v in (job.get("params") or {}).items():
-            values.setdefault(job["workload"], {}).setdefault(k, set()).add(json.dumps(v, sort_keys=True))
-    return {w: sorted(k for k, vs in params.items() if len(vs) > 1) for w, params in values.items()}
-
 
 @click.group()
 def results() -> None:
@@ -47,7 +26,11 @@ def _say_unreadable(store: ResultsStore) -> None:
 @results_option
 @json_option
 def list_runs(results_dir: Path | None, as_json: bool) -> None:
-    """List runs, oldest first."""
+    """List runs, oldest first.
+
+    The creation time is shown from 100 columns up (a run id starts with its
+    UTC creation time); --json has every field.
+    """
     store = ResultsStore(results_path(results_dir))
     rows = []
     for run in store.runs():
@@ -65,14 +48,12 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    from rich.table import Table
+    from melt.cli.results_view import print_runs
 
-    table = Table("run id", "experiment", "created (UTC)", "status", "ok/total")
-    table.columns[0].no_wrap = True
-    for r in rows:
-        table.add_row(r["run_id"], r["experiment"] or "", (r["created_at"] or "")[:19],
-                      r["status"] or "", f"{r['jobs_ok']}/{r['jobs_total'] or '?'}")
-    console().print(table if rows else f"no runs in {store.root}/")
+    if rows:
+        print_runs(console(), rows)
+    else:
+        console().print(f"no runs in {store.root}/")
 
 
 @results.command("show")
@@ -80,37 +61,45 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
 @results_option
 @json_option
 def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
-    """Show the jobs of RUN_ID (an id, a unique prefix, or `latest`)."""
+    """Show the jobs of RUN_ID (an id, a unique prefix, or `latest`).
+
+    One block per cell (device, framework, model, workload and the swept
+    parameters), its metrics as rows, the median and each repetition as
+    columns; failed jobs with their reasons. Fits 80 columns (a CI log).
+    """
     run = ResultsStore(results_path(results_dir)).open_run(run_id)
     data = run.as_dict()
     if as_json:
         echo_json(data)
         return
-    from rich.table import Table
+    from melt.cli.results_view import print_jobs
 
     out = console()
-    if not sys.stdout.isatty():
-        out.width = 200
     out.print(f"run {data['run_id']} ({data['experiment']}, {data['status']}) in {run.dir}")
-    swept = _swept_params(data["jobs"])
-    table = Table("device", "workload", "sweep", "rep", "status", *SHOWN_METRICS, "reason")
-    for job in data["jobs"]:
-        params = " ".join(f"{k}={job['params'].get(k)}" for k in swept.get(job["workload"], ()))
-        m = job.get("metrics") or {}
-        tags = [t for t, on in (("sim", job.get("simulated")), ("emu", job.get("emulated"))) if on]
-        table.add_row(
-            job["device"] + (f" ({', '.join(tags)})" if tags else ""), job["workload"], params,
-            str(job["repetition"]), job["status"], *(_fmt(m.get(k)) for k in SHOWN_METRICS),
-            (job.get("reason") or "")[:120],
-        )
-    out.print(table)
+    print_jobs(out, data["jobs"])
     if data["jobs"]:
         prov = data["jobs"][0].get("provenance") or {}
         build = prov.get("framework_build") or {}
+        out.print()
         out.print(f"provenance of the first job: melt {prov.get('melt_version')}, "
-                      f"llama.cpp {(build.get('llama_cpp_commit') or '?')[:12]} ({build.get('profile', '?')}), "
-                      f"model sha256 {(prov.get('model') or {}).get('sha256', '?')[:12]}…, "
+                  f"llama.cpp {(build.get('llama_cpp_commit') or '?')[:12]} ({build.get('profile', '?')}), "
+                  f"model sha256 {((prov.get('model') or {}).get('sha256') or '?')[:12]}…, "
                   f"command: {prov.get('command', '?')}", style="dim")
+    _print_stops(out, data)
+
+
+def _print_stops(out: Any, data: dict[str, Any]) -> None:
+    """Why a run stopped, and device settings it left changed (with the command that restores each)."""
+    from rich.text import Text
+
+    if data.get("error"):
+        out.print(Text(f"stopped by: {data['error']}; finish it with: melt run --resume {data['run_id']}"),
+                  style="yellow", soft_wrap=True)
+    for f in data.get("restore_failures") or []:
+        out.print(Text(f"warning: {f['device']}: {f['knob']} was not restored after the run ({f['error']})"),
+                  style="yellow", soft_wrap=True)
+        if f.get("by_hand"):
+            out.print(Text(f"  restore it by hand: {f['by_hand']}"), soft_wrap=True)
 
 
 @results.command("export")

@@ -137,7 +137,8 @@ def run(experiment: Path | None, resume: str | None, farm: str | None, results_d
 
     Prints the run id on stdout when done. Exit codes: 0 every job ok,
     3 the run finished but some jobs failed (their reasons are stored),
-    1 bad input or another error, 130 interrupted.
+    1 bad input or another error (a run stopped part-way says how to
+    resume it), 130 interrupted.
     """
     from melt.runner.engine import resume_run, run_experiment
 

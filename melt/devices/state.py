@@ -60,7 +60,11 @@ class Knob(ABC):
         """Set the value the device spec asks for."""
 
     def restore(self, t: Transport, saved: str) -> None:
-        self.write(t, saved)
+        _check(t, self.restore_script(saved), f"{self.name} restore")
+
+    def restore_script(self, saved: str) -> str:
+        """The device shell command that puts the saved value back (also shown to do it by hand)."""
+        raise NotImplementedError
 
 
 def _check(t: Transport, script: str, what: str) -> None:
@@ -84,8 +88,10 @@ class ScreenKnob(Knob):
         return "off" if parse_dumpsys_power(out).get("screen_on") is False else "on"
 
     def write(self, t: Transport, value: Any) -> None:
-        key = "KEYCODE_SLEEP" if value == "off" else "KEYCODE_WAKEUP"
-        _check(t, f"input keyevent {key}", f"screen {value}")
+        _check(t, self.restore_script(value), f"screen {value}")
+
+    def restore_script(self, saved: str) -> str:
+        return f"input keyevent {'KEYCODE_SLEEP' if saved == 'off' else 'KEYCODE_WAKEUP'}"
 
 
 class BrightnessKnob(Knob):
@@ -105,14 +111,14 @@ class BrightnessKnob(Knob):
         _check(t, f"settings put system screen_brightness_mode 0 && "
                   f"settings put system screen_brightness {int(value)}", "brightness")
 
-    def restore(self, t: Transport, saved: str) -> None:
+    def restore_script(self, saved: str) -> str:
         mode, _, level = saved.partition(",")
         parts = []
         parts.append(f"settings put system screen_brightness {q(level)}" if level != "null"
                      else "settings delete system screen_brightness")
         parts.append(f"settings put system screen_brightness_mode {q(mode)}" if mode != "null"
-                     else "settings delete system screen_brightness_mode")
-        _check(t, " ; ".join(parts), "brightness restore")
+                     else "settings delete system screen_brightness_mode >/dev/null")
+        return " && ".join(parts)  # a failure anywhere is the restore's failure
 
 
 #: vendor charger switches: file -> value that stops charging
@@ -161,15 +167,14 @@ class ChargingKnob(Knob):
                             "device; `dumpsys battery unplug` only changes what Android reports, a plugged-in "
                             "charger keeps charging: jobs measured while it charges are flagged (charging=1)")
 
-    def restore(self, t: Transport, saved: str) -> None:
+    def restore_script(self, saved: str) -> str:
         data = json.loads(saved)
         parts = []
+        if not data.get("unplugged"):  # first: `a || b && c` is `(a || b) && c` in sh
+            parts.append("dumpsys battery reset >/dev/null 2>&1 || ! command -v dumpsys >/dev/null 2>&1")
         for f, v in data.get("files", {}).items():
-            parts.append(f"[ -w {q(f)} ] && echo {q(v)} > {q(f)}")
-        if not data.get("unplugged"):
-            parts.append("dumpsys battery reset >/dev/null 2>&1")
-        parts.append("true")
-        _check(t, " ; ".join(parts), "charging restore")
+            parts.append(f"{{ [ ! -w {q(f)} ] || echo {q(v)} > {q(f)}; }}")
+        return " && ".join(parts) or "true"
 
 
 class StayAwakeKnob(Knob):
@@ -186,9 +191,8 @@ class StayAwakeKnob(Knob):
     def write(self, t: Transport, value: Any) -> None:
         _check(t, f"svc power stayon {'true' if value else 'false'}", "stay awake")
 
-    def restore(self, t: Transport, saved: str) -> None:
-        value = saved if saved.isdigit() else "0"
-        _check(t, f"settings put global stay_on_while_plugged_in {value}", "stay awake restore")
+    def restore_script(self, saved: str) -> str:
+        return f"settings put global stay_on_while_plugged_in {saved if saved.isdigit() else '0'}"
 
 
 class AirplaneKnob(Knob):
@@ -203,8 +207,11 @@ class AirplaneKnob(Knob):
         return "1" if _sh(t, "settings get global airplane_mode_on")[1] == "1" else "0"
 
     def write(self, t: Transport, value: Any) -> None:
-        on = value in (True, "1", 1)
-        _check(t, f"cmd connectivity airplane-mode {'enable' if on else 'disable'}", "airplane mode")
+        _check(t, self.restore_script(value), "airplane mode")
+
+    def restore_script(self, saved: Any) -> str:
+        on = saved in (True, "1", 1)
+        return f"cmd connectivity airplane-mode {'enable' if on else 'disable'}"
 
 
 class GovernorKnob(Knob):
@@ -225,10 +232,9 @@ class GovernorKnob(Knob):
     def write(self, t: Transport, value: Any) -> None:
         _check(t, f"for f in {self.GLOB}; do echo {q(str(value))} > \"$f\" || exit 1; done", "governor")
 
-    def restore(self, t: Transport, saved: str) -> None:
+    def restore_script(self, saved: str) -> str:
         per_core = json.loads(saved)
-        _check(t, " ; ".join(f"echo {q(v)} > {q(f)}" for f, v in per_core.items()) or "true",
-               "governor restore")
+        return " && ".join(f"echo {q(v)} > {q(f)}" for f, v in per_core.items()) or "true"
 
 
 class NvpmodelKnob(Knob):
@@ -252,6 +258,9 @@ class NvpmodelKnob(Knob):
     def write(self, t: Transport, value: Any) -> None:
         _check(t, self._ROOT + f"$S nvpmodel -m {int(value)} </dev/null", f"nvpmodel -m {int(value)}")
 
+    def restore_script(self, saved: str) -> str:
+        return f"sudo nvpmodel -m {int(saved)}"
+
 
 #: spec field -> knob, in the order they are applied (restored in reverse)
 KNOBS: tuple[tuple[str, type[Knob]], ...] = (
@@ -274,6 +283,18 @@ class KnobReport:
     restored: bool = False
     error: str | None = None
     warning: str | None = None  # applied, but not everything the knob promises
+    by_hand: str | None = None  # when a restore failed: the command that puts it back
+
+
+def by_hand_command(transport: Transport, script: str) -> str:
+    """``script`` as a command a user can paste on this host to run it on the device."""
+    serial = getattr(transport, "serial", None)
+    if isinstance(serial, str):
+        return f"adb -s {q(serial)} shell {q(script)}"
+    host, user, port = (getattr(transport, a, None) for a in ("host", "user", "port"))
+    if isinstance(host, str) and isinstance(user, str):
+        return f"ssh -p {int(port or 22)} {q(f'{user}@{host}')} {q(script)}"
+    return f"sh -c {q(script)}"
 
 
 @dataclass
@@ -329,14 +350,20 @@ class DeviceState:
                 knob = dict((cls.name, cls) for _, cls in KNOBS)[rep.knob]()
                 try:
                     knob.restore(self.transport, rep.before)
-                    rep.restored = True
+                    rep.restored, rep.error, rep.by_hand = True, None, None  # an earlier failure is over
                 except Exception as exc:  # keep restoring the others
                     rep.error = f"restore failed: {exc}"
+                    with contextlib.suppress(Exception):
+                        rep.by_hand = by_hand_command(self.transport, knob.restore_script(rep.before))
             self._save_journal()
         return self.reports
 
     def as_dict(self) -> list[dict[str, Any]]:
         return [asdict(r) for r in self.reports]
+
+    def failed_restores(self) -> list[KnobReport]:
+        """Knobs that were changed and could not be put back (each with its ``by_hand`` command)."""
+        return [r for r in self.reports if r.applied and not r.restored and r.error]
 
     def _save_journal(self) -> None:
         if self.journal is None:

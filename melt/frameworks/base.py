@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 OutputCallback = Callable[[str], None]
 """Receives each line a build prints (without the newline)."""
@@ -73,6 +73,7 @@ class Framework(Protocol):
         source: str | None = None,
         force: bool = False,
         on_output: OutputCallback | None = None,
+        targets: Sequence[str] | None = None,  # binaries needed; None: the framework's default set
     ) -> Build: ...
 
     def binaries_for(self, kind: str) -> list[str]: ...

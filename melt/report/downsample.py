@@ -7,6 +7,15 @@ spike still shows), which plain decimation or averaging would lose; the
 cost is that a kept value is drawn at its bucket's first or last timestamp,
 so its time is exact to within one bucket. The full data stays in the run
 folder.
+
+:func:`channel_line` draws one channel from its own readings. Slow channels
+(temperatures, frequencies, battery, CPU use) are read every few sampler
+ticks and hold NaN in between; a line through a shared time axis would break
+at every NaN and show nothing. Each channel drops its missing ticks first and
+is reduced on its own; its line breaks only where the channel really had no
+reading for a long time (:data:`GAP_INTERVALS` of its usual intervals and at
+least :data:`MIN_GAP_S`), so a sensor that stopped answering shows as a gap,
+not as a straight line drawn across it.
 """
 
 from __future__ import annotations
@@ -63,6 +72,69 @@ def minmax_envelope(t: np.ndarray, channels: dict[str, np.ndarray], n_points: in
         y[1::2][all_nan] = np.nan
         out[name] = y
     return t_out, out
+
+
+#: A channel's line breaks where it had no reading for this many of its usual
+#: (median) intervals between readings ...
+GAP_INTERVALS = 10
+#: ... and for at least this long, in seconds (a busy sampler may skip a few ticks).
+MIN_GAP_S = 1.0
+
+
+def channel_line(t: np.ndarray, values: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One channel's own readings, reduced to about ``n_points`` points for drawing.
+
+    ``t`` (seconds) and ``values`` are the trace's columns, NaN where the
+    channel was not read at that tick. Returns ``(t, y, lone)``: the
+    readings' times and values (min/max envelope per segment when there are
+    more than ``n_points``), with one NaN between segments where the channel
+    had no reading for longer than ``max(GAP_INTERVALS x its median
+    interval, MIN_GAP_S)``. ``lone`` is True when a segment holds a single
+    reading (a line cannot show it: draw markers too). Empty arrays when the
+    channel has no reading.
+    """
+    x, ys, lone = shared_lines(t, {"v": values}, n_points)
+    return x, ys["v"], lone
+
+
+def shared_lines(t: np.ndarray, channels: dict[str, np.ndarray], n_points: int
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], bool]:
+    """:func:`channel_line` for channels read at the same ticks (finite in the same rows,
+    as the first one is), done once for all of them: they share the returned times."""
+    t = np.asarray(t, dtype=float)
+    values = {k: np.asarray(v, dtype=float) for k, v in channels.items()}
+    ok = np.isfinite(t) & np.isfinite(next(iter(values.values())))
+    t = t[ok]
+    values = {k: v[ok] for k, v in values.items()}
+    n = len(t)
+    if n < 2:
+        return t, values, n == 1
+    dt = np.diff(t)
+    if np.any(dt < 0):
+        order = np.argsort(t, kind="stable")
+        t, values = t[order], {k: v[order] for k, v in values.items()}
+        dt = np.diff(t)
+    limit = max(GAP_INTERVALS * float(np.median(dt)), MIN_GAP_S)
+    cuts = np.flatnonzero(dt > limit)
+    max_cuts = max(0, n_points // 4 - 1)
+    if len(cuts) > max_cuts:  # a sensor failing over and over: keep the longest gaps only
+        cuts = np.sort(cuts[np.argsort(dt[cuts], kind="stable")[len(cuts) - max_cuts:]])
+    bounds = [0, *(int(c) + 1 for c in cuts), n]
+    xs: list[np.ndarray] = []
+    ys: dict[str, list[np.ndarray]] = {k: [] for k in values}
+    lone = False
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        lone |= hi - lo == 1
+        budget = max(2, int(n_points * (hi - lo) / n))
+        ts, out = minmax_envelope(t[lo:hi], {k: v[lo:hi] for k, v in values.items()}, budget)
+        if xs:
+            xs.append(np.array([(xs[-1][-1] + ts[0]) / 2]))
+            for k in ys:
+                ys[k].append(np.array([np.nan]))
+        xs.append(ts)
+        for k in ys:
+            ys[k].append(out[k])
+    return np.concatenate(xs), {k: np.concatenate(v) for k, v in ys.items()}, lone
 
 
 def lttb(x: np.ndarray, y: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:

@@ -78,10 +78,12 @@ def sustained_charts(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         mid = [((_num(r.get("start_s")) or 0.0) + (_num(r.get("end_s")) or 0.0)) / 2 - t0 for r in series]
         data = [{"type": "scatter", "mode": "lines+markers", "name": "tok/s", "x": mid,
                  "y": [_num(r.get("tps")) for r in series], "yaxis": "y", "line": {"color": "#2ca02c"}}]
-        if any(_num(r.get("temp_c")) is not None for r in series):
-            data.append({"type": "scatter", "mode": "lines", "name": "temperature °C", "x": mid,
-                         "y": [_num(r.get("temp_c")) for r in series], "yaxis": "y2",
-                         "line": {"color": "#ff7f0e", "dash": "dot"}})
+        # windows without a temperature reading are left out, not drawn as breaks in the line
+        temps = [(x, _num(r.get("temp_c"))) for x, r in zip(mid, series) if _num(r.get("temp_c")) is not None]
+        if temps:
+            data.append({"type": "scatter", "mode": "lines+markers" if len(temps) == 1 else "lines",
+                         "name": "temperature °C", "x": [x for x, _ in temps], "y": [y for _, y in temps],
+                         "yaxis": "y2", "line": {"color": "#ff7f0e", "dash": "dot"}})
         shapes = []
         for iv in record.get("throttled_intervals") or []:
             a, b = _num(iv.get("start_s")), _num(iv.get("end_s"))

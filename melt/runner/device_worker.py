@@ -22,6 +22,7 @@ import dataclasses
 import platform
 import shlex
 import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -114,6 +115,8 @@ class DeviceWorker:
         self._prepared: dict[tuple, Prepared | MeltError] = {}
         self._warm: set[str] = set()
         self.broken: str | None = None  # why the device is unusable, once it went away
+        #: settings melt changed and could not put back (KnobReport dicts, with ``by_hand``)
+        self.restore_failures: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- the seam
 
@@ -151,6 +154,10 @@ class DeviceWorker:
                 self.broken = reason
                 self._drop_device()
             return self.failed_record(job, reason)
+        except Exception as exc:  # noqa: BLE001 - a bug in melt fails this job, not the run
+            record = self.failed_record(job, f"internal error in melt: {type(exc).__name__}: {exc}")
+            record["_files"] = {"melt-traceback.txt": traceback.format_exc().encode()}
+            return record
 
     def failed_record(self, job: Job, reason: str) -> dict[str, Any]:
         """The record of a job that could not run at all."""
@@ -159,11 +166,16 @@ class DeviceWorker:
         return record
 
     def close(self) -> None:
-        """Restore the device state and release the device (errors are swallowed)."""
+        """Restore the device state and release the device.
+
+        Errors are not raised: a setting that could not be put back is added
+        to :attr:`restore_failures`, with the command that restores it by hand.
+        """
         state, self._state = self._state, None
         if state is not None:
             with contextlib.suppress(Exception):
                 state.__exit__(None, None, None)
+            self.restore_failures += [dataclasses.asdict(r) for r in state.failed_restores()]
         if self._device is not None:
             with contextlib.suppress(Exception):
                 self._device.close()
@@ -201,8 +213,9 @@ class DeviceWorker:
             journal = cache_dir() / "state" / f"{self.spec.name}.json"
             try:
                 for rep in restore_journal(device.transport, journal):  # left by a killed melt
-                    if rep.error:
+                    if rep.error and not rep.restored:
                         self.events.stage(f"warning: {self.spec.name}: {rep.knob}: {rep.error}")
+                        self.restore_failures.append(dataclasses.asdict(rep))
                 state = DeviceState(device.transport, self.spec.state, journal=journal)
                 state.__enter__()
             except BaseException:
@@ -251,16 +264,13 @@ class DeviceWorker:
             self._prepared[key] = exc
             return exc
 
-    def _build(self, fw_ref: Any, abi: str | None) -> tuple[Any, Any, str]:
-        """(framework, build, label): prebuilt binaries, or the build for the device's profile."""
-        from melt.frameworks.registry import get_framework
-
-        framework = get_framework(fw_ref.name)
+    def _build(self, framework: Any, fw_ref: Any, abi: str | None, names: list[str]) -> tuple[Any, str]:
+        """(build, label): prebuilt binaries, or the build for the device's profile holding ``names``."""
         if fw_ref.binaries:
             folder = Path(fw_ref.binaries).expanduser()
             folder = folder if folder.is_absolute() else self.base_dir / folder
             build = self.builds.get(("prebuilt", fw_ref.name, str(folder)), lambda: framework.prebuilt(folder))
-            return framework, build, f"prebuilt ({build.bin_dir})"
+            return build, f"prebuilt ({build.bin_dir})"
         profile = fw_ref.profile or self.spec.build_profile
         if profile == "auto":  # as for a real device: by its kind and CPU ABI
             pick = getattr(framework, "auto_profile", None)
@@ -268,18 +278,22 @@ class DeviceWorker:
 
         def make() -> Any:
             self.events.stage(f"building {framework.name} ({profile})")
-            return framework.build(profile, source=fw_ref.source)
+            return framework.build(profile, source=fw_ref.source, targets=names)
 
-        return framework, self.builds.get(("build", fw_ref.name, fw_ref.source, profile), make), f"'{profile}'"
+        key = ("build", fw_ref.name, fw_ref.source, profile, tuple(names))
+        return self.builds.get(key, make), f"'{profile}'"
 
     def _build_and_stage(self, fw_ref: Any, job: Job) -> Prepared:
         from melt.devices.abi import check_binaries
 
+        from melt.frameworks.registry import get_framework
+
         device = self._open()
         abi = device.abi()
-        framework, build, label = self._build(fw_ref, abi)
+        framework = get_framework(fw_ref.name)
         kinds = sorted({w.kind for w in self.experiment.workloads})
         names = sorted({b for k in kinds for b in framework.binaries_for(k)})
+        build, label = self._build(framework, fw_ref, abi, names)
         missing = [n for n in names if n not in build.binaries]
         if missing:
             raise BuildError(f"{framework.name}: no {', '.join(missing)} in {build.bin_dir}")

@@ -12,12 +12,13 @@ any point (Ctrl-C, a crash, a dead device) is finished later with
 from __future__ import annotations
 
 import contextlib
+import traceback
 from pathlib import Path
 from typing import Any, Protocol
 
 from melt.config.loader import load_device, load_experiment, validate
 from melt.config.specs import DeviceSpec, ExperimentSpec
-from melt.errors import ConfigError, UnknownNameError
+from melt.errors import ConfigError, MeltError, RunStopped, UnknownNameError
 from melt.runner.device_worker import host_properties
 from melt.runner.execute import Executor
 from melt.runner.matrix import Job, expand
@@ -101,6 +102,7 @@ class Runner:
         where = {"executor": pool.name}
         if getattr(pool, "description", None):
             where["executor_at"] = pool.description  # never a password
+        self.run.manifest.pop("error", None)  # a resumed run's earlier stop is history
         self.run.update(status="running", total_jobs=len(self.jobs), **where)
         ctx = RunContext(self.run.run_id, self.experiment, self.models, self.device_specs, self.base_dir, self.events,
                          executor=self.executor, stored_record=self.run.job_record)
@@ -120,12 +122,42 @@ class Runner:
         except KeyboardInterrupt:
             self.run.update(status="interrupted")
             raise
+        except Exception as exc:  # a crash of melt (or a lost farm): the run stays resumable
+            raise self._stopped(exc) from exc
+        finally:
+            self._keep_restore_failures(ctx.restore_failed)
         statuses = [e.get("status") for e in self.run.journal().values()]
         complete = len(statuses) >= len(self.jobs)
         status = "complete" if complete and all(s == "ok" for s in statuses) else (
             "complete-with-failures" if complete else "incomplete")
         self.run.update(status=status, finished_at=utc_now())
         return self.run
+
+
+    def _keep_restore_failures(self, failed: dict[str, list[dict[str, Any]]]) -> None:
+        """Store (and say) every device setting that could not be put back, with its by-hand fix."""
+        if not failed:
+            return
+        at = utc_now()
+        entries = [{"device": device, "at": at, **{k: r.get(k) for k in ("knob", "before", "error", "by_hand")}}
+                   for device, reports in failed.items() for r in reports]
+        for e in entries:
+            fix = f"; to restore it by hand: {e['by_hand']}" if e.get("by_hand") else ""
+            self.events.stage(f"warning: {e['device']}: {e['knob']} was not restored ({e['error']}){fix}")
+        with contextlib.suppress(Exception):
+            self.run.update(restore_failures=[*self.run.manifest.get("restore_failures", []), *entries])
+
+    def _stopped(self, exc: Exception) -> RunStopped:
+        """Mark the run resumable after ``exc``; keep the traceback beside it (a bug report's core)."""
+        detail = None
+        if not isinstance(exc, MeltError):
+            path = self.run.dir / "melt-error.txt"
+            with contextlib.suppress(OSError):
+                path.write_text("".join(traceback.format_exception(exc)))
+                detail = str(path)
+        with contextlib.suppress(Exception):
+            self.run.update(status="interrupted", error=f"{type(exc).__name__}: {exc}"[:500])
+        return RunStopped(self.run.run_id, exc, detail)
 
 
 def run_experiment(path: str | Path, *, results_dir: Path, events: RunEvents | None = None,

@@ -38,6 +38,8 @@ class RunContext:
     events: Any  # RunEvents
     executor: Any = None  # an invocation Executor forced on every device (tests)
     stored_record: Callable[[str], dict | None] = lambda job_id: None  # earlier attempts (adaptive)
+    #: device -> settings that could not be restored when its worker closed (see DeviceWorker.close)
+    restore_failed: dict[str, list[dict]] = dataclasses.field(default_factory=dict)
 
 
 class LocalPool:
@@ -106,13 +108,17 @@ class LocalPool:
 
     def _device_loop(self, device: str, jobs: list[Job], ctx: RunContext,
                      stop: threading.Event) -> Iterator[Message]:
-        """One device's jobs in order, with adaptive repetitions; yields its messages."""
+        """One device's jobs in order, with adaptive repetitions; yields its messages.
+
+        The device's state is restored when the loop ends, however it ends;
+        what could not be put back goes to ``ctx.restore_failed``.
+        """
         spec = ctx.device_specs[device]
         staged: list[dict] = []
         worker = DeviceWorker(spec, ctx.experiment, ctx.models, ctx.base_dir, builds=self.builds,
                               events=ctx.events, executor=ctx.executor, on_staging=staged.append)
         rule = ctx.experiment.adaptive
-        with worker:
+        try:
             for i, job in enumerate(jobs):
                 if stop.is_set():
                     return
@@ -123,6 +129,10 @@ class LocalPool:
                 last_of_cell = i == len(jobs) - 1 or jobs[i + 1].cell_id != job.cell_id
                 if last_of_cell and rule is not None and not worker.broken:
                     yield from self._adapt(worker, job, record, ctx, stop)
+        finally:
+            worker.close()
+            if worker.restore_failures:
+                ctx.restore_failed[spec.name] = worker.restore_failures
 
     def _adapt(self, worker: DeviceWorker, job: Job, last: dict, ctx: RunContext,
                stop: threading.Event) -> Iterator[Message]:

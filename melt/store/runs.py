@@ -104,6 +104,10 @@ class Run:
             "created_at": self.manifest.get("created_at"),
             "finished_at": self.manifest.get("finished_at"),
             "melt_version": self.manifest.get("melt_version"),
+            # why the run stopped part-way, when it did (cleared by a resume)
+            **({"error": self.manifest["error"]} if self.manifest.get("error") else {}),
+            # device settings melt changed and could not put back, each with its by-hand fix
+            "restore_failures": self.manifest.get("restore_failures", []),
             "jobs": self.jobs(),
         }
 

@@ -1,15 +1,19 @@
 """On-Device Power Monitor (Pixel 6 and later): rail energy per phase from counters.
 
-The runner reads ``/sys/bus/iio/devices/iio:device*/energy_value`` at every
-mark (``MELT_MARK_CMD``) and then ``/proc/uptime``; each block in
-``markdata`` starts with ``@ TIME MARK``, holds the counters (parsed by
-:func:`melt.parsers.odpm.parse_odpm`) and ends with ``uptime=SECONDS``.
+The runner reads ``/proc/uptime``, then ``/sys/bus/iio/devices/iio:device*/energy_value``
+at every mark (``MELT_MARK_CMD``), then ``/proc/uptime`` again; each block
+in ``markdata`` starts with ``@ TIME MARK`` and ``uptime_before=SECONDS``,
+holds the counters (parsed by :func:`melt.parsers.odpm.parse_odpm`) and ends
+with ``uptime=SECONDS``.
 The counters are cumulative (µW·s), so a phase's energy is the difference
 between its end and start marks.
 
 Each iio device stamps its counters with the time they were last refreshed
-(``T=``, ms since boot). The uptime read right after them says how stale
-they were at the mark; :func:`melt.telemetry.uncertainty.counter_energy`
+(``T=``, ms since boot). The uptime read just before them dates the mark on
+that clock, so it says how stale they were at the mark (a counter refreshed
+while being read is newer than the mark: negative staleness). Taking the
+uptime read after them instead would count the time the read itself took
+(long on a busy device) as missing energy. Older runs have only that one; :func:`melt.telemetry.uncertainty.counter_energy`
 adds the missing slice at the end, removes the one before the start and
 bounds both (``odpm_energy_<phase>_j_u95``). Rails that belong to the SoC
 (CPU clusters, GPU, TPU, memory, interconnect, always-on core) are also
@@ -36,18 +40,24 @@ ODPM_GAIN_PCT = 0.5
 
 @dataclass
 class MarkCounters:
-    """Counters read at one mark: rail -> joules, rail -> refresh time (s since boot), uptime."""
+    """Counters read at one mark: rail -> joules, rail -> refresh time (s since boot), uptimes."""
 
     joules: dict[str, float] = field(default_factory=dict)
     refreshed_s: dict[str, float] = field(default_factory=dict)
-    uptime_s: float | None = None
+    uptime_s: float | None = None  # read after the counters
+    uptime_before_s: float | None = None  # read before them, right at the mark
     time_s: float = 0.0  # the mark's time (device clock)
 
     def staleness_s(self) -> float:
-        """How long before the read the oldest counter was refreshed (0 when unknown)."""
-        if self.uptime_s is None or not self.refreshed_s:
+        """How long before the mark the oldest counter was refreshed (0 when unknown).
+
+        Negative when every counter was refreshed after the mark (during the read).
+        """
+        ref = self.uptime_before_s if self.uptime_before_s is not None else self.uptime_s
+        if ref is None or not self.refreshed_s:
             return 0.0
-        return max(0.0, max(self.uptime_s - t for t in self.refreshed_s.values()))
+        stale = ref - min(self.refreshed_s.values())
+        return stale if self.uptime_before_s is not None else max(0.0, stale)
 
 
 def is_soc_rail(name: str) -> bool:
@@ -67,12 +77,13 @@ def read_marks(markdata: str) -> list[tuple[str, MarkCounters]]:
             return
         mc = MarkCounters(time_s=when)
         for line in block:
-            if line.startswith("uptime="):
+            key, _, value = line.partition("=")
+            if key in ("uptime", "uptime_before"):
                 try:
-                    mc.uptime_s = float(line.split("=", 1)[1].replace(",", "."))
+                    setattr(mc, f"{key}_s", float(value.replace(",", ".")))
                 except ValueError:
                     pass
-        for r in parse_odpm("\n".join(b for b in block if not b.startswith("uptime="))):
+        for r in parse_odpm("\n".join(b for b in block if not b.startswith("uptime"))):
             if r.get("energy_uws") is None:
                 continue
             mc.joules[r["rail"]] = r["energy_uws"] * COUNTER_J

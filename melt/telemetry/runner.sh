@@ -50,7 +50,9 @@ mark() {
   melt_now
   echo "$T $1" >> "$D/marks"
   if [ -n "${MELT_MARK_CMD:-}" ]; then
-    { echo "@ $T $1"; eval "$MELT_MARK_CMD"; read -r up _ < /proc/uptime; echo "uptime=$up"; } >> "$D/markdata" 2>/dev/null
+    # uptime before the counters dates the mark on their clock; the one after bounds the read
+    { echo "@ $T $1"; read -r up _ < /proc/uptime; echo "uptime_before=$up"; eval "$MELT_MARK_CMD"
+      read -r up _ < /proc/uptime; echo "uptime=$up"; } >> "$D/markdata" 2>/dev/null
   fi
   if [ -n "${MELT_MARK_FILES:-}" ]; then  # battery status, charger online: builtin reads only
     for f in $MELT_MARK_FILES; do v=; read -r v < "$f"; echo "$T $1 $f $v"; done >> "$D/markfiles" 2>/dev/null

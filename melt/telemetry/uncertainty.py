@@ -240,14 +240,15 @@ def counter_energy(c_start: float, c_end: float, stale_start_s: float, stale_end
                    gain_pct: float = 0.0, resolution_j: float = 0.0) -> Estimate:
     """Energy (J) over a window from a cumulative counter read at both edges.
 
-    The counters were last refreshed ``stale_*_s`` before each edge. The
+    The counters were last refreshed ``stale_*_s`` before each edge (negative:
+    after it, so the slice is taken away instead of added). The
     missing slices are added (the end's, at the window's mean power) and
     removed (the start's, at the power before it); each slice's energy lies
     between 0 and ``p_max_w`` times its length, so half that range is its
     bound. ``resolution_j`` is the counter's unit; ``gain_pct`` its accuracy.
     """
     value = (c_end - c_start) + power_inside_w * stale_end_s - power_before_w * stale_start_s
-    bound = p_max_w * (stale_start_s + stale_end_s) / 2.0 + 2 * resolution_j
+    bound = p_max_w * (abs(stale_start_s) + abs(stale_end_s)) / 2.0 + 2 * resolution_j
     bound += abs(gain_pct) / 100.0 * abs(value)
     return Estimate(value, bound, 0.0, False)
 

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from melt.cli.main import cli
+from tests.helpers import error_line
 
 from .conftest import nightly
 
@@ -72,7 +73,7 @@ def test_no_slowdown_exits_0(store, cells):
 def test_errors_exit_1(store, cells):
     _, current = nightly(store, cells[:1], history=1, reps=3)
     proc = melt("compare", "no-such-run", current.run_id, results=store.root)
-    assert proc.returncode == 1 and "no run 'no-such-run'" in proc.stderr
+    assert error_line(proc).startswith("Error: no run 'no-such-run'")
     runner = CliRunner()
     res = runner.invoke(cli, ["compare", current.run_id, "--results", str(store.root)])
     assert res.exit_code == 2 and "BASELINE_RUN CURRENT_RUN" in res.output  # usage error
@@ -91,7 +92,7 @@ def test_history_shows_the_step(planted):
                 results=store.root)
     assert text.returncode == 0 and "▼" in text.stdout
     none = melt("history", "--metric", "decode_tps", "--device", "nope", results=store.root)
-    assert none.returncode == 1
+    assert error_line(none).startswith("Error: no ok job with metric 'decode_tps' matches")
 
 
 def test_usage_errors_exit_1_not_2(store, cells):
@@ -99,3 +100,4 @@ def test_usage_errors_exit_1_not_2(store, cells):
     for args in (("compare", current.run_id), ("compare", current.run_id, current.run_id, current.run_id)):
         proc = melt(*args, results=store.root)
         assert proc.returncode == 1, (args, proc.stderr)  # 2 means a regression, never a typo
+        assert error_line(proc).startswith("Error: ") and proc.stderr.startswith("Usage: melt compare")

@@ -39,7 +39,7 @@ def test_stability_flags():
     assert any(f.startswith("max/min>") for f in stability_flags([10, 10, 10, 13]))
     assert stability_flags([5.0]) == ("n=1",)
     assert summarize([10, 14, 7]).unstable
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="empty sample"):
         summarize([])
 
 

@@ -31,7 +31,7 @@ def test_two_steps_and_floor():
     small = np.r_[np.full(10, 100.0), np.full(10, 102.0)]
     assert detect_steps(small) == []  # 2 % < 5 % floor
     assert [s.index for s in detect_steps(small, floor=0.01)] == [10]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="values contain NaN"):
         detect_steps([1.0, float("nan")])
 
 
@@ -74,5 +74,5 @@ def test_compare_frames_cells_on_one_side_only():
     assert d["regressed"] and d["regressions"] == 1
     only_current = compare_frames(base, cur, metrics=["decode_tps"], current_cells_only=True)
     assert [c.cell_id for c in only_current.cells] == ["a", "c"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown test 'median'"):
         compare_frames(base, cur, test="median")

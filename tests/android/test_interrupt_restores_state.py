@@ -50,7 +50,7 @@ def test_sigint_mid_job_restores_brightness_charging_screen(tmp_path, adb_server
     proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(tmp_path / "e.yaml"),
                              "--results", str(results)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    wait_for_journal(results, 1)
+    wait_for_journal(results, 1, proc=proc)
     during = phone_state(adb_server, adb_serial)
     assert during["brightness"] == "7" and during["screen"] == "off"  # the state was applied
     proc.send_signal(signal.SIGINT)

@@ -58,6 +58,7 @@ def test_run_on_phone_then_second_run_pushes_nothing(setup):
     first = last_line(out.stdout)
     data = show(first, results)
     assert data["status"] == "complete", [j["reason"] for j in data["jobs"]]
+    assert sorted(j["kind"] for j in data["jobs"]) == ["bench", "generate"]
     for job in data["jobs"]:
         assert job["simulated"] is True
         assert job["metrics"]["decode_tps"] > 0
@@ -77,7 +78,7 @@ def test_phone_killed_mid_run_then_resume_after_restart(setup, virtual_phone, ad
     proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(experiment(6)),
                              "--results", str(results)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    journal = wait_for_journal(results, 2)
+    journal = wait_for_journal(results, 2, proc=proc)
     virtual_phone.kill()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 3, err  # finished, with failed jobs

@@ -39,6 +39,7 @@ def test_mlc_stand_in_runs_on_the_phone_and_says_so(tmp_path, adb_server, virtua
     assert out.returncode == 0, out.stderr
     data = show(last_line(out.stdout), results)
     assert data["status"] == "complete", [j["reason"] for j in data["jobs"]]
+    assert len(data["jobs"]) == 2
     for job in data["jobs"]:
         assert job["framework"] == "mlc-llm"
         assert job["simulated"] is True and job["stand_in"] is True

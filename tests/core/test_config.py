@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from melt.config.loader import json_schema, load_device, load_experiment
 from melt.errors import ConfigError, UnknownNameError
@@ -31,8 +32,9 @@ def test_good_experiment_loads_with_scalars_as_lists(tmp_path):
     assert exp.workloads[0].n_prompt == [16, 32]
     assert exp.workloads[0].n_gen == [8]
     assert exp.workloads[1].prompt == ["hi"]
-    with pytest.raises(Exception):
-        exp.name = "changed"  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        exp.name = "changed"
+    assert exp.name == "x"
 
 
 @pytest.mark.parametrize(
@@ -83,10 +85,13 @@ def test_unknown_device_suggests_close_names():
 
 def test_every_shipped_device_config_and_experiment_validates():
     root = Path(__file__).resolve().parents[2]
-    for p in sorted((root / "device_configs").glob("*.yaml")):
+    devices = sorted((root / "device_configs").glob("*.yaml"))
+    experiments = sorted((root / "experiments").glob("*.yaml"))
+    assert len(devices) >= 3 and len(experiments) >= 3, (devices, experiments)
+    for p in devices:
         assert load_device(str(p)).name == p.stem
-    for p in sorted((root / "experiments").glob("*.yaml")):
-        load_experiment(p)
+    for p in experiments:
+        assert load_experiment(p).workloads
 
 
 @pytest.mark.parametrize("kind", ["experiment", "device", "recipe"])

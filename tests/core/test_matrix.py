@@ -38,6 +38,7 @@ def test_repetitions_share_a_cell():
     cells = {}
     for j in jobs:
         cells.setdefault(j.cell_id, set()).add(j.repetition)
+    assert len(cells) == 2 * (4 + 2)
     assert all(reps == {0, 1, 2} for reps in cells.values())
 
 

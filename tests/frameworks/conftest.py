@@ -17,9 +17,11 @@ from melt.frameworks.base import Invocation
 
 @pytest.fixture(scope="session")
 def llamacpp_build():
+    """Every binary of the host profile, llama-server included (added if the cached build lacks it)."""
     from melt.frameworks.llamacpp.build import host_build
+    from melt.frameworks.llamacpp.recipe import load_recipe
 
-    return host_build()
+    return host_build(targets=load_recipe().profile("host").targets)
 
 
 @pytest.fixture(scope="session")

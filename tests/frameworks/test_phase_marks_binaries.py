@@ -38,6 +38,7 @@ def test_llama_bench_marks_each_timed_repetition_and_not_the_depth_fill(llamacpp
         ("prefill", 1, 1, 32), ("prefill", 1, 2, 32), ("decode", 2, 1, 8), ("decode", 2, 2, 8)]
     rows = parse_llama_bench(out.stdout)
     samples = [s / 1e9 for row in rows for s in row["samples_ns"]]
+    assert len(rows) == 2 and len(samples) == len(windows) == 4
     assert all(row["n_depth"] == 64 for row in rows)
     # each window is llama-bench's own timed repetition, which leaves out the depth fill
     for w, timed in zip(windows, samples):
@@ -64,7 +65,7 @@ def test_llama_completion_marks_prefill_and_decode(llamacpp_build, gemma_model):
 
 
 def test_llama_server_marks_each_request(llamacpp_build, gemma_model, tmp_path):
-    binary = llamacpp_build.binaries["llama-server"]  # every build publishes it (recipe targets)
+    binary = llamacpp_build.binaries["llama-server"]  # the fixture asks for every target
     port = free_port()
     log = open(tmp_path / "server.err", "w+")
     proc = subprocess.Popen([str(binary), "-m", str(gemma_model), "-t", "1", "-c", "512", "--host", "127.0.0.1",

@@ -25,7 +25,8 @@ def test_recipe_profiles_and_host_flags():
     host = recipe.profile("host")
     assert set(host.targets) == {"llama-bench", "llama-completion", "llama-server", "llama-quantize"}
     assert recipe.source.default == "pypi" and recipe.source.pypi.subdir == "vendor/llama.cpp"
-    assert all(p.is_file() for p in recipe.patch_paths())
+    patches = recipe.patch_paths()
+    assert [p.name[:4] for p in patches] == ["0001", "0002"] and all(p.is_file() for p in patches)
 
 
 def test_cross_profiles_carry_their_toolchains():

@@ -99,6 +99,7 @@ def test_a_hung_app_times_out_and_is_stopped(phone, tmp_path):
     device.transport.install(make_app(tmp_path, hang))
     with pytest.raises(CommandTimeout):
         device.run_app([], out_dir="melt/out/1", timeout_s=1.0, sample_every_s=0.2)
+    assert len(services.procs) == 1  # it was launched, and then stopped
     assert all(p.poll() is not None for p in services.procs.values())
 
 

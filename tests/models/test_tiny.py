@@ -40,8 +40,13 @@ def test_contents_are_a_llama_with_byte_vocab(tmp_path):
 
 
 def test_bad_shape_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n_embd must divide by n_head"):
         TinyShape(n_embd=60, n_head=8)
+    with pytest.raises(ValueError, match="must be even for RoPE"):
+        TinyShape(n_embd=12, n_head=4, n_head_kv=2)
+    with pytest.raises(ValueError, match="must be positive"):
+        TinyShape(n_layer=0)
+    assert TinyShape().n_embd == 64  # the default shape is valid
 
 
 def test_model_tiny_command(tmp_path):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from melt.devices.abi import abi_of_machine, host_abi
 from melt.parsers.elf import parse_elf, read_elf
 from melt.virtual.emulation import probe_elf
+from tests.helpers import need
 
 
 def test_this_pythons_interpreter_is_a_dynamic_binary_of_this_machine():
@@ -32,8 +33,8 @@ def test_the_probe_programs_are_static_executables_of_their_abi(abi, machine):
     assert info.describe() == f"ELF 64-bit {machine}, statically linked"
 
 
-@pytest.mark.skipif(shutil.which("file") is None, reason="file(1) is not installed")
 def test_file_agrees_with_the_parser(tmp_path):
+    need(shutil.which("file") is not None, "file(1) (apt-get install file)")
     path = tmp_path / "probe"
     path.write_bytes(probe_elf("arm64-v8a"))
     out = subprocess.run(["file", "-b", str(path)], capture_output=True, text=True).stdout

@@ -114,6 +114,7 @@ def test_tegrastats_captures(name: str, count: int, index: int, expected: dict) 
 
 def test_tegrastats_absent_fields_are_missing_not_zero() -> None:
     norails = parse_tegrastats(read("tegrastats_xavier_nx_jp46_20w_norails.log"))
+    assert len(norails) == 3 and all("ram_used_mb" in r for r in norails)
     assert all("rails_mw" not in r and "rails_avg_mw" not in r for r in norails)
     nonroot = parse_tegrastats(read("tegrastats_tx2_mixed_root_nonroot.log"))[0]
     assert "swap_used_mb" not in nonroot and "emc_util_pct" not in nonroot and "gpu_util_pct" not in nonroot

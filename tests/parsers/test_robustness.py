@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from melt.parsers import KINDS, detect_kind, parse
+from melt.parsers._num import to_float
 from melt.parsers.battery import parse_dumpsys_battery, parse_power_supply_uevent
 from melt.parsers.getprop import parse_getprop
 from melt.parsers.llama_bench import printed_rows
@@ -40,7 +42,17 @@ INLINE = {
     "toybox-top": "  PID USER PR NI VIRT RES SHR S[%CPU] %MEM TIME+ ARGS\n"
                   " 5001 shell 20 0 10G 4.1M 3.3M R 31.0 0.0 0:00.04 top -n 1\n",
 }
-CORPUS = [read(n) for names in SEEDS.values() for n in names] + list(INLINE.values())
+# Records whose rates are not printed: a parser must leave them out, never fill in a number.
+NO_RATES = {
+    "llamacpp-timings": "llama_print_timings: prompt eval time =   818.94 ms /     9 tokens (   90.99 ms per token)\n"
+                        "llama_print_timings:        eval time =  4882.82 ms /    63 runs   (   77.50 ms per run)\n",
+    "llama-bench": '{"build_commit": "3c0d25c", "model_type": "llama 7B Q4_0", "n_prompt": 512, "n_gen": 0}\n'
+                   '{"build_commit": "3c0d25c", "model_type": "llama 7B Q4_0", "n_prompt": 0, "n_gen": 128, '
+                   '"avg_ts": "", "stddev_ts": null}\n',
+}
+CORPUS = [read(n) for names in SEEDS.values() for n in names] + list(INLINE.values()) + list(NO_RATES.values())
+#: a text with every 0 digit replaced: a rate of 0 read from it can only be made up
+NO_ZERO = str.maketrans("0", "7")
 JUNK = st.sampled_from(["", " ", "\t", "|", "||", "±", "@", "%", "[", "]", "{", "}", "(", ")", ",", ":", "=",
                         "'", '"', "-1", "0", "1e999", "nan", "NaN", "∞", "\x00", "\r", "---", "mW", "MB",
                         "off", "tok/s", "ms", "/", "\\", "[i: 3]", "CH1(T=5)[X], ", "TOTAL:", "pp512 @ d"])
@@ -78,17 +90,36 @@ def mutated(draw: st.DrawFn) -> str:
             lines[i] = line[:pos] + draw(JUNK) + line[pos:]
         else:
             lines[i] = line[: draw(st.integers(0, len(line)))]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    return text.translate(NO_ZERO) if draw(st.booleans()) else text
 
 
-def _check(text: str) -> None:
+# Every number as printed (a comma may be the decimal separator, JSON may use an exponent).
+_PRINTED = re.compile(r"[-+]?\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?")
+
+
+def printed_numbers(text: str) -> set[float]:
+    return {v for v in map(to_float, _PRINTED.findall(text)) if v is not None}
+
+
+def _check(text: str) -> int:
+    """Run every parser on ``text``; the number of token rates it checked."""
+    rates = 0
+    numbers: set[float] | None = None
     for fn in FUNCTIONS:
         out = fn(text)
         json.dumps(out, allow_nan=False)
         if isinstance(out, list):
             assert all(isinstance(r, dict) for r in out)
-            assert not any(v == 0 and k.endswith("_tps") for r in out for k, v in r.items()
-                           if k in ("prefill_tps", "decode_tps") and "0" not in text)
+            for record in out:
+                for key, value in record.items():
+                    if not key.endswith("_tps"):
+                        continue
+                    # a rate is read from the text, never made up (no 0 for a missing one)
+                    numbers = printed_numbers(text) if numbers is None else numbers
+                    assert value in numbers, (fn.__name__, key, value)
+                    rates += 1
+    return rates
 
 
 @QUICK
@@ -111,11 +142,22 @@ def test_mutated_captures_never_raise(text: str) -> None:
 
 
 def test_every_fixture_parses_cleanly_with_every_parser() -> None:
-    for name in captures():
+    names, rates = captures(), 0
+    assert len(names) > 30
+    for name in names:
         text = read(name)
         if len(text) > 200_000:
             text = text[:200_000]
-        _check(text)
+        rates += _check(text) + _check(text.translate(NO_ZERO))
         kind = detect_kind(text)
         if kind:
             json.dumps(parse(text, kind), allow_nan=False)
+    assert rates >= 80  # the rate guard above applies to the real captures, not just in principle
+
+
+def test_rates_that_are_not_printed_are_left_out() -> None:
+    for kind, text in NO_RATES.items():
+        for variant in (text, text.translate(NO_ZERO)):
+            assert _check(variant) == 0, kind
+            records = parse(variant, kind)[1]
+            assert records and not any(k.endswith("_tps") for r in records for k in r), (kind, records)

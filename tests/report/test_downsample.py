@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from melt.report.downsample import lttb, minmax_envelope
+from melt.report.downsample import channel_line, lttb, minmax_envelope
 
 
 def test_minmax_keeps_every_extreme_and_bounds_points():
@@ -39,3 +39,36 @@ def test_lttb_keeps_ends_and_count():
     xs, ys = lttb(x, y, 200)
     assert len(xs) == 200 and xs[0] == 0 and xs[-1] == 4999
     assert np.all(np.diff(xs) > 0)
+
+
+def test_channel_line_draws_a_slow_channel_from_its_own_readings():
+    t = np.arange(10_000) * 0.02  # 50 Hz ticks
+    temp = np.full(len(t), np.nan)
+    temp[::5] = 30 + t[::5] / 10  # read every fifth tick, NaN between
+    x, y, lone = channel_line(t, temp, 400)
+    assert not np.isnan(y).any() and not lone  # one unbroken line
+    assert len(x) <= 400 and x[0] == 0.0 and x[-1] == t[::5][-1]
+    assert y.min() == np.nanmin(temp) and y.max() == np.nanmax(temp)
+    x, y, _ = channel_line(t[:100], temp[:100], 400)  # short: every reading kept, none of the NaN
+    assert np.array_equal(x, t[:100:5]) and np.array_equal(y, temp[:100:5])
+
+
+def test_channel_line_breaks_only_where_the_channel_went_silent():
+    t = np.arange(2000) * 0.02
+    v = np.full(len(t), np.nan)
+    v[::5] = 1.0
+    v[500:800] = np.nan  # no reading for 6 s: a real hole
+    v[1000:1015] = np.nan  # a few skipped readings (0.3 s): drawn through
+    x, y, lone = channel_line(t, v, 4000)
+    assert np.isnan(y).sum() == 1 and not lone
+    gap = x[int(np.flatnonzero(np.isnan(y))[0])]
+    assert t[495] < gap < t[800]
+    v[1500] = 1.0  # a reading alone between two holes is flagged for a marker
+    v[1300:1500] = v[1501:1800] = np.nan
+    x, y, lone = channel_line(t, v, 4000)
+    assert np.isnan(y).sum() == 3 and lone
+
+
+def test_channel_line_without_readings():
+    x, y, lone = channel_line(np.arange(5.0), np.full(5, np.nan), 100)
+    assert len(x) == len(y) == 0 and not lone

@@ -42,7 +42,8 @@ def test_offline_sections_and_counts(run, tmp_path):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", outside_js)
     assert 'id="simulated-notice"' in html and info.simulated_jobs == info.jobs == 12
     assert info.failed == 3 and info.traces == 9 and info.cells == 3
-    assert info.trace_samples == 9 * 1000 and info.trace_points <= info.trace_samples
+    # readings of the six drawn channels (power, two zones, two CPUs, memory) of 1,000 ticks each
+    assert info.trace_samples == 9 * 1000 * 6 and info.trace_points <= info.trace_samples
     assert html.count('class="chart"') == info.charts >= 6
     assert "plotly.js v" in html  # inlined
 

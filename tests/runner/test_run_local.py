@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, last_line, melt, show, wait_for_journal
+from tests.helpers import ROOT, error_line, last_line, melt, show, wait_for_journal
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def test_kill_midway_then_resume_finishes_only_the_rest(tmp_path, tiny_model, ll
     results = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(exp), "--results", str(results)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    journal = wait_for_journal(results, 2)
+    journal = wait_for_journal(results, 2, proc=proc)
     os.killpg(proc.pid, signal.SIGKILL)  # a crash, not a polite stop
     proc.wait()
     run_id = journal.parent.name
@@ -117,8 +117,8 @@ def test_missing_model_and_unknown_framework_are_one_line_errors(tmp_path):
     exp.write_text(EXPERIMENT.format(model=tmp_path / "nope.gguf", reps=1, warmup=0)
                    + "frameworks: [{name: llamacpp}]\n")
     out = melt("run", str(exp), "--results", str(tmp_path / "r"))
-    assert out.returncode == 1
-    assert "Unknown framework 'llamacpp'. Did you mean: llama.cpp?" in out.stderr
+    assert "Unknown framework 'llamacpp'. Did you mean: llama.cpp?" in error_line(out)
+    assert not (tmp_path / "r").exists()
 
 
 def test_adaptive_repetition_adds_runs_until_the_interval_is_narrow(tmp_path, tiny_model, llamacpp_host_build):
@@ -146,4 +146,4 @@ def test_prebuilt_binaries_instead_of_a_build(tmp_path, tiny_model, llamacpp_hos
 
     exp.write_text(body + "frameworks: [{name: llama.cpp, binaries: no/such/dir}]\n")
     out = melt("run", str(exp), "--results", str(tmp_path / "r"))
-    assert out.returncode == 1 and "frameworks[0].binaries: folder not found: no/such/dir" in out.stderr
+    assert "frameworks[0].binaries: folder not found: no/such/dir" in error_line(out)

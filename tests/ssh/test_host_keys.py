@@ -11,7 +11,7 @@ import pytest
 from melt.errors import TransportError
 from melt.transports.hostkeys import ChangedHostKey, UnknownHostKey, fingerprint, melt_known_hosts, record
 from melt.transports.ssh import SshTransport
-from tests.helpers import melt
+from tests.helpers import error_line, melt
 
 
 def _fingerprint_of(pub: Path) -> str:
@@ -33,7 +33,7 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(untrusted) -> None:
 def test_trust_command_shows_and_records_the_key(untrusted, device_config: Path, tmp_path: Path) -> None:
     expected = _fingerprint_of(untrusted.dir / "ssh_host_ed25519_key.pub")
     wrong = melt("devices", "trust", "virtual-jetson", "--fingerprint", "SHA256:notthisone", cwd=tmp_path)
-    assert wrong.returncode == 1 and "not trusted" in wrong.stderr
+    assert f"offers {expected}, not SHA256:notthisone: not trusted" in error_line(wrong)
     assert not melt_known_hosts().exists()
     done = melt("devices", "trust", "virtual-jetson", "--fingerprint", expected, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -79,8 +79,9 @@ def test_reinstalled_board_is_refused_after_restart(melt_config, tmp_path: Path)
 def test_password_is_only_read_from_the_named_variable(untrusted, monkeypatch) -> None:
     from melt.config.specs import SshSpec
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be the NAME of an environment variable"):
         SshSpec(host="h", password_env="hunter2!")  # a password where a variable name belongs
+    assert SshSpec(host="h", password_env="BOARD_PASSWORD_1").password_env == "BOARD_PASSWORD_1"
     monkeypatch.delenv("MELT_TEST_BOARD_PASSWORD", raising=False)
     with pytest.raises(TransportError) as info:
         SshTransport(untrusted.host, port=untrusted.port, password_env="MELT_TEST_BOARD_PASSWORD")

@@ -84,9 +84,9 @@ def test_current_units_and_signs(raw, unit, sign, amps):
 def test_voltage_units_and_bad_units():
     assert voltage_v([3850000], unit="uV")[0] == pytest.approx(3.85)
     assert voltage_v([3850], unit="mV")[0] == pytest.approx(3.85)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown voltage unit 'kV'"):
         voltage_v([1], unit="kV")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown current sign 'sideways'"):
         discharge_current_a([1], sign="sideways")
 
 

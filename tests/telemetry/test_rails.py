@@ -24,10 +24,11 @@ def _spec() -> TelemetrySpec:
 
 
 def test_rail_spec_needs_power_or_volts_and_amps() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give `power_file`, or both `voltage_file` and `current_file`"):
         RailSpec(name="x", voltage_file="/a")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give `power_file`, or both `voltage_file` and `current_file`"):
         RailSpec(name="x", power_file="/p", voltage_file="/a", current_file="/b")
+    assert RailSpec(name="x", voltage_file="/a", current_file="/b").power_file is None
 
 
 def test_rails_from_a_real_orin_nano_snapshot() -> None:

@@ -98,6 +98,34 @@ def test_restore_on_ctrl_c_and_errors(exc, tmp_path):
     assert not journal.exists()
 
 
+def test_a_failed_restore_says_how_to_restore_by_hand_and_a_later_success_clears_it(tmp_path):
+    from melt.devices.state import restore_journal
+
+    class Refusing(FakePhone):
+        refuse = True
+
+        def shell(self, script, *, timeout=60, check=True):
+            if self.refuse and script.startswith("settings put system screen_brightness 128"):
+                return CommandResult(("sh", "-c", script), 1, "", "settings: storage is read-only\n")
+            return super().shell(script, timeout=timeout, check=check)
+
+    t = Refusing()
+    journal = tmp_path / "state.json"
+    with DeviceState(t, StateSpec(brightness=10, stay_awake=True), journal=journal) as state:
+        pass
+    failed = state.failed_restores()
+    assert [r.knob for r in failed] == ["brightness"] and "read-only" in failed[0].error
+    assert failed[0].by_hand == "sh -c 'settings put system screen_brightness 128 && " \
+                                "settings put system screen_brightness_mode 1'"
+    assert t.settings["global stay_on_while_plugged_in"] == "0"  # the others were still restored
+    assert t.settings["system screen_brightness"] == "10"
+    # the journal keeps it pending; once the device accepts it, the old error is gone
+    t.refuse = False
+    reports = restore_journal(t, journal)
+    assert [(r.knob, r.restored, r.error, r.by_hand) for r in reports] == [("brightness", True, None, None)]
+    assert t.settings["system screen_brightness"] == "128" and not journal.exists()
+
+
 def test_strict_refuses_a_missing_knob_and_restores_what_was_set():
     t = FakePhone()
     before = snapshot(t)

@@ -199,7 +199,7 @@ def test_truncated_lines_are_dropped():
     samples = "F 1.0 -1000 4000000 10\nF 1.02 -1000\nS 1.0 80\n"
     trace = parse_samples(samples, "1.0 begin\n", "", plan)
     assert len(trace.frame) == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no begin mark"):
         parse_samples(samples, "", "", plan)
 
 
@@ -225,6 +225,24 @@ def test_stale_odpm_counters_are_corrected_and_widen_the_interval():
     m, _ = phase_energy(markdata, ["decode"])
     assert m["odpm_energy_decode_j"] == pytest.approx(19.8 + 0.1 * 19.8 / 10, rel=1e-6)
     assert m["odpm_energy_decode_j_u95"] > 0.1 * 2 * 0.5  # at least half the stale slice at 2 W
+
+
+def test_a_slow_counter_read_is_not_counted_as_missing_energy():
+    from melt.telemetry.odpm import phase_energy
+
+    # 2 W; counters refreshed 20 ms before each mark, but reading them took 400 ms (a busy
+    # device): dated by the uptime read before them, the slices are 20 ms, not 420 ms
+    markdata = ("@ 100.0 decode_start\nuptime_before=50.02\nt=50000\nCH0(T=50000)[S4M_VDD_CPUCL0], 1000000\n"
+                "uptime=50.42\n"
+                "@ 110.0 decode_end\nuptime_before=60.02\nt=60000\nCH0(T=60000)[S4M_VDD_CPUCL0], 21000000\n"
+                "uptime=60.42\n")
+    m, _ = phase_energy(markdata, ["decode"])
+    assert m["odpm_energy_decode_j"] == pytest.approx(20.0, rel=1e-6)  # the slices cancel at equal power
+    assert m["odpm_energy_decode_j_u95"] < 0.5 / 100 * 20 + 2 * 0.03 * 2  # gain + two 20 ms slices at most
+    # a counter refreshed during the read (after the mark) holds energy past it: taken away
+    late = markdata.replace("t=60000\nCH0(T=60000)", "t=60100\nCH0(T=60100)").replace("21000000", "21200000")
+    m2, _ = phase_energy(late, ["decode"])
+    assert m2["odpm_energy_decode_j"] == pytest.approx(20.2 - (0.08 + 0.02) * 20.2 / 10, rel=1e-6)
 
 
 def test_tegrastats_lines_become_rail_columns():

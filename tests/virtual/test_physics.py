@@ -89,5 +89,6 @@ def test_ocv_interpolates_the_curve() -> None:
 
 
 def test_config_rejects_inverted_thresholds() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cpu.release_temp_c must be <= cpu.throttle_temp_c"):
         VirtualPhoneConfig.model_validate({"cpu": {"throttle_temp_c": 40, "release_temp_c": 50}})
+    assert VirtualPhoneConfig.model_validate({"cpu": {"throttle_temp_c": 50, "release_temp_c": 40}})

@@ -31,12 +31,37 @@ def test_packet_round_trip(data: bytes, arg0: int, arg1: int) -> None:
     assert (pkt.command, pkt.arg0, pkt.arg1, pkt.data) == (p.A_WRTE, arg0, arg1, data)
 
 
-@given(st.binary(min_size=24, max_size=64))
-def test_garbage_header_raises_protocol_error_or_decodes(raw: bytes) -> None:
-    try:
-        p.decode_header(raw[:24])
-    except p.ProtocolError:
-        pass
+U32 = st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def headers(draw: st.DrawFn) -> bytes:
+    """24 bytes: pure garbage, or a header whose magic and length may each be right or wrong."""
+    if draw(st.booleans()):
+        return draw(st.binary(min_size=24, max_size=24))
+    command = draw(st.sampled_from(sorted(p.COMMAND_NAMES)) | U32)
+    magic = command ^ 0xFFFFFFFF if draw(st.booleans()) else draw(U32)
+    length = draw(st.integers(0, 16 * 1024 * 1024 + 1) | U32)
+    return struct.pack("<6I", command, draw(U32), draw(U32), length, draw(U32), magic)
+
+
+@given(headers())
+def test_a_header_decodes_to_its_fields_or_is_refused_for_its_fault(raw: bytes) -> None:
+    command, arg0, arg1, length, check, magic = struct.unpack("<6I", raw)
+    if magic != command ^ 0xFFFFFFFF:
+        with pytest.raises(p.ProtocolError, match="bad magic"):
+            p.decode_header(raw)
+    elif length > 16 * 1024 * 1024:
+        with pytest.raises(p.ProtocolError, match="too large"):
+            p.decode_header(raw)
+    else:
+        assert p.decode_header(raw) == (command, arg0, arg1, length, check)
+
+
+@given(st.binary(max_size=48).filter(lambda b: len(b) != 24))
+def test_a_header_of_the_wrong_size_is_refused(raw: bytes) -> None:
+    with pytest.raises(p.ProtocolError, match=f"header is {len(raw)} bytes"):
+        p.decode_header(raw)
 
 
 def test_bad_checksum_is_rejected() -> None:

@@ -7,11 +7,19 @@ A build lives in ``<cache>/builds/llama.cpp/<profile>-<key>/``::
     build.log                               everything cmake printed
 
 ``key`` hashes the source tree's identity, the patches, the profile, its
-flags, toolchain and targets, so an unchanged request is a cache hit that
-runs no compiler. CMake works in ``builds/llama.cpp/.work/<profile>-<key>/``
-(kept after an interruption, so the next attempt resumes); the finished
-folder appears by one atomic rename, after ``build.json`` is written, so an
-interrupted build is never taken for a finished one.
+flags, toolchain and the targets it can build, so an unchanged request is a
+cache hit that runs no compiler. CMake works in
+``builds/llama.cpp/.work/<profile>-<key>/`` (kept after an interruption, so
+the next attempt resumes); the finished folder appears by one atomic rename,
+after ``build.json`` is written, so an interrupted build is never taken for a
+finished one.
+
+A build publishes the targets asked for (by default all but the recipe's
+``on_demand`` ones, such as llama-server). A later request for a target it
+lacks compiles just that target in the kept CMake folder and adds the binary
+to the same build folder (each file and ``build.json`` replaced atomically;
+binaries already there are never touched). The CMake folder is removed once
+every target of the profile is published.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from melt import __version__ as melt_version
 from melt.devices.abi import host_abi
@@ -67,18 +75,27 @@ def build_llamacpp(
     recipe: Recipe | None = None,
     cache: Path | None = None,
     jobs: int | None = None,
+    targets: Sequence[str] | None = None,
 ) -> Build:
     """Build (or reuse) llama.cpp for ``profile`` and return the :class:`Build`.
 
     ``source`` is ``--source`` text (``None``: the recipe's pinned sdist).
     ``force`` rebuilds from scratch. ``on_output`` receives every line of
     progress and compiler output. ``jobs`` defaults to the CPU count.
+    ``targets``: the binaries wanted (default: the profile's targets but the
+    recipe's ``on_demand`` ones); the returned build holds at least these.
     Raises :class:`BuildError` for a missing toolchain, a failed download or
-    patch, or a failed CMake step (the message names the log file).
+    patch, a target the profile does not build, or a failed CMake step (the
+    message names the log file).
     """
     recipe = recipe or load_recipe()
     prof = recipe.profile(profile)
     say = on_output or (lambda line: None)
+    wanted = sorted(set(recipe.default_targets(profile) if targets is None else targets))
+    unknown = [t for t in wanted if t not in prof.targets]
+    if unknown:
+        raise BuildError(f"profile '{prof.name}' does not build {', '.join(unknown)}; "
+                         f"it builds {', '.join(prof.targets)}")
     check_toolchain(prof)
 
     tree = obtain_source(parse_source(source, recipe), recipe, cache=cache, on_output=say)
@@ -94,19 +111,25 @@ def build_llamacpp(
         if force:
             shutil.rmtree(final, ignore_errors=True)
             shutil.rmtree(work, ignore_errors=True)
-        cached = _load_finished(final, _published(recipe, prof))
+        cached = _load_finished(final, wanted)
         if cached is not None:
             say(f"cached build: {final}")
             return cached
-        if final.exists():  # published by an older melt without some of today's binaries
-            say(f"cached build {final} lacks binaries this recipe publishes: rebuilding")
+        existing = _load_finished(final, [])
+        if existing is None and final.exists():  # damaged: not a finished build
             shutil.rmtree(final, ignore_errors=True)
-        return _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs)
+        todo = [t for t in wanted if existing is None or t not in existing.binaries]
+        if existing is not None:
+            say(f"cached build {final} lacks {', '.join(todo)}: building {'it' if len(todo) == 1 else 'them'}")
+        return _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs, todo, existing)
 
 
-def host_build(on_output: OutputCallback | None = None) -> Build:
-    """The default host build (pinned source, ``host`` profile), built once and cached."""
-    return build_llamacpp("host", on_output=on_output)
+def host_build(on_output: OutputCallback | None = None, *, targets: Sequence[str] | None = None) -> Build:
+    """The default host build (pinned source, ``host`` profile), built once and cached.
+
+    ``targets`` as for :func:`build_llamacpp` (default: all but the on-demand ones).
+    """
+    return build_llamacpp("host", on_output=on_output, targets=targets)
 
 
 def _toolchain_identity(recipe: Recipe, path: Path | None) -> str | None:
@@ -154,11 +177,6 @@ def _resolved_flags(recipe: Recipe, prof: Profile, tree: SourceTree) -> dict[str
     return dict(sorted(flags.items()))
 
 
-def _published(recipe: Recipe, prof: Profile) -> list[str]:
-    """Every binary a finished build holds: the workloads' and every target the profile builds."""
-    return sorted({b for names in recipe.binaries.values() for b in names} | set(prof.targets))
-
-
 def _load_finished(final: Path, expected: list[str]) -> Build | None:
     """The finished build in ``final`` if it holds every ``expected`` binary, else ``None``."""
     info_path = final / "build.json"
@@ -174,7 +192,9 @@ def _load_finished(final: Path, expected: list[str]) -> Build | None:
     return Build(dir=final, bin_dir=final / "bin", binaries=binaries, provenance=info, cached=True)
 
 
-def _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs) -> Build:
+def _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs, targets,
+               existing: Build | None) -> Build:
+    """Compile ``targets`` in ``work`` and publish them: a new build folder, or added to ``existing``."""
     cmake_dir = work / "cmake"
     cmake_dir.mkdir(parents=True, exist_ok=True)
     log_path = work / "build.log"
@@ -184,7 +204,7 @@ def _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs
     if toolchain:
         configure.append(f"-DCMAKE_TOOLCHAIN_FILE={toolchain}")
     jobs = jobs or os.cpu_count() or 2
-    compile_ = ["cmake", "--build", str(cmake_dir), "-j", str(jobs), "--target", *prof.targets]
+    compile_ = ["cmake", "--build", str(cmake_dir), "-j", str(jobs), "--target", *targets]
     started = time.monotonic()
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:
         log.write(f"# melt build {prof.name}-{key} at {_now()}\n")
@@ -193,10 +213,12 @@ def _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs
     seconds = round(time.monotonic() - started, 1)
 
     built = cmake_dir / "bin"
-    binaries = _published(recipe, prof)
+    binaries = list(targets)
     missing = [b for b in binaries if not (built / b).is_file()]
     if missing:
         raise BuildError(f"build finished without {', '.join(missing)}; see {log_path}")
+    if existing is not None:
+        return _add_to_build(existing, built, binaries, prof, work, log_path, seconds, say)
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{prof.name}-{key}-", dir=final.parent))
@@ -209,7 +231,7 @@ def _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs
         for lib in built.glob("*.so*"):  # only present when a profile builds shared libs
             shutil.copy2(lib, tmp / "bin" / lib.name)
         shutil.copy2(log_path, tmp / "build.log")
-        provenance = _provenance(prof, tree, flags, toolchain, key, cmake_dir, seconds, entries, jobs)
+        provenance = _provenance(prof, tree, flags, toolchain, key, cmake_dir, seconds, entries, jobs, binaries)
         # build.json is the completion mark: written last, inside the folder
         # that only becomes visible by the rename below.
         (tmp / "build.json").write_text(json.dumps(provenance, indent=2) + "\n")
@@ -217,7 +239,8 @@ def _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs
         publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(work, ignore_errors=True)
+    log_path.unlink(missing_ok=True)  # copied into the build; a later addition starts a fresh one
+    _drop_work_when_complete(prof, entries, work)
     say(f"built {prof.name} in {seconds:.0f} s: {final}")
     return Build(
         dir=final,
@@ -226,6 +249,40 @@ def _run_build(recipe, prof, tree, flags, toolchain, key, final, work, say, jobs
         provenance=provenance,
         cached=False,
     )
+
+
+def _add_to_build(existing: Build, built: Path, names: list[str], prof: Profile, work: Path,
+                  log_path: Path, seconds: float, say) -> Build:
+    """Add freshly built ``names`` to a published build, in place and atomically per file."""
+    final = existing.dir
+    provenance = dict(existing.provenance)
+    entries = dict(provenance.get("binaries") or {})
+    for name in names:
+        tmp = final / "bin" / f".{name}.{os.getpid()}.tmp"
+        shutil.copy2(built / name, tmp)
+        os.replace(tmp, final / "bin" / name)
+        entries[name] = {"file": f"bin/{name}", "sha256": file_sha256(final / "bin" / name)}
+    provenance["binaries"] = dict(sorted(entries.items()))
+    provenance["targets"] = [t for t in prof.targets if t in entries]
+    provenance["added"] = [*provenance.get("added", []),
+                           {"targets": names, "built_at": _now(), "build_seconds": seconds}]
+    with open(final / "build.log", "a", encoding="utf-8") as log:
+        log.write(log_path.read_text(encoding="utf-8", errors="replace"))
+    tmp = final / f".build.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(provenance, indent=2) + "\n")
+    os.replace(tmp, final / "build.json")
+    log_path.unlink(missing_ok=True)  # its lines are in the build's log now
+    _drop_work_when_complete(prof, entries, work)
+    say(f"added {', '.join(names)} to {final} in {seconds:.0f} s")
+    return Build(dir=final, bin_dir=final / "bin",
+                 binaries={n: final / e["file"] for n, e in entries.items()},
+                 provenance=provenance, cached=False)
+
+
+def _drop_work_when_complete(prof: Profile, published: dict, work: Path) -> None:
+    """Keep the CMake folder while a target is still unbuilt (adding it is then incremental)."""
+    if all(t in published for t in prof.targets):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _stream(argv: list[str], step: str, log, log_path: Path, say) -> None:
@@ -263,7 +320,7 @@ def _first_error(lines: list[str]) -> str:
     return (lines[-1].strip() if lines else "no output")[:300]
 
 
-def _provenance(prof, tree, flags, toolchain, key, cmake_dir, seconds, entries, jobs) -> dict[str, Any]:
+def _provenance(prof, tree, flags, toolchain, key, cmake_dir, seconds, entries, jobs, targets) -> dict[str, Any]:
     return {
         "schema_version": BUILD_SCHEMA_VERSION,
         "framework": "llama.cpp",
@@ -276,7 +333,7 @@ def _provenance(prof, tree, flags, toolchain, key, cmake_dir, seconds, entries, 
         "source": tree.provenance(),
         "cmake_flags": flags,
         "toolchain_file": toolchain,
-        "targets": list(prof.targets),
+        "targets": [t for t in prof.targets if t in targets],
         "compiler": _compiler(cmake_dir),
         "cmake_version": _cmake_version(),
         "build_machine": {"system": platform.system(), "machine": platform.machine()},

@@ -41,7 +41,7 @@ import re
 import signal
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from melt.errors import BuildError, ConfigError, JobFailed, UnknownNameError
 from melt.frameworks.base import Build, Invocation, OutputCallback, ServedInvocation
@@ -134,15 +134,17 @@ class LlamaCpp:
         source: str | None = None,
         force: bool = False,
         on_output: OutputCallback | None = None,
+        targets: Sequence[str] | None = None,
     ) -> Build:
         """Build (or reuse from the cache) the binaries for ``profile``.
 
-        See :func:`melt.frameworks.llamacpp.build.build_llamacpp`; raises
+        ``targets``: the binaries needed (default: all but the recipe's on-demand
+        ones). See :func:`melt.frameworks.llamacpp.build.build_llamacpp`; raises
         :class:`melt.errors.BuildError`.
         """
         from melt.frameworks.llamacpp.build import build_llamacpp
 
-        return build_llamacpp(profile, source=source, force=force, on_output=on_output)
+        return build_llamacpp(profile, source=source, force=force, on_output=on_output, targets=targets)
 
     def prebuilt(self, folder: Path) -> Build:
         """Binaries a user built elsewhere (e.g. with their own NDK setup), used as they are.

@@ -146,6 +146,7 @@ class Recipe(_Frozen):
     common_flags: dict[str, str] = Field(default_factory=dict)
     binaries: dict[str, tuple[str, ...]]
     targets: tuple[str, ...] = ()
+    on_demand: tuple[str, ...] = ()  # targets built only when a job (or --target) asks for them
     auto: dict[str, dict[str, tuple[str, ...]]] = Field(default_factory=dict)
     profiles: dict[str, Profile]
 
@@ -179,6 +180,10 @@ class Recipe(_Frozen):
         except KeyError:
             raise UnknownNameError("build profile", name, list(self.profiles)) from None
         return prof.model_copy(update={"name": name, "targets": prof.targets or self.targets})
+
+    def default_targets(self, profile: str) -> tuple[str, ...]:
+        """What ``melt build`` builds for ``profile`` unless asked for more: all but ``on_demand``."""
+        return tuple(t for t in self.profile(profile).targets if t not in self.on_demand)
 
     def flags_for(self, profile: str) -> dict[str, str]:
         """Common flags overlaid with the profile's own, in a stable order."""

@@ -181,7 +181,9 @@ def _download_sdist(ref: SourceRef, dest: Path, say) -> Path:
             if candidate.suffix in (".gz", ".zip"):
                 return candidate  # another process finished it while we waited
         say(f"downloading {ref.package}=={ref.version} (sdist) with pip")
-        argv = [*pip, "download", "--no-deps", "--no-binary=:all:", "--disable-pip-version-check",
+        # --no-binary for this package only: ":all:" would also build pip's own build
+        # dependencies (scikit-build-core, hatchling, ...) from source, minutes for nothing
+        argv = [*pip, "download", "--no-deps", f"--no-binary={ref.package}", "--disable-pip-version-check",
                 f"{ref.package}=={ref.version}", "-d", tmp]
         proc = subprocess.run(argv, capture_output=True, text=True)
         files = [p for p in Path(tmp).iterdir() if p.name.lower().startswith(stem)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import posixpath
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from melt.errors import BuildError, ConfigError, JobFailed, UnknownNameError
 from melt.frameworks.base import Build, Invocation, OutputCallback
@@ -57,8 +57,9 @@ class MlcLlm:
         source: str | None = None,
         force: bool = False,
         on_output: OutputCallback | None = None,
+        targets: Sequence[str] | None = None,
     ) -> Build:
-        """The runtime for ``profile``, cached.
+        """The runtime for ``profile``, cached (``targets`` is accepted; MLC's binaries are fixed).
 
         A real MLC profile needs MLC's toolchain: when anything is missing a
         :class:`BuildError` names each missing piece and how to get it.
