@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from typing import Any
 
@@ -354,9 +355,18 @@ def parse_llama_bench(text: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def _is_test_row(obj: Any) -> bool:
-    """A llama-bench test object: has the test's shape and its result."""
-    return isinstance(obj, dict) and "n_prompt" in obj and "n_gen" in obj and "avg_ts" in obj
+    """A llama-bench test object: has the test's shape and its result, and no NaN or infinity."""
+    return (isinstance(obj, dict) and "n_prompt" in obj and "n_gen" in obj and "avg_ts" in obj
+            and all(_finite(v) for v in obj.values()))
 
 
 def printed_rows(text: str) -> list[dict[str, Any]]:
