@@ -31,7 +31,7 @@ import io
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Iterator
 
 from melt.parsers._num import clean, params_count, scaled, to_bool, to_float, to_int
 
@@ -161,7 +161,8 @@ def _align(header: list[str], values: list[str]) -> dict[str, str]:
     return max(ordered, key=_plausible)
 
 
-def _from_json(text: str) -> list[dict[str, Any]]:
+def _json_arrays(text: str) -> Iterator[list[Any]]:
+    """Every JSON array that starts a line of ``text`` (``-o json`` output amid log lines)."""
     decoder = json.JSONDecoder()
     for match in re.finditer(r"^\s*\[", text, re.MULTILINE):
         try:
@@ -169,9 +170,14 @@ def _from_json(text: str) -> list[dict[str, Any]]:
         except (ValueError, RecursionError):
             continue
         if isinstance(data, list):
-            rows = [r for r in (_from_fields(d) for d in data) if r]
-            if rows:
-                return rows
+            yield data
+
+
+def _from_json(text: str) -> list[dict[str, Any]]:
+    for data in _json_arrays(text):
+        rows = [r for r in (_from_fields(d) for d in data) if r]
+        if rows:
+            return rows
     return []
 
 
@@ -391,14 +397,8 @@ def printed_rows(text: str) -> list[dict[str, Any]]:
             rows.append(obj)
     if rows:
         return rows
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"^\s*\[", text, re.MULTILINE):
-        try:
-            data, _ = decoder.raw_decode(text[match.end() - 1:])
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(data, list):
-            rows = [d for d in data if _is_test_row(d)]
-            if rows:
-                return rows
+    for data in _json_arrays(text):
+        rows = [d for d in data if _is_test_row(d)]
+        if rows:
+            return rows
     return []
