@@ -41,6 +41,14 @@ def melt(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | 
                           cwd=cwd or ROOT, timeout=timeout, env=full_env, **kw)
 
 
+def melt_child(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """Start the real CLI as a child process with text pipes, for tests that act while it runs."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    kw.setdefault("text", True)
+    return subprocess.Popen([sys.executable, "-m", "melt.cli.main", *args], cwd=ROOT, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
 def show(run_id: str, results: Path) -> dict:
     """``melt results show RUN_ID --json`` as a dict."""
     out = melt("results", "show", run_id, "--json", "--results", str(results))

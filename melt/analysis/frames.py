@@ -16,13 +16,14 @@ from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
+from melt.store.index import execution_of
 from melt.store.paths import default_results_dir
 from melt.store.runs import ResultsStore, Run
 
 JOB_COLUMNS = [
     "run_id", "job_id", "cell_id", "status", "reason", "device", "framework", "model",
     "quantization", "workload", "kind", "params", "repetition", "simulated", "emulated",
-    "started_at",
+    "execution", "started_at",
 ]
 
 #: Name of the telemetry file inside a job folder.
@@ -52,6 +53,7 @@ def jobs_frame(runs: Iterable[Run]) -> pd.DataFrame:
             row["run_id"] = run.run_id
             row["quantization"] = quantization_of(job)
             row["emulated"] = bool(job.get("emulated"))  # absent before this field existed
+            row["execution"] = execution_of(job)
             row["params"] = json.dumps(job.get("params"), sort_keys=True)
             for name, value in (job.get("metrics") or {}).items():
                 row[name] = value

@@ -22,7 +22,7 @@ from melt.store.runs import ResultsStore
 
 _JOB_SQL = (
     "SELECT j.run_id, r.created_at, j.job_id, j.cell_id, j.status, j.reason, j.device, j.framework, "
-    "j.model, j.workload, j.kind, j.params, j.repetition, j.simulated "
+    "j.model, j.workload, j.kind, j.params, j.repetition, j.simulated, j.execution "
     "FROM jobs j JOIN runs r ON r.run_id = j.run_id"
 )
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds

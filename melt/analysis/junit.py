@@ -39,7 +39,7 @@ def to_junit(result: Comparison, suite_name: str = "melt compare") -> str:
         case = ET.SubElement(suite, "testcase", classname=classname,
                              name=f"{cell.label} [{cell.cell_id}]", time="0")
         if cell.status != "compared":
-            ET.SubElement(case, "skipped", message=f"{cell.status}: nothing to compare with")
+            ET.SubElement(case, "skipped", message=f"{cell.status}: {cell.note or 'nothing to compare with'}")
         elif cell.regressions:
             lines = [verdict_line(m) for m in cell.regressions]
             fail = ET.SubElement(case, "failure", type="regression",

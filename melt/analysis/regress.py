@@ -57,8 +57,9 @@ class CellVerdict:
 
     cell_id: str
     identity: dict[str, Any]
-    status: str  # "compared", "no-baseline", "no-current"
+    status: str  # "compared", "no-baseline", "no-current", "incomparable"
     metrics: list[MetricVerdict] = field(default_factory=list)
+    note: str = ""  # why a cell was not compared, or which baseline jobs were left out
 
     @property
     def regressions(self) -> list[MetricVerdict]:
@@ -107,6 +108,7 @@ class Comparison:
             "regressions": len(self.regressions),
             "cells": [
                 {"cell_id": c.cell_id, **c.identity, "status": c.status, "label": c.label,
+                 **({"note": c.note} if c.note else {}),
                  "regressed": bool(c.regressions), "metrics": [_clean(asdict(m)) for m in c.metrics]}
                 for c in self.cells
             ],
@@ -175,7 +177,7 @@ def judge(baseline: Sequence[float], current: Sequence[float], rule: MetricRule,
                          p_value=p if p == p else None, verdict=verdict, note=note)
 
 
-_NOT_METRICS = {"repetition", "simulated", "created_at"}
+_NOT_METRICS = {"repetition", "simulated", "emulated", "created_at"}
 _IDENTITY = ("device", "framework", "model", "quantization", "workload", "kind", "params", "simulated")
 
 
@@ -186,6 +188,29 @@ def _identity(row: pd.Series) -> dict[str, Any]:
             v = row[k]
             out[k] = None if (isinstance(v, float) and v != v) else (v.item() if hasattr(v, "item") else v)
     return out
+
+
+def same_execution(baseline: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The baseline jobs that ran the same kind of code as ``current`` (see ``execution_of``), and a note.
+
+    A cell's id does not include the build's CPU architecture or emulation, so
+    one device can hold native and emulated jobs of one cell (a virtual phone
+    started with another ABI): their speeds differ by the emulator, not by a
+    change worth a verdict. Jobs whose record does not say are kept.
+    """
+    if "execution" not in baseline.columns or "execution" not in current.columns:
+        return baseline, ""
+    ran = set(current["execution"].dropna())
+    if not ran:
+        return baseline, ""
+    keep = baseline["execution"].isna() | baseline["execution"].isin(ran)
+    if keep.all():
+        return baseline, ""
+    other = ", ".join(sorted(set(baseline.loc[~keep, "execution"])))
+    now = ", ".join(sorted(ran))
+    if not keep.any():
+        return baseline[keep], f"baseline ran {other}, current ran {now}: not compared"
+    return baseline[keep], f"left out {int((~keep).sum())} baseline jobs that ran {other}"
 
 
 def check_metric_names(names: Sequence[str], *frames: pd.DataFrame) -> None:
@@ -238,6 +263,10 @@ def compare_frames(baseline: pd.DataFrame, current: pd.DataFrame, *,
             status = "no-baseline" if gb.empty else "no-current"
             cells.append(CellVerdict(cell, identity, status))
             continue
+        gb, note = same_execution(gb, gc)
+        if gb.empty:
+            cells.append(CellVerdict(cell, identity, "incomparable", note=note))
+            continue
         verdicts = []
         for rule in metric_rules:
             if rule.name not in gb.columns and rule.name not in gc.columns:
@@ -247,5 +276,5 @@ def compare_frames(baseline: pd.DataFrame, current: pd.DataFrame, *,
             if not vb and not vc:
                 continue
             verdicts.append(judge(vb, vc, rule, alpha=alpha, test=test))
-        cells.append(CellVerdict(cell, identity, "compared", verdicts))
+        cells.append(CellVerdict(cell, identity, "compared", verdicts, note=note))
     return Comparison(baseline_label, current_label, mode, test, alpha, cells)

@@ -104,7 +104,7 @@ def trace_bytes(cell: Cell, *, samples: int, rng: np.random.Generator, load_s: f
 
 def job_record(cell: Cell, repetition: int, *, rng: np.random.Generator, noise: float,
                factor: float, started: datetime, failed_reason: str | None = None,
-               with_trace: bool = False) -> dict[str, Any]:
+               with_trace: bool = False, emulated: bool = False) -> dict[str, Any]:
     """One job record of the documented shape; ``factor`` scales the speeds (0.9 = 10 % slower)."""
     n_prompt, n_gen = int(cell.params.get("n_prompt", 64)), int(cell.params.get("n_gen", 16))
     pre = cell.prefill_tps * factor * (1 + rng.normal(0, noise))
@@ -138,14 +138,14 @@ def job_record(cell: Cell, repetition: int, *, rng: np.random.Generator, noise: 
         "reason": failed_reason,
         "device": cell.device, "framework": cell.framework, "model": cell.model,
         "workload": cell.workload, "kind": cell.kind, "params": dict(cell.params),
-        "repetition": repetition, "simulated": True,
+        "repetition": repetition, "simulated": True, "emulated": emulated,
         "started_at": started.isoformat(timespec="milliseconds"),
         "finished_at": (started + timedelta(seconds=total)).isoformat(timespec="milliseconds"),
         "metrics": metrics,
         "provenance": {
             "melt_version": __version__,
-            "framework_build": {"source": "synthetic", "commit": "0000000synthetic", "profile": "host",
-                                "flags": [], "compiler": None},
+            "framework_build": {"source": "synthetic", "commit": "0000000synthetic", "profile": "arm64",
+                                "abi": "arm64-v8a", "flags": [], "compiler": None},
             "device": {"name": cell.device, "build_fingerprint": "synthetic", "simulated": True},
             "model": {"name": cell.model, "path": f"models/{cell.model}.{cell.quantization}.gguf",
                       "sha256": definition["model_sha256"], "size_bytes": 700_000_000,
@@ -169,13 +169,15 @@ def job_record(cell: Cell, repetition: int, *, rng: np.random.Generator, noise: 
 def make_run(store: ResultsStore, cells: Sequence[Cell], *, repetitions: int = 3, seed: int = 0,
              noise: float = 0.01, factors: dict[str, float] | None = None,
              trace_samples: int = 0, failed: dict[str, str] | None = None,
-             created_at: datetime | None = None, name: str = "synthetic") -> Run:
+             created_at: datetime | None = None, name: str = "synthetic",
+             emulated: Sequence[str] = ()) -> Run:
     """Write one complete synthetic run and return it.
 
     ``factors`` maps a cell id to a speed factor (0.9 plants a 10 % slowdown);
     ``failed`` maps a cell id to the reason its jobs fail; ``trace_samples``
     > 0 writes a ``trace.parquet`` of that many rows per ok job; ``created_at``
     back-dates the run (history). ``noise`` is the relative standard deviation.
+    ``emulated``: cell ids whose jobs ran their arm64 code under an emulator.
     """
     rng = np.random.default_rng(seed)
     factors, failed = factors or {}, failed or {}
@@ -192,7 +194,8 @@ def make_run(store: ResultsStore, cells: Sequence[Cell], *, repetitions: int = 3
             any_failed |= reason is not None
             rec = job_record(cell, rep, rng=rng, noise=noise, factor=factors.get(cell.cell_id, 1.0),
                              started=when + timedelta(seconds=10 * (i * repetitions + rep)),
-                             failed_reason=reason, with_trace=trace_samples > 0)
+                             failed_reason=reason, with_trace=trace_samples > 0,
+                             emulated=cell.cell_id in emulated)
             files: dict[str, bytes] = {}
             if trace_samples > 0 and reason is None:
                 ph = rec["phases"]

@@ -53,8 +53,9 @@ def _print_table(result, show_all: bool) -> None:
     for cell in result.cells:
         cell_counts[cell.status] = cell_counts.get(cell.status, 0) + 1
         if cell.status != "compared":
-            if show_all:
-                console.print(Text.assemble("\n", (cell.label, "bold"), ": ", (cell.status, "dim")))
+            if show_all or cell.status == "incomparable":  # a gate must see what it did not judge
+                console.print(Text.assemble("\n", (cell.label, "bold"), ": ", (cell.status, "dim"),
+                                            (f" ({cell.note})" if cell.note else "", "dim")))
             continue
         table = Table("metric", "baseline", "current", "change", "p", "floor", "verdict")
         table.columns[0].overflow = table.columns[6].overflow = "fold"
@@ -68,6 +69,8 @@ def _print_table(result, show_all: bool) -> None:
                           Text(m.verdict + (f" ({m.note})" if m.note else ""), style=_STYLE.get(m.verdict, "")))
         if table.rows:
             console.print(Text("\n" + cell.label, style="bold"))
+            if cell.note:
+                console.print(Text(cell.note, style="dim"))
             console.print(table)
     cells = ", ".join(f"{n} {k}" for k, n in sorted(cell_counts.items()))
     metrics = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none compared"

@@ -94,12 +94,13 @@ def _print_stops(out: Any, data: dict[str, Any]) -> None:
 
     if data.get("error"):
         out.print(Text(f"stopped by: {data['error']}; finish it with: melt run --resume {data['run_id']}"),
-                  style="yellow", soft_wrap=True)
+                  style="yellow")
     for f in data.get("restore_failures") or []:
         out.print(Text(f"warning: {f['device']}: {f['knob']} was not restored after the run ({f['error']})"),
-                  style="yellow", soft_wrap=True)
-        if f.get("by_hand"):
-            out.print(Text(f"  restore it by hand: {f['by_hand']}"), soft_wrap=True)
+                  style="yellow")
+        if f.get("by_hand"):  # on one line of its own, to be copied whole
+            out.print("  restore it by hand:")
+            out.print(Text(f"  {f['by_hand']}"), soft_wrap=True)
 
 
 @results.command("export")

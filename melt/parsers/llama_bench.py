@@ -29,8 +29,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
-from typing import Any
+from typing import Any, Iterator
 
 from melt.parsers._num import clean, params_count, scaled, to_bool, to_float, to_int
 
@@ -160,7 +161,8 @@ def _align(header: list[str], values: list[str]) -> dict[str, str]:
     return max(ordered, key=_plausible)
 
 
-def _from_json(text: str) -> list[dict[str, Any]]:
+def _json_arrays(text: str) -> Iterator[list[Any]]:
+    """Every JSON array that starts a line of ``text`` (``-o json`` output amid log lines)."""
     decoder = json.JSONDecoder()
     for match in re.finditer(r"^\s*\[", text, re.MULTILINE):
         try:
@@ -168,9 +170,14 @@ def _from_json(text: str) -> list[dict[str, Any]]:
         except (ValueError, RecursionError):
             continue
         if isinstance(data, list):
-            rows = [r for r in (_from_fields(d) for d in data) if r]
-            if rows:
-                return rows
+            yield data
+
+
+def _from_json(text: str) -> list[dict[str, Any]]:
+    for data in _json_arrays(text):
+        rows = [r for r in (_from_fields(d) for d in data) if r]
+        if rows:
+            return rows
     return []
 
 
@@ -354,9 +361,18 @@ def parse_llama_bench(text: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def _is_test_row(obj: Any) -> bool:
-    """A llama-bench test object: has the test's shape and its result."""
-    return isinstance(obj, dict) and "n_prompt" in obj and "n_gen" in obj and "avg_ts" in obj
+    """A llama-bench test object: has the test's shape and its result, and no NaN or infinity."""
+    return (isinstance(obj, dict) and "n_prompt" in obj and "n_gen" in obj and "avg_ts" in obj
+            and all(_finite(v) for v in obj.values()))
 
 
 def printed_rows(text: str) -> list[dict[str, Any]]:
@@ -381,14 +397,8 @@ def printed_rows(text: str) -> list[dict[str, Any]]:
             rows.append(obj)
     if rows:
         return rows
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"^\s*\[", text, re.MULTILINE):
-        try:
-            data, _ = decoder.raw_decode(text[match.end() - 1:])
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(data, list):
-            rows = [d for d in data if _is_test_row(d)]
-            if rows:
-                return rows
+    for data in _json_arrays(text):
+        rows = [d for d in data if _is_test_row(d)]
+        if rows:
+            return rows
     return []

@@ -28,7 +28,7 @@ from melt.analysis.frames import TRACE_FILE, jobs_frame, quantization_of, read_t
 from melt.analysis.history import params_text
 from melt.analysis.metrics import SUMMARY_METRICS, format_value, label
 from melt.analysis.stats import cell_stats, summary_table
-from melt.report.figures import bar_chart, text, trace_channels, trace_data
+from melt.report.figures import bar_chart, text, trace_data
 from melt.report.workloads import sustained_charts, turn_tables
 from melt.store.runs import Run
 
@@ -241,10 +241,10 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
         frame = read_trace(run_by_id[row["run_id"]], row["job_id"])
         if frame is None:
             continue
-        n_channels = max(1, sum(len(cols) for _, cols in trace_channels(frame)))
-        # each channel is drawn from its own readings: a time and a value per point
-        points = int(min(MAX_POINTS, max(MIN_POINTS, share // (2 * n_channels))))
-        data = trace_data(frame, row["record"], points)
+        # each channel is drawn from its own readings: a value per point, and the times
+        # once per set of channels read at the same ticks
+        data = trace_data(frame, row["record"], lambda channels, axes: int(
+            min(MAX_POINTS, max(MIN_POINTS, share // max(1, channels + axes)))))
         if data is None:
             continue
         key = f"t{i}"

@@ -93,34 +93,48 @@ def channel_line(t: np.ndarray, values: np.ndarray, n_points: int) -> tuple[np.n
     reading (a line cannot show it: draw markers too). Empty arrays when the
     channel has no reading.
     """
+    x, ys, lone = shared_lines(t, {"v": values}, n_points)
+    return x, ys["v"], lone
+
+
+def shared_lines(t: np.ndarray, channels: dict[str, np.ndarray], n_points: int
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], bool]:
+    """:func:`channel_line` for channels read at the same ticks (finite in the same rows,
+    as the first one is), done once for all of them: they share the returned times."""
     t = np.asarray(t, dtype=float)
-    v = np.asarray(values, dtype=float)
-    ok = np.isfinite(t) & np.isfinite(v)
-    t, v = t[ok], v[ok]
-    order = np.argsort(t, kind="stable")
-    t, v = t[order], v[order]
+    values = {k: np.asarray(v, dtype=float) for k, v in channels.items()}
+    ok = np.isfinite(t) & np.isfinite(next(iter(values.values())))
+    t = t[ok]
+    values = {k: v[ok] for k, v in values.items()}
     n = len(t)
     if n < 2:
-        return t, v, n == 1
+        return t, values, n == 1
     dt = np.diff(t)
+    if np.any(dt < 0):
+        order = np.argsort(t, kind="stable")
+        t, values = t[order], {k: v[order] for k, v in values.items()}
+        dt = np.diff(t)
     limit = max(GAP_INTERVALS * float(np.median(dt)), MIN_GAP_S)
     cuts = np.flatnonzero(dt > limit)
     max_cuts = max(0, n_points // 4 - 1)
     if len(cuts) > max_cuts:  # a sensor failing over and over: keep the longest gaps only
         cuts = np.sort(cuts[np.argsort(dt[cuts], kind="stable")[len(cuts) - max_cuts:]])
+    bounds = [0, *(int(c) + 1 for c in cuts), n]
     xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
+    ys: dict[str, list[np.ndarray]] = {k: [] for k in values}
     lone = False
-    for seg in np.split(np.arange(n), cuts + 1):
-        lone |= len(seg) == 1
-        budget = max(2, int(n_points * len(seg) / n))
-        ts, out = minmax_envelope(t[seg], {"v": v[seg]}, budget)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        lone |= hi - lo == 1
+        budget = max(2, int(n_points * (hi - lo) / n))
+        ts, out = minmax_envelope(t[lo:hi], {k: v[lo:hi] for k, v in values.items()}, budget)
         if xs:
             xs.append(np.array([(xs[-1][-1] + ts[0]) / 2]))
-            ys.append(np.array([np.nan]))
+            for k in ys:
+                ys[k].append(np.array([np.nan]))
         xs.append(ts)
-        ys.append(out["v"])
-    return np.concatenate(xs), np.concatenate(ys), lone
+        for k in ys:
+            ys[k].append(out[k])
+    return np.concatenate(xs), {k: np.concatenate(v) for k, v in ys.items()}, lone
 
 
 def lttb(x: np.ndarray, y: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:

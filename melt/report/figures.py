@@ -11,13 +11,13 @@ import base64
 import html
 import math
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from melt.analysis.metrics import label
-from melt.report.downsample import channel_line
+from melt.report.downsample import shared_lines
 
 PHASE_COLORS = {"load": "#9e9e9e", "prefill": "#1f77b4", "decode": "#2ca02c", "idle": "#e0e0e0"}
 THROTTLE_COLOR = "#d62728"
@@ -116,44 +116,63 @@ _PANELS = (
 MAX_PER_PANEL = 4
 
 
-def _pick(frame: pd.DataFrame, cols: list[str]) -> list[str]:
+def _arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The columns a panel can draw as float arrays, sorted by ``t_s``, with ``power_w``
+    derived from current and voltage where the trace has no power column.
+    Columns with no finite value (a sensor that never answered) are left out."""
+    if "t_s" not in frame.columns or frame.empty:
+        return {}
+    t = frame["t_s"].to_numpy(dtype=float)
+    order = np.argsort(t, kind="stable") if np.any(np.diff(t) < 0) else None
+    out: dict[str, np.ndarray] = {}
+    wanted = {"t_s"} | ({"current_ua", "voltage_uv"} if "power_w" not in frame.columns else set())
+    for c in frame.columns:
+        if c not in wanted and not any(pred(c) for _, _, pred in _PANELS):
+            continue
+        try:
+            v = frame[c].to_numpy(dtype=float)
+        except (TypeError, ValueError):
+            continue
+        v = v[order] if order is not None else v
+        if c == "t_s" or np.isfinite(v).any():
+            out[c] = v
+    if "power_w" not in out and "current_ua" in out and "voltage_uv" in out:
+        out["power_w"] = np.abs(out["current_ua"]) * out["voltage_uv"] * 1e-12
+    return out
+
+
+def _pick(arrays: dict[str, np.ndarray], cols: list[str]) -> list[str]:
     """Up to :data:`MAX_PER_PANEL` channels: exact duplicates dropped (CPUs of one cluster
     share a frequency), then the ones reaching the highest values kept."""
     unique: list[str] = []
     for c in cols:
-        if not any(frame[c].equals(frame[u]) for u in unique):
+        if not any(np.array_equal(arrays[c], arrays[u], equal_nan=True) for u in unique):
             unique.append(c)
     if len(unique) > MAX_PER_PANEL:
-        peaks = {c: frame[c].max() for c in unique}
-        unique = sorted(unique, key=lambda c: -(peaks[c] if peaks[c] == peaks[c] else -np.inf))
+        peaks = {c: float(np.nanmax(arrays[c])) for c in unique}
+        unique = sorted(unique, key=lambda c: -peaks[c])
         unique = sorted(unique[:MAX_PER_PANEL], key=cols.index)
     return unique
+
+
+def _panels(arrays: dict[str, np.ndarray]) -> list[tuple[str, list[str]]]:
+    cols = [c for c in arrays if c != "t_s"]
+    out = []
+    for title, _, pred in _PANELS:
+        chosen = _pick(arrays, sorted((c for c in cols if pred(c)), key=_natural))
+        if chosen:
+            out.append((title, chosen))
+    return out
 
 
 def trace_channels(frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
     """The panels a trace can fill: ``[(panel title, [channel, ...]), ...]``.
 
     A channel with no reading at all (a sensor that never answered) is left
-    out, and a panel with no channel left is not drawn.
+    out, and a panel with no channel left is not drawn. ``power_w`` is
+    derived from current and voltage when the trace has no power column.
     """
-    cols = [c for c in frame.columns if c != "t_s" and _has_reading(frame[c])]
-    out = []
-    for title, _, pred in _PANELS:
-        chosen = _pick(frame, sorted((c for c in cols if pred(c)), key=_natural))
-        if title.startswith("Power") and "power_w" not in frame.columns and \
-                {"current_ua", "voltage_uv"} <= set(cols):
-            chosen = ["power_w", *chosen][:MAX_PER_PANEL]  # derived below from current and voltage
-        if chosen:
-            out.append((title, chosen))
-    return out
-
-
-def _has_reading(column: pd.Series) -> bool:
-    """True when a trace column holds at least one finite number."""
-    try:
-        return bool(np.isfinite(column.to_numpy(dtype=float)).any())
-    except (TypeError, ValueError):
-        return False
+    return _panels(_arrays(frame))
 
 
 def _natural(name: str) -> tuple:
@@ -161,40 +180,49 @@ def _natural(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
-def trace_data(frame: pd.DataFrame, job: dict[str, Any], n_points: int) -> dict[str, Any] | None:
+def trace_data(frame: pd.DataFrame, job: dict[str, Any],
+               n_points: int | Callable[[int, int], int]) -> dict[str, Any] | None:
     """Compact, downsampled trace of one job for the report's lazy trace charts.
 
-    Returns ``{"panels": [{"title", "series": [{"name", "x", "y", "lone"}]}],
-    "phases", "throttled", "samples", "points"}`` with typed arrays, or None
-    without a time column or a channel to draw. Each series is its channel's
-    own readings (:func:`melt.report.downsample.channel_line`: at most about
-    ``n_points`` points, NaN only where the channel had no reading for a long
-    time), in the panel's unit (MHz, MiB); ``lone`` asks for markers where a
-    stretch holds a single reading. ``samples`` counts the readings of the
-    drawn channels, ``points`` the points drawn.
+    Returns ``{"times", "panels": [{"title", "series": [{"name", "x", "y",
+    "lone"}]}], "phases", "throttled", "samples", "points"}`` with typed
+    arrays, or None without a time column or a channel to draw. Each series
+    is its channel's own readings (:func:`melt.report.downsample.channel_line`:
+    at most about ``n_points`` points, NaN only where the channel had no
+    reading for a long time), in the panel's unit (MHz, MiB); its ``x`` is an
+    index into ``times``, stored once for the channels read at the same ticks
+    (the fast ones, the slow ones). ``lone`` asks for markers where a stretch
+    holds a single reading. ``samples`` counts the readings of the drawn
+    channels, ``points`` the points drawn.
+
+    ``n_points`` may be a function of ``(channels, time axes)`` returning the
+    points per channel: the trace then embeds about ``points x (channels +
+    axes)`` values, which is how the report shares its budget.
     """
-    if "t_s" not in frame.columns or frame.empty:
-        return None
-    frame = frame.sort_values("t_s", kind="stable")
-    if "power_w" not in frame.columns and {"current_ua", "voltage_uv"} <= set(frame.columns):
-        frame = frame.assign(power_w=frame["current_ua"].abs() * frame["voltage_uv"] * 1e-12)
-    panels = trace_channels(frame)
+    arrays = _arrays(frame)
+    panels = _panels(arrays)
     if not panels:
         return None
-    divisors = {title: div for title, div, _ in _PANELS}
-    t = frame["t_s"].to_numpy(dtype=float)
-    out_panels = []
-    samples = points = 0
-    for title, cols in panels:
-        series = []
-        for c in cols:
-            values = frame[c].to_numpy(dtype=float) / divisors[title]
-            x, y, lone = channel_line(t, values, n_points)
-            samples += int(np.isfinite(values).sum())
-            points += len(x)
-            series.append({"name": text(c), "x": typed(x), "y": typed(y), "lone": lone})
-        out_panels.append({"title": title, "series": series})
+    t = arrays["t_s"]
+    chosen = [c for _, cols in panels for c in cols]
+    readings = {c: np.isfinite(arrays[c]) for c in chosen}
+    if callable(n_points):
+        n_points = n_points(len(chosen), len({m.tobytes() for m in readings.values()}))
+    scale = {title: div for title, div, _ in _PANELS}
+    divisors = {c: scale[title] for title, cols in panels for c in cols}
+    groups: dict[bytes, list[str]] = {}  # channels read at the same ticks are reduced together
+    for c in chosen:
+        groups.setdefault(readings[c].tobytes(), []).append(c)
+    times, lines = [], {}
+    for cols in groups.values():
+        x, ys, lone = shared_lines(t, {c: arrays[c] / divisors[c] for c in cols}, n_points)
+        lines.update({c: (len(times), y, lone, len(x)) for c, y in ys.items()})
+        times.append(typed(x))
+    out_panels = [{"title": title, "series": [{"name": text(c), "x": lines[c][0], "y": typed(lines[c][1]),
+                                               "lone": lines[c][2]} for c in cols]}
+                  for title, cols in panels]
     return {
+        "times": times,
         "panels": out_panels,
         "phases": [{"name": text(p.get("name")), "start_s": _num(p.get("start_s")),
                     "end_s": _num(p.get("end_s"))} for p in job.get("phases") or []
@@ -202,6 +230,6 @@ def trace_data(frame: pd.DataFrame, job: dict[str, Any], n_points: int) -> dict[
         "throttled": [[_num(i.get("start_s")), _num(i.get("end_s"))]
                       for i in job.get("throttled_intervals") or []
                       if _num(i.get("start_s")) is not None and _num(i.get("end_s")) is not None],
-        "samples": samples,
-        "points": points,
+        "samples": sum(int(readings[c].sum()) for c in chosen),
+        "points": sum(lines[c][3] for c in chosen),
     }

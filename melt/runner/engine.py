@@ -80,6 +80,7 @@ class Runner:
             m.name: resolve_model(m, base=base_dir, source=source, index=i)
             for i, m in enumerate(experiment.models)
         }
+        _refuse_same_bytes(self.models, source)
         if pool is not None and getattr(pool, "remote", False):
             self.device_specs: dict[str, DeviceSpec] = {}  # the farm's workers hold them
         else:
@@ -178,7 +179,11 @@ def run_experiment(path: str | Path, *, results_dir: Path, events: RunEvents | N
         pool.check(experiment, str(path))
     run = store.create_run(experiment.model_dump(mode="json"), experiment_path=str(path.resolve()),
                            host=host_properties())
-    runner = Runner(run, experiment, base, events=events, executor=executor, pool=pool)
+    try:  # fetching a catalogue model can still fail here: the run is then resumable, not "running"
+        runner = Runner(run, experiment, base, events=events, executor=executor, pool=pool)
+    except Exception as exc:
+        run.update(status="interrupted", error=f"{type(exc).__name__}: {exc}"[:500])
+        raise
     return runner.execute()
 
 
@@ -194,6 +199,16 @@ def resume_run(run_ref: str, *, results_dir: Path, events: RunEvents | None = No
         pool.check(experiment, source)
     runner = Runner(run, experiment, base, events=events, executor=executor, pool=pool)
     return runner.execute()
+
+
+def _refuse_same_bytes(models: dict[str, ResolvedModel], source: str) -> None:
+    """Two names for one file's bytes would share job ids (a job is defined by the model's sha256)."""
+    seen: dict[str, str] = {}
+    for name, model in models.items():
+        first = seen.setdefault(model.sha256, name)
+        if first != name:
+            raise ConfigError(source, [f"models: '{name}' has the same bytes as '{first}' "
+                                       f"(sha256 {model.sha256[:12]}…); list a model once"])
 
 
 def _validate_refs(experiment: ExperimentSpec, base: Path, source: str, *, devices: bool = True) -> None:
@@ -212,9 +227,11 @@ def _validate_refs(experiment: ExperimentSpec, base: Path, source: str, *, devic
             raise ConfigError(source, [f"frameworks[{i}].name: {exc}"]) from None
         if fw.binaries and not (base / Path(fw.binaries).expanduser()).is_dir():
             raise ConfigError(source, [f"frameworks[{i}].binaries: folder not found: {fw.binaries}"])
+    resolved: dict[str, ResolvedModel] = {}
     for i, m in enumerate(experiment.models):
         if m.path is not None:
-            resolve_model(m, base=base, source=source, index=i)
+            resolved[m.name] = resolve_model(m, base=base, source=source, index=i)
+            _refuse_same_bytes(resolved, source)
         elif m.catalog is not None:  # the name only: fetching waits for the run
             from melt.models.catalog import lookup
 

@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS jobs (
     run_id TEXT, job_id TEXT, cell_id TEXT, status TEXT, reason TEXT,
     device TEXT, framework TEXT, model TEXT, workload TEXT, kind TEXT,
-    params TEXT, repetition INTEGER, simulated INTEGER, started_at TEXT,
+    params TEXT, repetition INTEGER, simulated INTEGER, started_at TEXT, execution TEXT,
     PRIMARY KEY (run_id, job_id)
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -33,6 +33,19 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE INDEX IF NOT EXISTS jobs_cell ON jobs (cell_id);
 CREATE INDEX IF NOT EXISTS metrics_name ON metrics (name);
 """
+
+
+def execution_of(job: dict[str, Any]) -> str | None:
+    """What kind of code ran a job: its build's CPU ABI, and ``(emulated)`` under an emulator.
+
+    ``"x86_64"``, ``"arm64-v8a (emulated)"``; None when the record does not say.
+    Speeds of different code, or of code under an emulator, are not compared.
+    """
+    build = ((job.get("provenance") or {}).get("framework_build") or {})
+    abi = build.get("abi") or ((job.get("provenance") or {}).get("device") or {}).get("abi")
+    if not abi:
+        return None
+    return f"{abi} (emulated)" if job.get("emulated") else str(abi)
 
 
 class Index:
@@ -48,6 +61,10 @@ class Index:
             self._db = sqlite3.connect(str(self.path), timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_DDL)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "execution" not in columns:  # an index written before the column existed
+                with self._db:
+                    self._db.execute("ALTER TABLE jobs ADD COLUMN execution TEXT")
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -80,7 +97,9 @@ class Index:
     def add_job(self, run_id: str, job: dict[str, Any]) -> None:
         with self._guard(), self._db:
             self._db.execute(
-                "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO jobs (run_id, job_id, cell_id, status, reason, device, framework, "
+                "model, workload, kind, params, repetition, simulated, started_at, execution) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     job["job_id"],
@@ -96,6 +115,7 @@ class Index:
                     job.get("repetition"),
                     int(bool(job.get("simulated"))),
                     job.get("started_at"),
+                    execution_of(job),
                 ),
             )
             self._db.execute("DELETE FROM metrics WHERE run_id=? AND job_id=?", (run_id, job["job_id"]))

@@ -21,6 +21,7 @@ from melt.telemetry.uncertainty import (
     gauge_readings,
     noise_from_differences,
     noise_sd_w,
+    sampled_energy_bound,
 )
 from melt.telemetry.phases import Phase, PhasePlan
 from melt.telemetry.throttle import Interval, throttle_signal, throttled_intervals
@@ -159,6 +160,29 @@ def _energy_metrics(out: MetricsResult, frame: pd.DataFrame, plan: PhasePlan,
                 m[f"energy_per_token_{name}_j_net_u95"] = net.u95 / tokens
 
 
+#: accuracy assumed for on-board rail monitors (INA3221 and the like): their gain error is
+#: about 0.25%, the shunt resistors' tolerance (1%) dominates; boards are not calibrated
+RAIL_GAIN_PCT = 1.0
+
+
+def rail_u95(t: np.ndarray, p: np.ndarray, chosen: list[Phase], value: float) -> float:
+    """Half-width of a rail energy's 95% interval: edges, sampling and the monitor's gain.
+
+    Each edge of each window may sit anywhere within its mark's uncertainty plus half
+    a sample period, and costs that time at the rail's power range around it; the gain
+    bounds the rest. A bound, not a standard deviation: the samples are not noisy
+    readings of a constant but the rail's own averages.
+    """
+    period = float(np.median(np.diff(t))) if t.size > 1 else 0.0
+    bound = 0.0
+    for ph in chosen:
+        edge = EDGE_S.get(ph.source, 0.02) + period / 2
+        near = p[(t >= ph.start_s - edge - period) & (t <= ph.end_s + edge + period)]
+        span = float(near.max() - near.min()) if near.size else 0.0
+        bound += sampled_energy_bound(0.0, span, edge).bound
+    return bound + RAIL_GAIN_PCT / 100.0 * abs(value)
+
+
 def temperature_column(frame: pd.DataFrame, skin_zone: str | None) -> str | None:
     """The column the temp_* metrics follow: the skin zone, else the battery, else the first zone."""
     from melt.telemetry.channels import column_name
@@ -215,6 +239,7 @@ def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float
                 continue
             if found is not None:
                 m[key] = found[0]
+                m[f"{key}_u95"] = rail_u95(t, p, [ph for ph in phases if ph.name == name], found[0])
 
     if truth is not None:
         tt, cum = truth

@@ -62,6 +62,40 @@ def test_history_compare_reports_the_slow_cell_alone_and_exits_2(planted):
     assert decode[0]["verdict"] == "regression" and decode[0]["baseline_n"] == 25  # 5 runs x 5 reps
 
 
+def test_native_and_emulated_jobs_of_one_cell_are_not_compared(store, cells):
+    """One cell's current run ran under an emulator (about 10x slower): no verdict, but said."""
+    from datetime import datetime, timezone
+
+    from melt.analysis import synthetic as syn
+
+    emu = cells[2]
+    history = syn.make_history(store, cells, 6, repetitions=5, noise=0.01, seed=10)
+    current = syn.make_run(store, cells, repetitions=5, noise=0.01, seed=999, factors={emu.cell_id: 0.1},
+                           created_at=datetime(2026, 2, 1, 2, 0, tzinfo=timezone.utc), name="nightly",
+                           emulated=[emu.cell_id])
+    for args in (("compare", history[-1].run_id, current.run_id), ("compare", "--history", "5", current.run_id)):
+        proc = melt(*args, "--json", results=store.root)
+        assert proc.returncode == 0, proc.stdout + proc.stderr  # not a regression of the code
+        data = json.loads(proc.stdout)
+        (cell,) = [c for c in data["cells"] if c["cell_id"] == emu.cell_id]
+        assert cell["status"] == "incomparable" and not cell["metrics"]
+        assert cell["note"] == "baseline ran arm64-v8a, current ran arm64-v8a (emulated): not compared"
+        assert all(c["status"] == "compared" for c in data["cells"] if c["cell_id"] != emu.cell_id)
+        text = melt(*args, results=store.root)
+        assert "incomparable (baseline ran arm64-v8a, current ran arm64-v8a (emulated)" in \
+            " ".join(text.stdout.split())
+    # an older emulated night in the history is left out, the native ones still judge the cell
+    syn.make_run(store, cells, repetitions=5, noise=0.01, seed=77, factors={emu.cell_id: 0.1},
+                 created_at=datetime(2026, 1, 20, 2, 0, tzinfo=timezone.utc), name="nightly",
+                 emulated=[emu.cell_id])
+    later = syn.make_run(store, cells, repetitions=5, noise=0.01, seed=1000,
+                         created_at=datetime(2026, 2, 2, 2, 0, tzinfo=timezone.utc), name="nightly")
+    data = json.loads(melt("compare", "--history", "5", later.run_id, "--json", results=store.root).stdout)
+    (cell,) = [c for c in data["cells"] if c["cell_id"] == emu.cell_id]
+    assert cell["status"] == "compared" and "left out" in cell["note"]
+    assert not cell["regressed"]
+
+
 def test_no_slowdown_exits_0(store, cells):
     history, current = nightly(store, cells, slow=None)
     for args in (("compare", history[-1].run_id, current.run_id), ("compare", "--history", "5", current.run_id)):

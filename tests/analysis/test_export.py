@@ -60,6 +60,8 @@ def test_printed_rows_are_llama_bench_objects_unchanged():
     old = printed_rows(OLD_JSON.read_text())  # -o json, as melt ran it before -o jsonl
     assert [r["avg_ts"] for r in old] == [r["avg_ts"] for r in json.loads(OLD_JSON.read_text())]
     assert printed_rows(MARKDOWN.read_text()) == []  # markdown lost the types: not "as printed"
+    assert printed_rows('{"n_prompt": 8, "n_gen": 0, "avg_ts": NaN}\n{"n_prompt": 8, "n_gen": 0, '
+                        '"avg_ts": 1e999}\n') == []  # never a non-finite number handed on
 
 
 def test_export_hands_on_llama_bench_rows_as_printed(store):

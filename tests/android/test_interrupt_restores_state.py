@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.helpers import ROOT, melt, wait_for_journal
+from tests.helpers import melt, melt_child, wait_for_journal
 
 pytestmark = [pytest.mark.adb, pytest.mark.slow]
 
@@ -47,9 +45,7 @@ def test_sigint_mid_job_restores_brightness_charging_screen(tmp_path, adb_server
         "workloads: [{name: g, kind: generate, prompt: hi, n_predict: 8, threads: 1}]\n"
         "repetitions: 8\nwarmup: 0\n")
     results = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(tmp_path / "e.yaml"),
-                             "--results", str(results)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = melt_child("run", str(tmp_path / "e.yaml"), "--results", str(results))
     wait_for_journal(results, 1, proc=proc)
     during = phone_state(adb_server, adb_serial)
     assert during["brightness"] == "7" and during["screen"] == "off"  # the state was applied

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT, melt, show, wait_for_journal
+from tests.helpers import melt, melt_child, show, wait_for_journal
 
 pytestmark = [pytest.mark.adb, pytest.mark.slow]
 
@@ -40,9 +39,7 @@ def test_a_failed_restore_is_stored_shown_and_fixable_by_hand(tmp_path, request,
         "workloads: [{name: g, kind: generate, prompt: hi, n_predict: 4, threads: 1}]\n"
         "repetitions: 3\nwarmup: 0\n")
     results = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(tmp_path / "e.yaml"),
-                             "--results", str(results)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    proc = melt_child("run", str(tmp_path / "e.yaml"), "--results", str(results))
     wait_for_journal(results, 1, proc=proc)
     assert sh("settings get system screen_brightness") == "7"
     # the settings store breaks under melt's feet: `settings put system ...` now fails

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, last_line, melt, show, wait_for_journal
+from tests.helpers import last_line, melt, melt_child, show, wait_for_journal
 
 pytestmark = [pytest.mark.adb, pytest.mark.slow]
 
@@ -75,9 +73,7 @@ def test_run_on_phone_then_second_run_pushes_nothing(setup):
 
 def test_phone_killed_mid_run_then_resume_after_restart(setup, virtual_phone, adb_server):
     experiment, results = setup
-    proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(experiment(6)),
-                             "--results", str(results)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = melt_child("run", str(experiment(6)), "--results", str(results))
     journal = wait_for_journal(results, 2, proc=proc)
     virtual_phone.kill()
     out, err = proc.communicate(timeout=300)

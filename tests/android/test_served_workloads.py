@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 from melt.devices.abi import host_abi
 from melt.runner.engine import run_experiment
 from melt.virtual.config import CpuParams, PowerParams, ThermalParams, VirtualPhoneConfig
-from tests.helpers import ROOT
+from tests.helpers import melt_child
 
 pytestmark = [pytest.mark.adb, pytest.mark.slow]
 
@@ -179,9 +177,7 @@ workloads:
 repetitions: 1
 warmup: 0
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(exp), "--results",
-                             str(tmp_path / "r")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = melt_child("run", str(exp), "--results", str(tmp_path / "r"))
     deadline = time.monotonic() + 180
     while not (marked_servers(virtual_phone) and forwards(adb_server)):  # serving, through the forward
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()

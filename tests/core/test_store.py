@@ -99,3 +99,24 @@ def test_golden_v1_run_still_loads(tmp_path):
     assert ok["metrics"]["decode_tps"] == 20.0 and ok["phases"][0]["name"] == "prefill"
     assert failed["status"] == "failed" and failed["reason"].startswith("llama-bench exited")
     assert store.reindex() == 2
+
+
+def test_an_index_from_before_the_execution_column_gains_it(tmp_path):
+    import sqlite3
+
+    from melt.store.index import Index
+
+    path = tmp_path / "melt.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE jobs (run_id TEXT, job_id TEXT, cell_id TEXT, status TEXT, reason TEXT, "
+                "device TEXT, framework TEXT, model TEXT, workload TEXT, kind TEXT, params TEXT, "
+                "repetition INTEGER, simulated INTEGER, started_at TEXT, PRIMARY KEY (run_id, job_id))")
+    old.execute("INSERT INTO jobs VALUES ('r0','j0','c','ok',NULL,'d','f','m','w','bench','{}',0,0,NULL)")
+    old.commit()
+    old.close()
+    index = Index(path)
+    index.add_job("r1", {"job_id": "j1", "cell_id": "c", "status": "ok", "emulated": True,
+                         "provenance": {"framework_build": {"abi": "arm64-v8a"}}})
+    rows = {r["job_id"]: r["execution"] for r in index.query("SELECT job_id, execution FROM jobs")}
+    assert rows == {"j0": None, "j1": "arm64-v8a (emulated)"}  # old rows kept, unknown
+    index.close()

@@ -13,6 +13,7 @@ from melt.parsers import KINDS, detect_kind, parse
 from melt.parsers._num import to_float
 from melt.parsers.battery import parse_dumpsys_battery, parse_power_supply_uevent
 from melt.parsers.getprop import parse_getprop
+from melt.parsers.llama_bench import printed_rows
 from melt.parsers.tegrastats import parse_tegrastats_line
 from melt.parsers.thermal import parse_dumpsys_thermalservice
 from tests.parsers.conftest import captures, read
@@ -57,7 +58,7 @@ JUNK = st.sampled_from(["", " ", "\t", "|", "||", "±", "@", "%", "[", "]", "{",
                         "off", "tok/s", "ms", "/", "\\", "[i: 3]", "CH1(T=5)[X], ", "TOTAL:", "pp512 @ d"])
 FUNCTIONS: list[Callable[[str], Any]] = [
     *KINDS.values(), parse_tegrastats_line, parse_getprop, parse_dumpsys_battery,
-    parse_power_supply_uevent, parse_dumpsys_thermalservice, detect_kind,
+    parse_power_supply_uevent, parse_dumpsys_thermalservice, detect_kind, printed_rows,
 ]
 QUICK = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

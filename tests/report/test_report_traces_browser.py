@@ -1,21 +1,25 @@
 """Traces of real runs in real headless Chromium: every panel draws a visible line.
 
 The traces come from real runs on the virtual phone, the virtual Jetson and
-this machine (tests/data/report/README.md). Their slow channels (temperature,
-frequency, battery, CPU use) are read every fifth sampler tick with NaN in
-between, the case a line through one shared time axis cannot draw.
+the local machine (tests/data/report/README.md), plus one job run now on this
+machine with telemetry. Their slow channels (temperature, frequency, battery,
+CPU use) are read every fifth sampler tick with NaN in between, the case a
+line through one shared time axis cannot draw.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from melt.report import build_report
+from melt.report.figures import trace_channels
 from melt.store.runs import ResultsStore
 
 pytestmark = pytest.mark.browser
@@ -62,16 +66,42 @@ def pieces(d: str) -> list[int]:
     return [len(re.findall(f"{number},{number}", p)) for p in d.split("M") if p.strip()]
 
 
+def live_local_job(workdir: Path) -> tuple[dict, bytes]:
+    """A phased job with telemetry on this machine, now: the real runner script and sampler."""
+    from melt.config.specs import DeviceSpec, TelemetrySpec
+    from melt.devices.local import LocalDevice
+    from melt.frameworks.base import Invocation
+    from melt.runner.telemetry_executor import TelemetryExecutor
+    from melt.telemetry.baseline import BaselineStore
+    from melt.transports.local import LocalTransport
+
+    burn = "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"
+    device = LocalDevice(DeviceSpec(name="local", kind="local", workdir=str(workdir),
+                                    telemetry=TelemetrySpec(idle_s=0.3)), LocalTransport())
+    e = TelemetryExecutor(health=False, baselines=BaselineStore(workdir / "baselines")).execute(
+        device, [("prefill", Invocation((sys.executable, "-c", burn))), ("decode", Invocation(("sleep", "0.5")))])
+    assert e.returncode == 0, e.stderr
+    job = {"trace": None, "device": "local (live)", "framework": "python", "model": "busy loop",
+           "workload": "burn", "kind": "generate", "params": {}, "repetition": 0, "simulated": False,
+           "phases": e.provenance.get("phases") or [], "metrics": {}}
+    return job, e.files["trace.parquet"]
+
+
 @pytest.fixture(scope="module")
 def real_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("real-traces")
     store = ResultsStore(root / "results")
     run = store.create_run({"name": "real traces"}, experiment_path=None, host={})
     jobs = json.loads((DATA / "real-traces.json").read_text())
-    for i, job in enumerate(jobs):
+    traces = [(DATA / job["trace"]).read_bytes() for job in jobs]
+    live, live_trace = live_local_job(root / "device")
+    jobs.append(live)
+    traces.append(live_trace)
+    for i, (job, trace) in enumerate(zip(jobs, traces)):
         record = {k: v for k, v in job.items() if k != "trace"}
         record.update(job_id=f"job{i}", cell_id=f"cell{i}", status="ok", reason=None, provenance={})
-        run.save_job(record, {"trace.parquet": (DATA / job["trace"]).read_bytes()})
+        run.save_job(record, {"trace.parquet": trace})
+        job["frame"] = pd.read_parquet(io.BytesIO(trace))
     run.update(status="complete", total_jobs=len(jobs))
     info = build_report([run], root / "report.html")
     return jobs, info
@@ -96,8 +126,7 @@ def test_every_trace_panel_draws_a_visible_line(page, real_report):
     assert sorted(t["job"] for t in traces) == sorted(f"job{i}" for i in range(len(jobs)))
     for trace in traces:
         job = jobs[int(trace["job"].removeprefix("job"))]
-        where = job["trace"]
-        frame = pd.read_parquet(DATA / job["trace"])
+        where, frame = job["trace"] or "live local job", job["frame"]
         assert trace["error"] is None, (where, trace["error"])
         assert len(trace["subplots"]) == len(trace["ytitles"]) >= 1, where
         px_per_s = trace["length"] / (trace["range"][1] - trace["range"][0])
@@ -114,5 +143,10 @@ def test_every_trace_panel_draws_a_visible_line(page, real_report):
     # every panel the device's channels can fill is there
     for trace in traces:
         job = jobs[int(trace["job"].removeprefix("job"))]
-        assert trace["ytitles"] == PANELS[job["device"]], job["trace"]
+        if job["trace"] is None:  # this machine: CPU use and memory at least, maybe sensors too
+            assert trace["ytitles"] == [t for t, _ in trace_channels(job["frame"])]
+            assert {"Utilisation (%)", "Memory (MiB)"} <= set(trace["ytitles"])
+            assert job["frame"]["cpu_util_pct"].isna().mean() > 0.5  # read every few ticks
+        else:
+            assert trace["ytitles"] == PANELS[job["device"]], job["trace"]
     assert not page.errors

@@ -33,7 +33,7 @@ def test_every_series_is_one_line_over_its_readings(job, n_points):
     drawn = 0
     for panel in data["panels"]:
         for s in panel["series"]:
-            x, y = decoded(s["x"]), decoded(s["y"])
+            x, y = decoded(data["times"][s["x"]]), decoded(s["y"])
             assert len(x) == len(y) >= 2 and not s["lone"], (panel["title"], s["name"])
             assert not np.isnan(y).any(), (panel["title"], s["name"])  # no channel here went silent
             readings = frame.loc[frame[s["name"]].notna(), "t_s"] if s["name"] in frame else frame["t_s"]
@@ -42,6 +42,13 @@ def test_every_series_is_one_line_over_its_readings(job, n_points):
             assert len(x) <= max(n_points, readings.size) + 1
             drawn += len(x)
     assert data["points"] == drawn
+    # channels read at the same ticks share their times
+    masks = {(frame[c] if c in frame else frame["t_s"]).notna().to_numpy().tobytes()
+             for p in data["panels"] for c in (s["name"] for s in p["series"])}
+    assert len(data["times"]) == len(masks)
+    sizes = []
+    trace_data(frame, job, lambda channels, axes: sizes.append((channels, axes)) or n_points)
+    assert sizes == [(sum(len(p["series"]) for p in data["panels"]), len(masks))]
     assert any(c in slow for p in data["panels"] for c in (s["name"] for s in p["series"]))
 
 
@@ -51,3 +58,15 @@ def test_all_nan_channels_and_empty_panels_are_left_out():
     assert trace_channels(frame) == [("Memory (MiB)", ["rss_bytes"])]
     data = trace_data(frame, {}, 100)
     assert [p["title"] for p in data["panels"]] == ["Memory (MiB)"]
+
+
+def test_sustained_temperature_skips_windows_without_a_reading():
+    from melt.report.workloads import sustained_charts
+
+    series = [{"start_s": float(k), "end_s": k + 1.0, "tps": 20.0,
+               "temp_c": 30.0 + k if k % 3 == 0 else None} for k in range(9)]
+    job = {"record": {"series": series}, "status": "ok", "device": "d", "model": "m", "workload": "w",
+           "repetition": 0}
+    temp = sustained_charts([job])[0]["figure"]["data"][1]
+    assert temp["y"] == [30.0, 33.0, 36.0] and temp["x"] == [0.5, 3.5, 6.5]
+    assert temp["mode"] == "lines"

