@@ -90,7 +90,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
           f"{__import__('os').cpu_count()} cores")
     print(f"jobs: {n_jobs} ({len(cells)} cells x {args.reps} reps, {n_failed} failed), "
-          f"trace samples: {info.trace_samples:,}")
+          f"trace readings (all drawn channels): {info.trace_samples:,}")
     print("| step | figure |\n| --- | --- |")
     print(f"| write synthetic results (context) | {write_s:.1f} s |")
     print(f"| analysis: load jobs + per-cell stats ({len(stats)} cell-metrics) | {analysis_s:.2f} s |")
@@ -98,7 +98,7 @@ def main() -> None:
         print(f"| report: {k[:-2]} | {v:.2f} s |")
     print(f"| report: total | {info.seconds:.2f} s |")
     print(f"| HTML size (Plotly inlined) | {info.size_bytes / 1e6:.2f} MB |")
-    print(f"| trace points drawn / samples | {info.trace_points:,} / {info.trace_samples:,} |")
+    print(f"| trace points drawn / readings (all channels) | {info.trace_points:,} / {info.trace_samples:,} |")
     print(f"| Chromium: open until every chart is drawn | "
           f"{'n/a' if chromium_s is None else f'{chromium_s:.2f} s'} |")
     if not args.keep:

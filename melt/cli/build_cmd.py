@@ -84,6 +84,9 @@ def build(framework_name: str, profile: str, source: str | None, force: bool, ta
         })
         return
     how = "cached" if result.cached else f"built in {prov.get('build_seconds', 0):.0f} s"
+    added = prov.get("added") or []
+    if not result.cached and added:  # this call added binaries to an existing build
+        how = f"added {', '.join(added[-1]['targets'])} in {added[-1]['build_seconds']:.0f} s"
     src = prov.get("source", {})
     compiler = prov.get("compiler") or {}
     click.echo(f"{framework_name} {profile}: {result.dir} ({how})")

@@ -256,10 +256,10 @@ class NvpmodelKnob(Knob):
         return str(mode)
 
     def write(self, t: Transport, value: Any) -> None:
-        _check(t, self._ROOT + f"$S nvpmodel -m {int(value)} </dev/null", f"nvpmodel -m {int(value)}")
+        _check(t, self.restore_script(value), f"nvpmodel -m {int(value)}")
 
-    def restore_script(self, saved: str) -> str:
-        return f"sudo nvpmodel -m {int(saved)}"
+    def restore_script(self, saved: Any) -> str:
+        return self._ROOT + f"$S nvpmodel -m {int(saved)} </dev/null"
 
 
 #: spec field -> knob, in the order they are applied (restored in reverse)

@@ -6,10 +6,18 @@ the refresh and averaging but not the unit (melt must detect mA). The phone
 also has Pixel-style ODPM counters refreshed every 50 ms. The truth is the
 phone's physical model, driven by the real CPU time of llama-bench.
 
-A first job measures the decode speed; the second asks for enough tokens to
-decode for about 12 s, so there is a phase of 10 s or more on any machine.
-Every phase's truth must lie in melt's interval; for phases of 10 s or more
-the gauge's interval must be within 5% of the value and ODPM's within 1%.
+A first job measures the decode speed; the next asks for enough tokens to
+decode for about 24 s, and if this machine's load changed the speed so much
+that its decode lasted under 15 s, another follows with the count scaled by
+what that job showed (at most three). The last one's whole llama-bench step
+lasts 20 s or more. The interval widths follow from the sensors: the gauge's is its
+1% gain plus about a refresh of the phase's power at each edge, under 5% from
+about 13 s on (checked from 15 s); ODPM's is its 0.5% gain plus each edge's
+refresh slice (up to 50 ms at 1.5x the power, halved), under 1% from about
+20 s on whatever the counters' refresh phase against the marks.
+Every phase's truth must lie in melt's interval; the gauge's interval must be
+within 5% of the value for phases of 15 s or more, ODPM's within 1% for steps
+of 20 s or more.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from melt.runner.telemetry_executor import TelemetryExecutor
 
 pytestmark = [pytest.mark.adb, pytest.mark.slow]
 
-DECODE_TARGET_S = 12.0
+DECODE_TARGET_S = 24.0
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +67,25 @@ def bench_job(device, build, model, n_prompt: int, n_gen: int):
     return TelemetryExecutor(health=False, cooldown=False).execute(device, steps)
 
 
+def decode_seconds(e) -> float:
+    return sum(p["end_s"] - p["start_s"] for p in e.provenance["phases"] if p["name"] == "decode")
+
+
 def test_gemma_energy_holds_the_truth_in_melts_intervals(phone, device, llamacpp_build, gemma_model):
     first = bench_job(device, llamacpp_build, gemma_model, 128, 64)
     assert first.returncode == 0, first.stderr[-500:]
     assert first.provenance["telemetry"]["channels"]["current_unit"] == "mA"  # detected, not configured
-    decode = next(p for p in first.provenance["phases"] if p["name"] == "decode")
-    rate = 64 / (decode["end_s"] - decode["start_s"])
-    n_gen = max(64, min(4096, math.ceil(DECODE_TARGET_S * rate)))
-    second = bench_job(device, llamacpp_build, gemma_model, 256, n_gen)
-    assert second.returncode == 0, second.stderr[-500:]
+    jobs, n_gen, decode_s = [first], 64, decode_seconds(first)
+    # this machine's load can change the speed between jobs: longer again until decode lasts 15 s
+    while decode_s < 15.0 and len(jobs) < 4:
+        n_gen = max(64, min(4096, math.ceil(n_gen * DECODE_TARGET_S / decode_s)))
+        jobs.append(bench_job(device, llamacpp_build, gemma_model, 256, n_gen))
+        assert jobs[-1].returncode == 0, jobs[-1].stderr[-500:]
+        decode_s = decode_seconds(jobs[-1])
+    second = jobs[-1]
 
-    checked, inside, long_phases = 0, 0, 0
-    for e in (first, second):
+    checked, inside, long_phases, long_steps = 0, 0, 0, 0
+    for e in jobs:
         m = e.metrics
         durations = {p["name"]: p["end_s"] - p["start_s"] for p in e.provenance["phases"]}
         for phase in ("prefill", "decode"):
@@ -79,7 +94,7 @@ def test_gemma_energy_holds_the_truth_in_melts_intervals(phone, device, llamacpp
                   f"error {100 * (value - truth) / truth:+.2f}%, interval {100 * u95 / value:.2f}%)")
             checked += 1
             inside += abs(value - truth) <= u95
-            if durations[phase] >= 10.0:
+            if durations[phase] >= 15.0:  # see the module doc
                 long_phases += 1
                 assert u95 <= 0.05 * value, (phase, value, u95)
         # ODPM: counters at the step marks, against the truth over the same marks
@@ -92,11 +107,12 @@ def test_gemma_energy_holds_the_truth_in_melts_intervals(phone, device, llamacpp
             print(f"odpm {step['phase']} {b - a:6.2f} s: {value:8.3f} +- {u95:.3f} J (truth {truth:.3f})")
             checked += 1
             inside += abs(value - truth) <= u95
-            if b - a >= 10.0:
+            if b - a >= 20.0:  # see the module doc: where 50 ms refreshes allow 1% whatever their phase
+                long_steps += 1
                 assert u95 <= 0.01 * value, (step["phase"], value, u95)
             # the display is no SoC rail. A bench job is one llama-bench process, so the
             # counters are read at its start and end marks: one step, not per phase.
             assert m[f"odpm_soc_energy_{step['phase']}_j"] < value
-    assert long_phases >= 1
+    assert long_phases >= 1 and long_steps >= 1
     assert inside >= 0.95 * checked, (inside, checked)
     assert second.metrics["charging"] == 0 and second.metrics["throttled"] == 0
