@@ -14,9 +14,14 @@ help:
 	@echo "make test   run the tests (installs what they need)"
 	@echo "make bench  benchmarks of melt itself (figures: docs/benchmarks.md)"
 
+# melt itself (all `make demo` needs), then the test extras on top for `make test`
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
@@ -67,10 +72,10 @@ demo: venv deps
 	@echo
 	@echo "Results are in ./results/ (melt results list); the report: results/report.html"
 
-test: venv deps
+test: $(VENV)/.installed-test deps
 	$(VENV)/bin/pytest -q
 
-bench: venv deps
+bench: $(VENV)/.installed-test deps
 	$(PY) bench/run_all.py
 
 clean:

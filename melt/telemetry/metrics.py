@@ -21,7 +21,6 @@ from melt.telemetry.uncertainty import (
     gauge_readings,
     noise_from_differences,
     noise_sd_w,
-    sampled_energy_bound,
 )
 from melt.telemetry.phases import Phase, PhasePlan
 from melt.telemetry.throttle import Interval, throttle_signal, throttled_intervals
@@ -166,20 +165,28 @@ RAIL_GAIN_PCT = 1.0
 
 
 def rail_u95(t: np.ndarray, p: np.ndarray, chosen: list[Phase], value: float) -> float:
-    """Half-width of a rail energy's 95% interval: edges, sampling and the monitor's gain.
+    """Half-width of a rail energy's 95% interval: edges, the monitor's refresh and its gain.
 
-    Each edge of each window may sit anywhere within its mark's uncertainty plus half
-    a sample period, and costs that time at the rail's power range around it; the gain
-    bounds the rest. A bound, not a standard deviation: the samples are not noisy
-    readings of a constant but the rail's own averages.
+    A rail monitor (INA3221) refreshes on its own clock, each reading an average
+    over its conversion window (about a refresh), and is read up to a refresh
+    after it was made: what a sample shows may be up to two refreshes old. The
+    refresh is what the trace shows (the median time between changed
+    readings), never less than the sampling. Each edge of each window may then
+    sit anywhere within its mark's uncertainty plus two refreshes, and costs
+    that time at the rail's power range over three refreshes on either side;
+    the gain bounds the rest. A bound, not a standard deviation.
     """
-    period = float(np.median(np.diff(t))) if t.size > 1 else 0.0
+    if t.size < 2:
+        return RAIL_GAIN_PCT / 100.0 * abs(value)
+    changed = t[1:][np.diff(p) != 0]
+    refresh = float(np.median(np.diff(changed))) if changed.size > 2 else 0.0
+    refresh = max(refresh, float(np.median(np.diff(t))))
     bound = 0.0
     for ph in chosen:
-        edge = EDGE_S.get(ph.source, 0.02) + period / 2
-        near = p[(t >= ph.start_s - edge - period) & (t <= ph.end_s + edge + period)]
-        span = float(near.max() - near.min()) if near.size else 0.0
-        bound += sampled_energy_bound(0.0, span, edge).bound
+        for at in (ph.start_s, ph.end_s):
+            near = p[(t >= at - 3 * refresh) & (t <= at + 3 * refresh)]
+            span = float(near.max() - near.min()) if near.size else 0.0
+            bound += (EDGE_S.get(ph.source, 0.02) + 2 * refresh) * span
     return bound + RAIL_GAIN_PCT / 100.0 * abs(value)
 
 

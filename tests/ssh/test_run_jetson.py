@@ -76,7 +76,9 @@ def test_quickstart_refused_until_trusted_then_rail_energy_per_phase(jetson, gem
             # each rail energy carries its interval; the input rail's holds the board's truth
             rail, rail_u95 = m[f"rail_vdd_in_energy_{phase}_j"], m[f"rail_vdd_in_energy_{phase}_j_u95"]
             print(f"  rail VDD_IN {rail:.3f} +- {rail_u95:.3f} J")
-            assert 0 < rail_u95 < rail and abs(rail - true) <= rail_u95
+            assert 0 < rail_u95 and abs(rail - true) <= rail_u95
+            if durations[phase] >= 0.2:  # four 50 ms refreshes; a shorter phase is below the rail's resolution
+                assert rail_u95 < 0.5 * rail
             assert m[f"rail_vdd_cpu_gpu_cv_energy_{phase}_j_u95"] > 0
             if durations[phase] >= 0.5:  # several 50 ms rail refreshes: close to the truth
                 assert measured == pytest.approx(true, rel=0.15)
