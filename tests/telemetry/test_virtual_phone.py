@@ -118,6 +118,10 @@ def test_an_injected_throttle_is_flagged(phone, adb_server):
     assert e.provenance["health"]["before"]["cpufreq"]["cpu0"]["max_khz"] == 2400000
 
 
+#: a duration no other process has: the phone's `ps` also lists this machine's processes
+NAP = "20.4137"
+
+
 def test_ctrl_c_restores_brightness_charging_and_screen(phone, adb_server):
     from melt.devices.state import DeviceState
 
@@ -136,10 +140,10 @@ def test_ctrl_c_restores_brightness_charging_and_screen(phone, adb_server):
         with DeviceState(t, device.spec.state):
             assert "Asleep" in look() and "UPDATES STOPPED" in look()
             timer.start()
-            TelemetryExecutor(health=False).execute(device, Invocation(("sleep", "20")))
+            TelemetryExecutor(health=False).execute(device, Invocation(("sleep", NAP)))
     timer.cancel()
     after = look()
     assert after == before
     assert "128" in after and "Awake" in after and "UPDATES STOPPED" not in after
     left = t.shell("ps -A -o args 2>/dev/null || ps -eo args").stdout
-    assert "sleep 20" not in [line.strip() for line in left.splitlines()]
+    assert f"sleep {NAP}" not in [line.strip() for line in left.splitlines()]
