@@ -62,9 +62,9 @@ class Knob(ABC):
     def restore(self, t: Transport, saved: str) -> None:
         _check(t, self.restore_script(saved), f"{self.name} restore")
 
+    @abstractmethod
     def restore_script(self, saved: str) -> str:
         """The device shell command that puts the saved value back (also shown to do it by hand)."""
-        raise NotImplementedError
 
 
 def _check(t: Transport, script: str, what: str) -> None:

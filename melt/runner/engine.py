@@ -156,9 +156,14 @@ class Runner:
             with contextlib.suppress(OSError):
                 path.write_text("".join(traceback.format_exception(exc)))
                 detail = str(path)
-        with contextlib.suppress(Exception):
-            self.run.update(status="interrupted", error=f"{type(exc).__name__}: {exc}"[:500])
+        _mark_interrupted(self.run, exc)
         return RunStopped(self.run.run_id, exc, detail)
+
+
+def _mark_interrupted(run: Run, exc: BaseException) -> None:
+    """A run stopped by ``exc``: resumable, with the reason in its manifest (never raises)."""
+    with contextlib.suppress(Exception):
+        run.update(status="interrupted", error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 def run_experiment(path: str | Path, *, results_dir: Path, events: RunEvents | None = None,
@@ -182,7 +187,7 @@ def run_experiment(path: str | Path, *, results_dir: Path, events: RunEvents | N
     try:  # fetching a catalogue model can still fail here: the run is then resumable, not "running"
         runner = Runner(run, experiment, base, events=events, executor=executor, pool=pool)
     except Exception as exc:
-        run.update(status="interrupted", error=f"{type(exc).__name__}: {exc}"[:500])
+        _mark_interrupted(run, exc)
         raise
     return runner.execute()
 
