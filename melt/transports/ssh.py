@@ -339,7 +339,9 @@ class SshTransport:
                     err += chan.recv_stderr(1 << 16)
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
-                if chan.closed or not self.alive():
+                # the status can arrive just after the check above: only a channel closed
+                # without one is a lost connection
+                if (chan.closed or not self.alive()) and not chan.exit_status_ready():
                     raise DeviceUnavailableError(
                         f"{self.address}: connection lost while running: {script[:120]}")
                 left = deadline - time.monotonic()
