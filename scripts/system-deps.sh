@@ -18,6 +18,7 @@ command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
 command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
 command -v mksh >/dev/null 2>&1 || need="$need mksh"
 command -v toybox >/dev/null 2>&1 || need="$need toybox"
+command -v sqlite3 >/dev/null 2>&1 || need="$need sqlite3"
 # MELT_SKIP_BROWSER=1 leaves Chromium out on a developer's machine; never under CI
 if [ "${MELT_SKIP_BROWSER:-0}" != 1 ] || [ -n "${CI:-}" ]; then
     command -v chromium >/dev/null 2>&1 || need="$need chromium"

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -98,6 +99,7 @@ TABLE = "llama_bench"
 _TYPES = dict(FIELDS + MELT_FIELDS)
 _SQL_TYPES = {"str": "TEXT", "bool": "INTEGER", "int": "INTEGER", "float": "REAL"}
 _SAMPLES = ("samples_ns", "samples_ts")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -283,12 +285,20 @@ def to_jsonl(rows: list[dict[str, Any]]) -> str:
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """SQL columns: llama-bench's known fields in its order, then any other it printed, then melt's."""
+    """SQL columns: llama-bench's known fields in its order, then any other it printed, then melt's.
+
+    A printed field whose name is not a plain SQL identifier (:func:`sql_identifier`)
+    is left out, as is a second name that differs from an earlier one only in case
+    (SQLite treats them as one column).
+    """
     seen: dict[str, Any] = {}
+    folded: set[str] = set()
     for row in rows:
         for key, value in row.items():
-            if key not in _SAMPLES:
-                seen.setdefault(key, value)
+            if key in _SAMPLES or key in seen or not _IDENT.fullmatch(str(key)) or key.lower() in folded:
+                continue
+            seen[key] = value
+            folded.add(key.lower())
     if not rows:
         seen = {n: None for n, _ in FIELDS}
     names = ([n for n, _ in FIELDS if n in seen] + [n for n in seen if n not in _TYPES]
@@ -304,6 +314,38 @@ def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return cols
 
 
+def sql_identifier(name: str) -> str:
+    """``name`` double-quoted for SQL; raises ``ValueError`` unless it matches ``[A-Za-z_][A-Za-z0-9_]*``."""
+    if not _IDENT.fullmatch(name):
+        raise ValueError(f"{name!r} is not a plain SQL identifier")
+    return f'"{name}"'
+
+
+def _sql_text(text: str) -> str:
+    """A quoted SQL string literal that spans one line whatever ``text`` holds.
+
+    Control characters go in as ``char(n)`` joined with ``||``, so no line of the
+    export starts inside a string: the sqlite3 shell can never read a device's
+    newline followed by ``.system ...`` as a dot-command. Lone surrogates (JSON
+    allows them, UTF-8 does not) become U+FFFD.
+    """
+    parts: list[str] = []
+    plain: list[str] = []
+    for ch in text + "\n":  # the added newline flushes the last plain run and is not written
+        code = ord(ch)
+        if code < 0x20 or code == 0x7F:
+            if plain:
+                parts.append("'" + "".join(plain).replace("'", "''") + "'")
+                plain = []
+            parts.append(f"char({code})")
+        else:
+            plain.append("\ufffd" if 0xD800 <= code <= 0xDFFF else ch)
+    parts.pop()
+    if not parts:
+        return "''"
+    return " || ".join(parts)
+
+
 def _sql_literal(value: Any) -> str:
     """A value as llama-bench's sql printer writes it: quoted text, booleans as 0/1."""
     if value is None:
@@ -314,21 +356,25 @@ def _sql_literal(value: Any) -> str:
         value = f"{value:f}"
     elif not isinstance(value, (int, str)):
         value = json.dumps(value)
-    return "'" + str(value).replace("'", "''") + "'"
+    return _sql_text(str(value))
 
 
 def to_sql(rows: list[dict[str, Any]], table: str = TABLE) -> str:
     """llama-bench ``-o sql``: ``CREATE TABLE IF NOT EXISTS`` then one ``INSERT`` per row.
 
     Pipe it into ``sqlite3 llama-bench.sqlite``. Pass ``table="test"`` for
-    scripts written before llama-bench renamed its table.
+    scripts written before llama-bench renamed its table. The rows come from a
+    device, so every name is checked and quoted and every value is a one-line
+    literal: the output is data for the sqlite3 shell, never a command.
+    Raises ``ValueError`` when ``table`` is not a plain identifier.
     """
     cols = _columns(rows)
-    out = [f"CREATE TABLE IF NOT EXISTS {table} (\n"
-           + ",\n".join(f"  {n} {t}" for n, t in cols) + "\n);\n\n"]
+    quoted = sql_identifier(table)
+    out = [f"CREATE TABLE IF NOT EXISTS {quoted} (\n"
+           + ",\n".join(f"  {sql_identifier(n)} {t}" for n, t in cols) + "\n);\n\n"]
     for r in rows:
         names = [n for n, _ in cols if n in r]
-        out.append(f"INSERT INTO {table} ({', '.join(names)}) VALUES ("
+        out.append(f"INSERT INTO {quoted} ({', '.join(sql_identifier(n) for n in names)}) VALUES ("
                    + ", ".join(_sql_literal(r[n]) for n in names) + ");\n")
     return "".join(out)
 
