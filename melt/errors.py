@@ -73,6 +73,22 @@ class CommandTimeout(MeltError):
     """A command on a device ran past its timeout and was killed."""
 
 
+class UnsafePathError(MeltError):
+    """A name from a device or another host would reach outside its folder (``..``, absolute, a symlink)."""
+
+
+class OutputTooLargeError(MeltError):
+    """A device or server sent more than melt reads of one output; ``limit`` is in bytes."""
+
+    def __init__(self, what: str, limit: int):
+        self.what, self.limit = what, limit
+        super().__init__(f"{what} is over melt's limit of {limit:,} bytes; stopped reading it")
+
+
+class DigestMismatchError(MeltError):
+    """The bytes a device holds after a push are not the bytes melt sent."""
+
+
 class BuildError(MeltError):
     """A framework build failed or its toolchain is missing."""
 
