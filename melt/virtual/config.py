@@ -40,14 +40,26 @@ class GaugeParams(_Frozen):
     the last ``averaging_s`` seconds (0: the instantaneous value), adds a
     gain error and Gaussian noise, rounds to its unit and writes
     ``current_now``/``current_avg``/``voltage_now``.
+
+    The defaults are the gauge of the shipped virtual phone
+    (``device_configs/virtual-phone.yaml``): noisy and off by a gain. A
+    sensor without noise or gain error exists only by name, :meth:`ideal`.
     """
 
     update_period_s: float = Field(0.25, gt=0, le=60, description="how often the readings change")
     averaging_s: float = Field(0.0, ge=0, le=60, description="window the current is averaged over")
-    noise_ua: float = Field(0.0, ge=0, description="1-sigma noise added to each current reading (uA)")
-    gain_error_pct: float = Field(0.0, ge=-20, le=20, description="reading = true * (1 + pct/100)")
+    noise_ua: float = Field(2000.0, ge=0, description="1-sigma noise added to each current reading (uA)")
+    gain_error_pct: float = Field(0.4, ge=-20, le=20, description="reading = true * (1 + pct/100)")
     unit: Literal["uA", "mA"] = Field("uA", description="unit of current_now / current_avg")
     seed: int = Field(0, description="seed of the noise (runs are repeatable)")
+
+    @classmethod
+    def ideal(cls, **fields: object) -> "GaugeParams":
+        """A gauge with no noise, no gain error and no averaging (``fields`` override the rest).
+
+        No real gauge is like this: a test that uses it says why.
+        """
+        return cls.model_validate({"averaging_s": 0.0, "noise_ua": 0.0, "gain_error_pct": 0.0, **fields})
 
 
 class ChargerParams(_Frozen):

@@ -94,7 +94,8 @@ def test_truth_inside_the_interval_for_95_percent_of_phases(gauge, narrow):
 
 
 def test_an_ideal_gauge_gives_a_narrow_interval():
-    gauge = GaugeParams(update_period_s=0.01, averaging_s=0.0, unit="uA")
+    # ideal on purpose: with no noise and no gain error, what is left is the method's own error
+    gauge = GaugeParams.ideal(update_period_s=0.01, unit="uA")
     segs = [(3.0, 0.6), (12.0, 2.5), (3.0, 0.6)]
     tt, cum, st, sp, sk = simulate(gauge, segs)
     r = gauge_readings(st, sp, sk)

@@ -92,3 +92,25 @@ def test_config_rejects_inverted_thresholds() -> None:
     with pytest.raises(ValueError, match="cpu.release_temp_c must be <= cpu.throttle_temp_c"):
         VirtualPhoneConfig.model_validate({"cpu": {"throttle_temp_c": 40, "release_temp_c": 50}})
     assert VirtualPhoneConfig.model_validate({"cpu": {"throttle_temp_c": 50, "release_temp_c": 40}})
+
+
+def test_the_default_gauge_is_the_shipped_phones_noisy_one() -> None:
+    import statistics
+
+    from melt.virtual.config import GaugeParams, load_config
+    from melt.virtual.gauge import FuelGauge
+    from tests.helpers import ROOT
+
+    shipped = load_config(ROOT / "device_configs/virtual-phone.yaml")
+    assert VirtualPhoneConfig().battery.gauge == shipped.battery.gauge == GaugeParams()
+    # what it reports for a steady 0.5 A: 0.4% high, 2 mA of scatter, never the truth itself
+    gauge = FuelGauge(GaugeParams(), sign=1)
+    readings = []
+    for n in range(4000):
+        if gauge.feed(n * 0.01, 0.01, 0.5, 3.8):
+            readings.append(gauge.current_raw)
+    assert statistics.mean(readings) == pytest.approx(500_000 * 1.004, abs=300)
+    assert statistics.stdev(readings) == pytest.approx(2000, rel=0.15)
+    # the sensor without noise or gain error exists only by name
+    ideal = FuelGauge(GaugeParams.ideal(), sign=1)
+    assert all(ideal.current_raw == 500_000 for n in range(100) if ideal.feed(n * 0.01, 0.01, 0.5, 3.8))
