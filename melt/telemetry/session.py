@@ -17,6 +17,7 @@ SIGTERM through its pid file: it stops the inference process and the sampler.
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import tarfile
 import tempfile
@@ -30,7 +31,8 @@ import numpy as np
 
 from melt.config.specs import TelemetrySpec
 from melt.devices.base import Device
-from melt.errors import CommandTimeout, TransportError
+from melt.errors import CommandTimeout, OutputTooLargeError, TransportError, UnsafePathError
+from melt.store.paths import confined
 from melt.telemetry.channels import ChannelPlan, discover_channels
 from melt.telemetry.clock import ClockOffset, measure_offset, parse_device_time
 from melt.telemetry.phases import StepResult
@@ -72,6 +74,8 @@ class JobOutput:
 
 #: Runner files that stay on the device (inputs and control files).
 _NOT_PULLED = ("job.sh", "tick", "stop", "pid")
+#: The most melt reads of one file the job runner leaves (samples, outputs): hours of 50 Hz samples.
+MAX_JOB_FILE_BYTES = 256 * 1024 * 1024
 #: A job.sh up to this long travels inside the shell command: far below the adb server's
 #: request limit (64 KB) and the 256 KB-1 MB payload of adbd since Android 7 (4 KB before).
 _INLINE_SCRIPT_MAX = 16_000
@@ -305,7 +309,11 @@ class TelemetrySession:
                         handle = tar.extractfile(member) if member.isfile() else None
                         if handle is not None:
                             name = member.name.rsplit("/", 1)[-1]
-                            files[name] = handle.read().decode(errors="replace")
+                            data = handle.read(MAX_JOB_FILE_BYTES + 1)
+                            if len(data) > MAX_JOB_FILE_BYTES:
+                                raise OutputTooLargeError(f"the job file {name!r} from the device",
+                                                          MAX_JOB_FILE_BYTES)
+                            files[name] = data.decode(errors="replace")
                 return files
             except (tarfile.TarError, OSError, TransportError):
                 pass  # fall back to one pull per file
@@ -314,8 +322,10 @@ class TelemetrySession:
         for name in listing.split():
             if name in _NOT_PULLED:
                 continue
-            self.transport.pull(f"{remote}/{name}", local / name)
-            files[name] = (local / name).read_text(errors="replace")
+            # the device names these files: each must be a plain name inside the job's folder
+            path = confined(local, name)
+            self.transport.pull(f"{remote}/{name}", path)
+            files[name] = _read_pulled(path)
         return files
 
     def _truth(self, trace: Trace, text: str | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -344,3 +354,18 @@ class TelemetrySession:
         return {"runner": self._runner, "shell": self._shell, "clock": self._clock,
                 "sample_hz": self.spec.sample_hz, "slow_every": self.spec.slow_every,
                 "channels": self.plan.describe(), "odpm": bool(self._odpm)}
+
+
+def _read_pulled(path: Path) -> str:
+    """A pulled job file's text, never through a symlink, at most :data:`MAX_JOB_FILE_BYTES`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if path.is_symlink():
+            raise UnsafePathError(f"refused the pulled file {path.name!r}: it is a symlink") from None
+        raise TransportError(f"cannot read the pulled file {path.name!r}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_JOB_FILE_BYTES + 1)
+    if len(data) > MAX_JOB_FILE_BYTES:
+        raise OutputTooLargeError(f"the job file {path.name!r} from the device", MAX_JOB_FILE_BYTES)
+    return data.decode(errors="replace")
