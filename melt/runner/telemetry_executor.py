@@ -42,7 +42,14 @@ from melt.telemetry.charging import CHARGING_REASON, charging_state
 from melt.telemetry.cooldown import check_battery, wait_for_cooldown
 from melt.telemetry.energy import WindowError, integrate
 from melt.telemetry.instruments import Instrument, InstrumentTrace, align
-from melt.telemetry.metrics import ENERGY_PHASES, GaugeInfo, clean_numbers, job_metrics
+from melt.telemetry.metrics import (
+    ENERGY_PHASES,
+    GaugeInfo,
+    clean_numbers,
+    job_metrics,
+    rail_gauge,
+    rail_quantum_w,
+)
 from melt.telemetry.phases import METHODS, derive_phases
 from melt.telemetry.session import JobOutput, Step, TelemetrySession
 from melt.telemetry.trace import to_parquet_bytes
@@ -216,8 +223,9 @@ class TelemetryExecutor:
         result = job_metrics(power_frame, plan, window, power_missing=session.plan.missing.get("power"),
                              skin_zone=device.spec.telemetry.skin_zone, throttle_reference=reference,
                              truth=out.truth, gauge=gauge_info(device.spec.telemetry, session.plan,
-                                                               primary is not None),
-                             idle_power=(baseline.power_w, baseline.u95_w) if baseline else None)
+                                                               primary is not None, frame),
+                             idle_power=(baseline.power_w, baseline.u95_w) if baseline else None,
+                             rail_refresh_ms=session.plan.rail_refresh_ms)
         metrics = dict(result.metrics)
         missing = dict(result.missing)
         battery = charging_state(frame, out.markfiles, window)
@@ -321,11 +329,16 @@ class TelemetryExecutor:
                          metrics=clean_numbers(metrics), files=files, provenance=provenance)
 
 
-def gauge_info(tel: Any, plan: Any, instrument: bool) -> GaugeInfo:
-    """The fuel gauge's error-model inputs from the device config (a host instrument: sampled power)."""
+def gauge_info(tel: Any, plan: Any, instrument: bool, frame: pd.DataFrame | None = None) -> GaugeInfo:
+    """The power sensor's error-model inputs from the device config (a host instrument: sampled
+    power; a device powered through its rails: those rails' monitor, as each rail is read)."""
     if instrument:
         return GaugeInfo(update_period_s=None, averaging_s=0.0, gain_error_pct=1.0, current_unit=None)
     bat = tel.battery
+    if bat is None and plan.power_rails:  # the rails are the device's power: read as rails are
+        refresh = [plan.rail_refresh_ms[r] for r in plan.power_rails if r in plan.rail_refresh_ms]
+        quantum = rail_quantum_w(frame, plan.power_rails) if frame is not None else 0.0
+        return rail_gauge(max(refresh) / 1000.0 if refresh else None, quantum)
     if bat is None:
         return GaugeInfo(current_unit=plan.current_unit)
     return GaugeInfo(update_period_s=bat.update_period_s, averaging_s=bat.averaging_s,

@@ -8,7 +8,7 @@ measured is left out and :func:`job_metrics` says why in ``missing``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -34,12 +34,47 @@ EDGE_S = {"marks": 0.001, "process-marks": 0.001, "llama-bench-samples": 0.005, 
 
 @dataclass(frozen=True)
 class GaugeInfo:
-    """What the device config says about its fuel gauge (None: estimate from the trace)."""
+    """What the device config says about a power sensor (None: estimate from the trace).
+
+    A fuel gauge's readings are samples (``averaging_s`` 0) or means of the
+    last ``averaging_s`` seconds. ``averaging_s=None`` says each reading is the
+    mean over one refresh, as an INA3221 rail monitor's is (see
+    :func:`rail_gauge`); the refresh is then ``update_period_s`` or what the
+    trace shows. ``quantum_w`` (one step of the reading, in watts) overrides the
+    one worked out from ``current_unit`` and the trace's ``voltage_uv``.
+    """
 
     update_period_s: float | None = None
-    averaging_s: float = 0.0
+    averaging_s: float | None = 0.0
     gain_error_pct: float = 1.0
     current_unit: str | None = "uA"
+    quantum_w: float | None = None
+
+
+#: accuracy assumed for on-board rail monitors (INA3221 and the like): their gain error is
+#: about 0.25%, the shunt resistors' tolerance (1%) dominates; boards are not calibrated
+RAIL_GAIN_PCT = 1.0
+
+
+def rail_gauge(refresh_s: float | None, quantum_w: float = 0.0) -> GaugeInfo:
+    """The error-model inputs of a rail monitor: each reading the mean of one refresh.
+
+    ``refresh_s`` is the sensor's effective refresh from the device config
+    (``telemetry.rails[].refresh_ms``), None to take it from the trace;
+    ``quantum_w`` one step of its reading (:func:`rail_quantum_w`).
+    """
+    return GaugeInfo(update_period_s=refresh_s, averaging_s=None, gain_error_pct=RAIL_GAIN_PCT,
+                     current_unit=None, quantum_w=quantum_w)
+
+
+def rail_quantum_w(frame: pd.DataFrame, stems: tuple[str, ...] | list[str]) -> float:
+    """One step of the summed power of rails ``stems`` (W): hwmon counts whole mA at each bus voltage."""
+    total = 0.0
+    for stem in stems:
+        col = f"{stem}_v"
+        if col in frame.columns and frame[col].notna().any():
+            total += 1e-3 * float(np.nanmedian(frame[col]))
+    return total
 
 
 @dataclass
@@ -56,13 +91,62 @@ def _series(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
     return sub["t_s"].to_numpy(dtype=float), sub[column].to_numpy(dtype=float)
 
 
-def _phase_sum(phases: list[Phase], name: str, t: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
-    """(integral, total duration) over every phase called ``name``."""
-    chosen = [p for p in phases if p.name == name]
-    if not chosen:
-        return None
-    return (sum(integrate(t, y, p.start_s, p.end_s) for p in chosen),
-            sum(p.duration_s for p in chosen))
+def _estimator(out: MetricsResult | None, frame: pd.DataFrame, column: str, key_column: str | None,
+               gauge: GaugeInfo, idle: list[Phase]) -> Callable[[float, float, float], Estimate]:
+    """``estimate(start, end, edge_s)`` of the energy in ``column`` by the gauge model.
+
+    Fuel gauges and rail monitors go through the same estimator
+    (:func:`melt.telemetry.uncertainty.gauge_energy`): their readings refresh
+    on the sensor's clock and each describes a stretch of time before it, so
+    one model of blocks, edges, noise and gain covers both; only its inputs
+    differ (:class:`GaugeInfo`). Those inputs go to ``out.gauge`` when given.
+    """
+    if key_column is not None and key_column in frame.columns:
+        sub = frame[["t_s", column, key_column]].dropna()
+        t, p, key = (sub[c].to_numpy(dtype=float) for c in ("t_s", column, key_column))
+    else:
+        t, p = _series(frame, column)
+        key = None
+    info: dict[str, Any] = {}
+    try:
+        readings: Readings | None = gauge_readings(t, p, key)
+    except WindowError as exc:
+        readings = None
+        info["readings"] = str(exc)
+    period = averaging = noise = quantum = 0.0
+    if readings is not None:
+        period = gauge.update_period_s or readings.period_s
+        if gauge.averaging_s is None:  # a rail monitor: each reading the mean of one refresh
+            averaging = period
+            # read more slowly than it refreshes, a reading is a sample of the last refresh
+            period = max(period, float(np.median(np.diff(t))))
+        else:
+            averaging = gauge.averaging_s
+        found = noise_sd_w(readings, idle[0].start_s, idle[0].end_s) if idle else None
+        noise = found if found is not None else noise_from_differences(readings)
+        if gauge.quantum_w is not None:
+            quantum = gauge.quantum_w
+        else:
+            volts = float(np.nanmedian(frame["voltage_uv"])) * 1e-6 if "voltage_uv" in frame.columns else 0.0
+            quantum = {"mA": 1e-3, "uA": 1e-6}.get(gauge.current_unit or "uA", 0.0) * volts
+        info.update({"update_period_s": round(period, 4),
+                     "period_from": "config" if gauge.update_period_s else "trace",
+                     "averaging_s": round(averaging, 4), "noise_w": round(noise, 6),
+                     "noise_from": "idle baseline" if found is not None else "successive readings",
+                     "quantum_w": quantum, "gain_error_pct": gauge.gain_error_pct,
+                     "refreshes": int(readings.t_s.size)})
+    if out is not None:
+        out.gauge.update(info)
+
+    def estimate(a: float, b: float, edge_s: float) -> Estimate:
+        if readings is None:  # a sensor that never changed: plain integral, bound by its gain
+            value = integrate(t, p, a, b)
+            return Estimate(value, abs(gauge.gain_error_pct) / 100 * abs(value), 0.0, False)
+        return gauge_energy(readings, a, b, period_s=period, averaging_s=averaging,
+                            noise_w=noise, quantum_w=quantum, gain_pct=gauge.gain_error_pct,
+                            edge_s=edge_s)
+
+    return estimate
 
 
 def _energy_metrics(out: MetricsResult, frame: pd.DataFrame, plan: PhasePlan,
@@ -72,39 +156,8 @@ def _energy_metrics(out: MetricsResult, frame: pd.DataFrame, plan: PhasePlan,
     m, missing = out.metrics, out.missing
     start, end = window
     phases = plan.phases
-    t, p = _series(frame, "power_w")
-    key = None
-    if "current_ua" in frame.columns:
-        sub = frame[["t_s", "power_w", "current_ua"]].dropna()
-        t, p, key = (sub[c].to_numpy(dtype=float) for c in ("t_s", "power_w", "current_ua"))
-    try:
-        readings: Readings | None = gauge_readings(t, p, key)
-    except WindowError as exc:
-        readings = None
-        out.gauge["readings"] = str(exc)
     idle = [ph for ph in phases if ph.name == "idle" and ph.duration_s > 0]
-
-    def estimate(a: float, b: float, edge_s: float) -> Estimate:
-        if readings is None:  # a gauge that never changed: plain integral, bound by its span
-            value = integrate(t, p, a, b)
-            return Estimate(value, abs(gauge.gain_error_pct) / 100 * abs(value), 0.0, False)
-        return gauge_energy(readings, a, b, period_s=period, averaging_s=gauge.averaging_s,
-                            noise_w=noise, quantum_w=quantum, gain_pct=gauge.gain_error_pct,
-                            edge_s=edge_s)
-
-    period = noise = quantum = 0.0
-    if readings is not None:
-        period = gauge.update_period_s or readings.period_s
-        found = noise_sd_w(readings, idle[0].start_s, idle[0].end_s) if idle else None
-        noise = found if found is not None else noise_from_differences(readings)
-        volts = float(np.nanmedian(frame["voltage_uv"])) * 1e-6 if "voltage_uv" in frame.columns else 0.0
-        quantum = {"mA": 1e-3, "uA": 1e-6}.get(gauge.current_unit or "uA", 0.0) * volts
-        out.gauge.update({"update_period_s": round(period, 4),
-                          "period_from": "config" if gauge.update_period_s else "trace",
-                          "averaging_s": gauge.averaging_s, "noise_w": round(noise, 6),
-                          "noise_from": "idle baseline" if found is not None else "successive readings",
-                          "quantum_w": quantum, "gain_error_pct": gauge.gain_error_pct,
-                          "refreshes": int(readings.t_s.size)})
+    estimate = _estimator(out, frame, "power_w", "current_ua", gauge, idle)
     try:
         avg = estimate(start, end, EDGE_S["marks"]).scaled(1.0 / (end - start)) if end > start else None
         if avg is not None:
@@ -159,37 +212,6 @@ def _energy_metrics(out: MetricsResult, frame: pd.DataFrame, plan: PhasePlan,
                 m[f"energy_per_token_{name}_j_net_u95"] = net.u95 / tokens
 
 
-#: accuracy assumed for on-board rail monitors (INA3221 and the like): their gain error is
-#: about 0.25%, the shunt resistors' tolerance (1%) dominates; boards are not calibrated
-RAIL_GAIN_PCT = 1.0
-
-
-def rail_u95(t: np.ndarray, p: np.ndarray, chosen: list[Phase], value: float) -> float:
-    """Half-width of a rail energy's 95% interval: edges, the monitor's refresh and its gain.
-
-    A rail monitor (INA3221) refreshes on its own clock, each reading an average
-    over its conversion window (about a refresh), and is read up to a refresh
-    after it was made: what a sample shows may be up to two refreshes old. The
-    refresh is what the trace shows (the median time between changed
-    readings), never less than the sampling. Each edge of each window may then
-    sit anywhere within its mark's uncertainty plus two refreshes, and costs
-    that time at the rail's power range over three refreshes on either side;
-    the gain bounds the rest. A bound, not a standard deviation.
-    """
-    if t.size < 2:
-        return RAIL_GAIN_PCT / 100.0 * abs(value)
-    changed = t[1:][np.diff(p) != 0]
-    refresh = float(np.median(np.diff(changed))) if changed.size > 2 else 0.0
-    refresh = max(refresh, float(np.median(np.diff(t))))
-    bound = 0.0
-    for ph in chosen:
-        for at in (ph.start_s, ph.end_s):
-            near = p[(t >= at - 3 * refresh) & (t <= at + 3 * refresh)]
-            span = float(near.max() - near.min()) if near.size else 0.0
-            bound += (EDGE_S.get(ph.source, 0.02) + 2 * refresh) * span
-    return bound + RAIL_GAIN_PCT / 100.0 * abs(value)
-
-
 def temperature_column(frame: pd.DataFrame, skin_zone: str | None) -> str | None:
     """The column the temp_* metrics follow: the skin zone, else the battery, else the first zone."""
     from melt.telemetry.channels import column_name
@@ -209,7 +231,8 @@ def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float
                 throttle_reference: dict[str, float] | None = None,
                 truth: tuple[np.ndarray, np.ndarray] | None = None,
                 gauge: "GaugeInfo | None" = None,
-                idle_power: tuple[float, float] | None = None) -> MetricsResult:
+                idle_power: tuple[float, float] | None = None,
+                rail_refresh_ms: dict[str, float] | None = None) -> MetricsResult:
     """Every telemetry metric of one job.
 
     ``window`` is the job's inference window (first step start, last step
@@ -219,7 +242,10 @@ def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float
     (the half-width of its 95% interval, :mod:`melt.telemetry.uncertainty`);
     a phase shorter than the gauge resolves is listed in ``resolution``.
     The idle baseline is the ``idle`` phase's mean power, else ``idle_power``
-    (value and u95 of one measured in an earlier job).
+    (value and u95 of one measured in an earlier job). Each ``rail_<name>_w``
+    column gets ``rail_<name>_energy_<phase>_j`` and its ``_u95`` from the
+    same estimator as ``energy_*`` (:func:`rail_gauge`), with the rail's
+    refresh from ``rail_refresh_ms`` (column stem -> ms) where the config gives it.
     """
     out = MetricsResult()
     m, missing = out.metrics, out.missing
@@ -233,20 +259,27 @@ def job_metrics(frame: pd.DataFrame, plan: PhasePlan, window: tuple[float, float
         for name in ("avg_power_w", *(f"energy_{n}_j" for n in ENERGY_PHASES)):
             missing[name] = reason
 
+    idle = [ph for ph in phases if ph.name == "idle" and ph.duration_s > 0]
     for col in sorted(c for c in frame.columns if c.startswith("rail_") and c.endswith("_w")):
         if frame[col].notna().sum() < 2:
             continue
-        t, p = _series(frame, col)
+        stem = col[:-2]
+        refresh_ms = (rail_refresh_ms or {}).get(stem)
+        estimate = _estimator(None, frame, col, None, rail_gauge(refresh_ms / 1000.0 if refresh_ms else None,
+                                                                 rail_quantum_w(frame, [stem])), idle)
         for name in ENERGY_PHASES:
-            key = f"{col[:-2]}_energy_{name}_j"
+            key = f"{stem}_energy_{name}_j"
+            chosen = [ph for ph in phases if ph.name == name]
+            if not chosen:
+                continue
             try:
-                found = _phase_sum(phases, name, t, p)
+                total = Estimate(0.0)
+                for ph in chosen:
+                    total = total + estimate(ph.start_s, ph.end_s, EDGE_S.get(ph.source, 0.02))
             except WindowError as exc:
                 missing[key] = str(exc)
                 continue
-            if found is not None:
-                m[key] = found[0]
-                m[f"{key}_u95"] = rail_u95(t, p, [ph for ph in phases if ph.name == name], found[0])
+            m[key], m[f"{key}_u95"] = total.value, total.u95
 
     if truth is not None:
         tt, cum = truth
