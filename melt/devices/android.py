@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from melt.config.specs import DeviceSpec
 from melt.devices.base import Device
-from melt.errors import DeviceUnavailableError, RemoteCommandError, TransportError
+from melt.devices.digest import MISMATCH, check_script, mismatch_reason
+from melt.errors import DeviceUnavailableError, DigestMismatchError, RemoteCommandError, TransportError
 from melt.models.hashes import remember_sha256, sha256_file
 from melt.transports.adb import AdbTransport
 
@@ -144,7 +145,8 @@ class AndroidDevice(Device):
         model is hashed once per content), nothing is sent. Otherwise the file
         is sent and hashed in the same read; the size that arrived is checked
         and the manifest updated in one more shell. Raises ``TransportError``
-        when the device's copy has the wrong size.
+        when the device's copy has the wrong size, ``DigestMismatchError`` (and
+        removes it) when its sha256 on the device is not that of the bytes sent.
         """
         local = Path(local)
         remote = f"{self.workdir()}/{category}/{local.name}"
@@ -169,17 +171,21 @@ class AndroidDevice(Device):
         manifest = f"{self.workdir()}/{MANIFEST}"
         line = "\t".join([digest, str(size), remote])
         q = shlex.quote
-        # Check the size that arrived; drop the old entry for this path, append the new one.
+        # Check the size and the sha256 that arrived (a file that differs is removed, never
+        # recorded); drop the old entry for this path, append the new one.
         r = self.transport.shell(
             (f"chmod 755 {q(remote)} && " if mode == 0o755 else "")
             + f"test \"$(stat -c %s {q(remote)})\" = {size} || {{ echo {_SIZE_MARK}$(stat -c %s {q(remote)}); exit 3; }};"
-            f" touch {q(manifest)} && grep -v -F {q(chr(9) + remote)} {q(manifest)} > {q(manifest + '.tmp')};"
+            + check_script(remote, digest)
+            + f" touch {q(manifest)} && grep -v -F {q(chr(9) + remote)} {q(manifest)} > {q(manifest + '.tmp')};"
             f" echo {q(line)} >> {q(manifest + '.tmp')} && mv {q(manifest + '.tmp')} {q(manifest)}",
             check=False,
         )
         if r.returncode == 3:
             got = r.stdout.strip().removeprefix(_SIZE_MARK) or "no"
             raise TransportError(f"push {local} -> {remote}: {got} of {size} bytes arrived")
+        if r.returncode == MISMATCH:
+            raise DigestMismatchError(mismatch_reason(local, remote, digest, r.stdout))
         if r.returncode != 0:
             raise RemoteCommandError(r)
         return remote

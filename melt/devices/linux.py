@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from melt.config.specs import DeviceSpec
 from melt.devices.base import Device
-from melt.errors import DeviceUnavailableError
+from melt.devices.digest import MISMATCH, check_script, mismatch_reason
+from melt.errors import DeviceUnavailableError, DigestMismatchError, RemoteCommandError
 from melt.runner.models import sha256_file
 from melt.transports.ssh import SshTransport
 
@@ -157,7 +158,11 @@ class LinuxDevice(Device):
         return entries
 
     def stage(self, local: Path, *, category: str) -> str:
-        """Push ``local`` to ``WORKDIR/category/NAME`` unless the same bytes are already there."""
+        """Push ``local`` to ``WORKDIR/category/NAME`` unless the same bytes are already there.
+
+        Raises ``DigestMismatchError`` (and removes the file) when the pushed
+        file's sha256 on the device is not the local file's.
+        """
         q = shlex.quote
         local = Path(local)
         remote = f"{self.workdir()}/{category}/{local.name}"
@@ -171,9 +176,15 @@ class LinuxDevice(Device):
         self.transport.push(local, remote, progress=progress, mode=mode)
         manifest = f"{self.workdir()}/{MANIFEST}"
         line = "\t".join([digest, str(size), remote])
-        self.transport.shell(
-            f"touch {q(manifest)} && grep -v -F {q(chr(9) + remote)} {q(manifest)} > {q(manifest + '.tmp')}; "
-            f"printf '%s\\n' {q(line)} >> {q(manifest + '.tmp')} && mv {q(manifest + '.tmp')} {q(manifest)}")
+        r = self.transport.shell(
+            check_script(remote, digest)
+            + f" touch {q(manifest)} && grep -v -F {q(chr(9) + remote)} {q(manifest)} > {q(manifest + '.tmp')}; "
+            f"printf '%s\\n' {q(line)} >> {q(manifest + '.tmp')} && mv {q(manifest + '.tmp')} {q(manifest)}",
+            check=False)
+        if r.returncode == MISMATCH:
+            raise DigestMismatchError(mismatch_reason(local, remote, digest, r.stdout))
+        if r.returncode != 0:
+            raise RemoteCommandError(r)
         return remote
 
     @property
