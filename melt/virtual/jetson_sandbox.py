@@ -18,14 +18,17 @@ from pathlib import Path
 
 from melt.virtual.jetson_config import HWMON_DIR, VirtualJetsonConfig
 from melt.virtual.jetson_tools import PROFILE, install_tools
-from melt.virtual.sandbox import Sandbox, atomic_write
+from melt.virtual.sandbox import HOST_ETC, Sandbox, atomic_write
 
 
 class JetsonSandbox(Sandbox):
     """See the module doc; ``home`` is the login user's home directory."""
 
     read_only = ("/usr/local/bin",)
-    host_tmp = False
+    host_etc = HOST_ETC + ("bash.bashrc", "environment", "inputrc", "profile", "profile.d", "ssl")
+    # each SSH session is its own bubblewrap, and melt kills a board's process from another
+    # session: the host's PID namespace stays (its IPC namespace does not)
+    private_pids = False
 
     def __init__(self, root: Path, *, home: str, serial: str = "", cpu_count: int | None = None):
         super().__init__(root, cpu_count=cpu_count, serial=serial)
@@ -33,11 +36,6 @@ class JetsonSandbox(Sandbox):
         mounts = [("/data/melt-virtual", "data/melt-virtual"), ("/usr/local/bin", "tools"),
                   ("/sys", "sys"), ("/tmp", "tmp"), (self.home, "home")]
         self.mounts = tuple(sorted(mounts, key=lambda m: -len(m[0])))
-        top = self.home.strip("/").split("/")[0]
-        hidden = {"proc", "dev", "sys", "tmp", "data"}
-        if self.home == "/" + top:  # a home right under / (root's /root): replaced, not bound
-            hidden.add(top)
-        self.not_bound = frozenset(hidden)
 
     def create_jetson(self, config: VirtualJetsonConfig) -> None:
         """Create (or refresh, after a restart) the layout; the work dir in $HOME is kept."""

@@ -27,15 +27,14 @@ from melt.errors import MeltError
 from melt.virtual.config import VirtualPhoneConfig, load_config
 from melt.virtual.registry import PhoneRecord, default_state_dir, phone_dir
 from melt.virtual.runtime import check_port
-from melt.virtual.sandbox import Sandbox, atomic_write
+from melt.virtual.sandbox import Sandbox
 from melt.virtual.simulator import TRUTH_DEVICE_PATH
 
 
 def send_control(record: PhoneRecord, name: str, value: str) -> None:
     """Write a control file (``temperature``, ``throttle``, ``charger``) of a running phone."""
-    path = Sandbox(Path(record.root)).state_path("control", name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, value)
+    sandbox = Sandbox(Path(record.root))
+    sandbox.write(sandbox.state_path("control", name), value)
 
 
 class VirtualPhoneError(MeltError):
@@ -182,9 +181,8 @@ class VirtualPhone:
 
     # ------------------------------------------------------------- controls
     def _control(self, name: str, value: str) -> None:
-        path = Sandbox(self.root).state_path("control", name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, value)
+        sandbox = Sandbox(self.root)
+        sandbox.write(sandbox.state_path("control", name), value)
 
     def set_temperature(self, celsius: float, node: str = "all") -> None:
         """Inject heat: set the die (``soc``), body (``body``) or both (``all``) to ``celsius``."""

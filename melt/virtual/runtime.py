@@ -97,6 +97,8 @@ class PhoneRuntime:
         log.info("%s", emulation.describe())
         self.props.update(emulation.props())
         self.sandbox.write_props(self.props)
+        if self.sandbox.isolation == "bwrap":
+            self.spawned.add(self.sandbox.start_init())  # waited for by the sandbox, not the reaper
 
     async def run(self, on_ready: Callable[[str], None]) -> None:
         become_subreaper()
@@ -123,6 +125,7 @@ class PhoneRuntime:
             remove_record(self.state_dir, self.port, os.getpid())
             await server.close()
             self.simulator.stop()
+            self.sandbox.stop_init()
             kill_tree(os.getpid())
 
 

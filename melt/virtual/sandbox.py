@@ -9,13 +9,21 @@ Layout of ``root`` (a host folder) and where each part appears on the device::
     root/sys/bus                    -> /sys/bus (iio/devices: ODPM energy counters, when enabled)
     root/sys/class/thermal          -> /sys/class/thermal (thermal_zone*/)
     root/sys/devices/system/cpu     -> /sys/devices/system/cpu (cpu*/cpufreq/)
+    root/tmp                        -> /tmp    (the phone's own)
 
-Commands run under bubblewrap in a private mount namespace: a fresh root
-holding read-only binds of the host's top-level folders, the real ``/proc``,
-``/dev`` and ``/tmp``, and the folders above bound over their device paths.
-Host binaries pushed to ``/data/local/tmp`` run as they are. The host's PID
-namespace is kept, so ``kill`` and ``/proc/PID`` work across ``adb shell``
-sessions.
+``/sdcard`` and ``/storage/emulated/0`` are symlinks to ``/data/media/0``
+inside the sandbox, as on Android.
+
+Commands run under bubblewrap: a fresh root holding read-only binds of the
+host folders programs need to run (:data:`HOST_FOLDERS`, a few files of
+``/etc``), a minimal ``/dev``, and the folders above bound over their device
+paths; nothing else of the host (no home folders, no host ``/tmp``). Host
+binaries pushed to ``/data/local/tmp`` run as they are. The phone has one
+PID and IPC namespace of its own, held by a small init process
+(:meth:`Sandbox.start_init`) that every ``adb shell`` joins, so ``kill``,
+``pidof`` and ``/proc/PID`` work across sessions while the host's processes
+stay out of sight. The network is the host's: ``adb forward`` reaches a
+phone's server on the host loopback (see :mod:`melt.virtual.services_tcp`).
 
 The userland is Android's: ``/system/bin/sh`` is mksh (the MirBSD Korn shell
 Android ships), the usual commands are toybox applets linked in
@@ -32,13 +40,22 @@ then only the sync service maps device paths (see :attr:`Sandbox.isolation`).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import logging
 import os
+import select
 import shutil
+import stat as st
 import subprocess
-from pathlib import Path
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 from melt.errors import MeltError
+from melt.virtual import confined
 from melt.virtual.android_tools import STATE, install_tools
 from melt.virtual.emulation import Emulation, native
 
@@ -53,11 +70,19 @@ MOUNTS: tuple[tuple[str, str], ...] = (
     ("/system", "system"),
     ("/vendor", "vendor"),
     ("/data", "data"),
+    ("/tmp", "tmp"),
 )
 #: device paths a file may be pushed to (the rest of the device is read-only)
 WRITABLE = ("/data", "/sdcard", "/storage/emulated/0", "/tmp")
-#: host top-level entries never bound into the device (replaced or private)
-_NOT_BOUND = {"proc", "dev", "sys", "tmp", "data", "system", "vendor", "sdcard", "storage"}
+#: host top-level folders a device sees, read-only: what its programs need to run
+HOST_FOLDERS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin", "usr")
+#: entries of the host's /etc a device sees, read-only (no shadow, no host keys)
+HOST_ETC = ("alternatives", "group", "hosts", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+            "localtime", "mkshrc", "nsswitch.conf", "passwd", "resolv.conf")
+#: ioctl on a namespace fd that answers the user namespace owning it (linux/nsfs.h)
+NS_GET_USERNS = 0xB701
+
+log = logging.getLogger(__name__)
 
 #: PATH of a device shell: Android's folders only (mksh and toybox applets live there)
 DEVICE_PATH = "/system/bin:/system/xbin"
@@ -86,14 +111,15 @@ class Sandbox:
 
     Subclasses (the virtual Jetson's) change the layout through the class
     attributes: ``mounts`` (device path -> folder under the root),
-    ``read_only`` (device paths bound read-only) and ``not_bound`` (host
-    top-level entries replaced or kept private).
+    ``read_only`` (device paths bound read-only), ``host_etc`` (entries of
+    the host's ``/etc`` shown) and ``private_pids`` (whether commands get a
+    PID namespace of their own when no init holds one).
     """
 
     mounts: tuple[tuple[str, str], ...] = MOUNTS
     read_only: tuple[str, ...] = ("/system", "/vendor")
-    not_bound: frozenset[str] = frozenset(_NOT_BOUND)
-    host_tmp = True  # bind the host's /tmp (the phone's adb pushes may land there)
+    host_etc: tuple[str, ...] = HOST_ETC
+    private_pids = True
 
     def __init__(self, root: Path, *, cpu_count: int | None = None, serial: str = ""):
         self.root = Path(root)
@@ -102,15 +128,45 @@ class Sandbox:
         self.isolation = "none"
         self.probe_error = ""
         self.emulation: Emulation = native()  # how the phone's ABI runs here (set at start)
+        self._init: _Init | None = None
 
     # ---------------------------------------------------------------- layout
     def host_path(self, device_path: str) -> Path:
-        """The host path behind ``device_path`` (absolute, normalised)."""
+        """The host path behind ``device_path`` (absolute, normalised; lexical, for trusted callers)."""
+        rel = self.locate(device_path)
+        return self.root / rel if rel is not None else Path(os.path.normpath("/" + device_path.lstrip("/")))
+
+    def locate(self, device_path: str) -> PurePosixPath | None:
+        """``device_path`` as a path relative to :attr:`root`, or None outside the device's folders.
+
+        ``..`` is resolved lexically, so it can never climb out of the
+        device's root; symlinks are left to :mod:`melt.virtual.confined`.
+        """
         path = os.path.normpath("/" + device_path.lstrip("/"))
         for prefix, sub in self.mounts:
             if path == prefix or path.startswith(prefix + "/"):
-                return self.root / sub / path[len(prefix):].lstrip("/")
-        return Path(path)
+                return PurePosixPath(sub, path[len(prefix):].lstrip("/"))
+        return None
+
+    def write(self, path: Path, text: str) -> None:
+        """Replace the file at host ``path`` (under :attr:`root`), never through a symlink."""
+        confined.write_atomic(self.root, confined.relative(self.root, path), text)
+
+    def read(self, path: Path) -> str | None:
+        """Stripped text of the plain file at host ``path`` (under :attr:`root`), or None."""
+        try:
+            return confined.read_text(self.root, confined.relative(self.root, path))
+        except OSError:
+            return None
+
+    def create_file(self, path: Path) -> int:
+        """A write fd on the file at host ``path`` (under :attr:`root`), truncated; never a symlink's target."""
+        return confined.create(self.root, confined.relative(self.root, path))
+
+    def mkdir(self, path: Path) -> Path:
+        """Make the folder at host ``path`` (under :attr:`root`) and its parents, never through a symlink."""
+        with confined.open_dir(self.root, confined.relative(self.root, path), create=True):
+            return path
 
     @staticmethod
     def is_writable(device_path: str) -> bool:
@@ -124,10 +180,11 @@ class Sandbox:
 
     def create(self, props: dict[str, str]) -> None:
         """Create (or refresh, after a restart) the layout; files in /data are kept."""
-        for sub in ("data/local/tmp", "data/media/0", "vendor", "system/xbin"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for sub in ("data/local/tmp", "data/media/0", "vendor", "system/xbin", "tmp"):
+            self.mkdir(self.root / sub)
         for sub in ("settings/system", "settings/global", "settings/secure", "state", "control"):
-            self.state_path(sub).mkdir(parents=True, exist_ok=True)
+            self.mkdir(self.state_path(sub))
         install_tools(self.root / "system/bin")
         self.write_props(props)
         defaults = {
@@ -138,50 +195,62 @@ class Sandbox:
         }
         for rel, value in defaults.items():
             path = self.state_path(rel)
-            if not path.exists():
-                atomic_write(path, value + "\n")
+            if self.read(path) is None:
+                self.write(path, value + "\n")
         # a restart is a reboot: "dumpsys battery unplug" and control files do not survive it
-        shutil.rmtree(self.state_path("state/battery"), ignore_errors=True)
-        for ctl in self.state_path("control").iterdir():
-            ctl.unlink()
+        self.clear(self.state_path("state"), "battery")
+        self.clear(self.state_path("control"))
         self._create_sysfs()
 
     def write_props(self, props: dict[str, str]) -> None:
         """The props ``getprop`` answers (also ``/system/build.prop``)."""
         text = "".join(f"{k}={v}\n" for k, v in sorted(props.items()))
-        atomic_write(self.state_path("props"), text)
-        atomic_write(self.root / "system/build.prop", text)
+        self.write(self.state_path("props"), text)
+        self.write(self.root / "system/build.prop", text)
 
     def _create_sysfs(self) -> None:
         ps = self.root / "sys/class/power_supply"
-        (ps / "battery").mkdir(parents=True, exist_ok=True)
-        (ps / "usb").mkdir(parents=True, exist_ok=True)
-        (self.root / "sys/class/thermal").mkdir(parents=True, exist_ok=True)
+        self.mkdir(ps / "battery")
+        self.mkdir(ps / "usb")
+        self.mkdir(self.root / "sys/class/thermal")
         for name, value in (("type", "Battery"), ("present", "1"), ("health", "Good"),
                             ("technology", "Li-ion"), ("scope", "System")):
-            atomic_write(ps / "battery" / name, value + "\n")
-        (self.root / "sys/bus/iio/devices").mkdir(parents=True, exist_ok=True)
-        atomic_write(ps / "usb/type", "USB\n")
+            self.write(ps / "battery" / name, value + "\n")
+        self.mkdir(self.root / "sys/bus/iio/devices")
+        self.write(ps / "usb/type", "USB\n")
         cpu = self.root / "sys/devices/system/cpu"
-        cpu.mkdir(parents=True, exist_ok=True)
+        self.mkdir(cpu)
         real = Path("/sys/devices/system/cpu")
         for name in ("online", "possible", "present", "offline", "kernel_max"):
             value = _read(real / name)
-            atomic_write(cpu / name, value if value is not None else f"0-{self.cpu_count - 1}\n")
+            self.write(cpu / name, value if value is not None else f"0-{self.cpu_count - 1}\n")
         for n in range(self.cpu_count):
-            (cpu / f"cpu{n}/cpufreq").mkdir(parents=True, exist_ok=True)
+            self.mkdir(cpu / f"cpu{n}/cpufreq")
             topo_src, topo = real / f"cpu{n}/topology", cpu / f"cpu{n}/topology"
-            topo.mkdir(exist_ok=True)
+            self.mkdir(topo)
             if topo_src.is_dir():
                 for f in topo_src.iterdir():
                     value = _read(f)
                     if value is not None:
-                        atomic_write(topo / f.name, value)
-            atomic_write(cpu / f"cpu{n}/online", "1\n")
+                        self.write(topo / f.name, value)
+            self.write(cpu / f"cpu{n}/online", "1\n")
+
+    def clear(self, folder: Path, name: str | None = None) -> None:
+        """Remove ``folder/name`` (or everything in ``folder``) under :attr:`root`, following no symlink."""
+        try:
+            with confined.open_dir(self.root, confined.relative(self.root, folder)) as fd:
+                for entry in [name] if name else os.listdir(fd):
+                    if st.S_ISDIR(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode):
+                        shutil.rmtree(entry, dir_fd=fd, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry, dir_fd=fd)
+        except OSError:
+            pass
 
     def thermal_zone_dir(self, index: int) -> Path:
         path = self.root / f"sys/class/thermal/thermal_zone{index}"
-        path.mkdir(parents=True, exist_ok=True)
+        self.mkdir(path)
         return path
 
     # ---------------------------------------------------------------- running
@@ -225,32 +294,103 @@ class Sandbox:
         return self.wrap([sh, "-c", command] if command else [sh, "-i"])
 
     def wrap(self, argv: Sequence[str], *, force: bool = False) -> list[str]:
-        """The host argv that runs ``argv`` inside the device's file layout."""
+        """The host argv that runs ``argv`` inside the device's file layout.
+
+        While the device's init runs (:meth:`start_init`), the argv joins its
+        PID namespace and needs :attr:`pass_fds` passed to the child.
+        """
         if self.isolation != "bwrap" and not force:
             return self.emulation.prefix(argv)
         # found on the host's PATH: the device environment's PATH has no bwrap
-        args = [shutil.which("bwrap") or "bwrap", "--die-with-parent"]
-        for entry in sorted(os.listdir("/")):
-            if entry in self.not_bound:
-                continue
+        bwrap = [shutil.which("bwrap") or "bwrap", "--die-with-parent"]
+        if self._init is not None and not force:
+            if self._init.proc.poll() is not None:
+                log.warning("the device's init exited (%s); starting it again", self._init.proc.returncode)
+                self.start_init()
+            assert self._init is not None
+            # the init's namespaces already hold the binfmt handler: no emulation prefix
+            return bwrap + self._init.join_args() + ["--unshare-ipc"] + self._layout() + list(argv)
+        spaces = ["--unshare-pid", "--unshare-ipc"] if self.private_pids else ["--unshare-ipc"]
+        return self.emulation.prefix(bwrap + spaces + self._layout() + list(argv))
+
+    def _layout(self) -> list[str]:
+        """bubblewrap's file-tree arguments, ending with ``--``."""
+        args: list[str] = []
+        for entry in HOST_FOLDERS:
             host = "/" + entry
             if os.path.islink(host):
                 args += ["--symlink", os.readlink(host), host]
-            elif os.path.isdir(host) or os.path.isfile(host):
+            elif os.path.isdir(host):
                 args += ["--ro-bind", host, host]
-        args += ["--dev-bind", "/dev", "/dev", "--proc", "/proc"]
-        if self.host_tmp:
-            args += ["--bind", "/tmp", "/tmp"]
+        for entry in self.host_etc:
+            args += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
+        args += ["--dev", "/dev", "--proc", "/proc"]
         if not any(device == "/sys" for device, _ in self.mounts):
             args += ["--ro-bind", "/sys", "/sys"]
         for device, sub in reversed(self.mounts):
-            host = str(self.root / sub)
-            if device in self.read_only:
-                args += ["--ro-bind", host, device]
+            outer = self._enclosing(device, sub)
+            if outer is not None:
+                # a folder inside a writable bind is a link, not a bind of its own: a program
+                # could swap that folder for a symlink, and the next bind would follow it
+                args += ["--symlink", outer, device]
+            elif device in self.read_only:
+                args += ["--ro-bind", str(self.root / sub), device]
             else:
-                args += ["--bind", host, device]
-        args += ["--chdir", "/", "--"]
-        return self.emulation.prefix(args + list(argv))
+                args += ["--bind", str(self.root / sub), device]
+        return args + ["--chdir", "/", "--"]
+
+    def _enclosing(self, device: str, sub: str) -> str | None:
+        """The device path of ``sub`` through another, writable mount that holds it, if any."""
+        for other, other_sub in self.mounts:
+            if other != device and other not in self.read_only and sub.startswith(other_sub + "/"):
+                return other + sub[len(other_sub):]
+        return None
+
+    # ----------------------------------------------------------------- init
+    def start_init(self) -> int:
+        """Start the device's init: the process holding its PID and IPC namespaces.
+
+        Later :meth:`wrap` calls join them, so every ``adb shell`` sees the
+        same processes (the device's only) and what a shell left running is
+        reaped by this init. Returns its host pid; raises :class:`IsolationError`
+        when bubblewrap does not start it.
+        """
+        self.stop_init()
+        info_r, info_w = os.pipe()
+        argv = self.emulation.prefix(
+            [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc",
+             "--info-fd", str(info_w)] + self._layout()
+            + ["/system/bin/sh", "-c", "echo ready; exec sleep 2147483647"])
+        try:
+            proc = subprocess.Popen(argv, pass_fds=(info_w,), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=self.environment(), cwd="/")
+        finally:
+            os.close(info_w)
+        try:
+            info = json.loads(_read_until_eof(info_r, 20) or b"{}")
+            assert proc.stdout is not None
+            ready = _read_line(proc.stdout.fileno(), 20)  # the namespaces are complete
+            if "child-pid" not in info or ready != b"ready\n":
+                raise IsolationError(f"the device's init did not start: {_stderr(proc)}")
+            self._init = _Init.open(proc, int(info["child-pid"]))
+        except (OSError, ValueError) as exc:
+            proc.kill()
+            raise IsolationError(f"the device's init did not start: {exc}") from None
+        finally:
+            os.close(info_r)
+        return proc.pid
+
+    def stop_init(self) -> None:
+        """Stop the device's init (every process in its namespaces dies with it)."""
+        if self._init is not None:
+            self._init.close()
+            self._init = None
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        """File descriptors a :meth:`wrap` argv needs in its child (the init's namespaces)."""
+        return self._init.fds() if self._init is not None else ()
 
     def environment(self, term: str | None = None) -> dict[str, str]:
         """Environment of a device shell (Android's names; host's locale)."""
@@ -289,3 +429,81 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except OSError:
         return None
+
+
+def _is_same(fd: int, other: int | str) -> bool:
+    a, b = os.fstat(fd), os.stat(other)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+@dataclass
+class _Init:
+    """The running init of a device and open handles on its namespaces."""
+
+    proc: subprocess.Popen[bytes]
+    pidns: int
+    userns: int | None  # the user namespace owning the PID namespace, if not this process's
+    userns2: int | None  # the one the init's commands run in, if another (a uid mapped back)
+
+    @classmethod
+    def open(cls, proc: subprocess.Popen[bytes], pid: int) -> "_Init":
+        pidns = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        owner = fcntl.ioctl(pidns, NS_GET_USERNS)
+        own = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        userns: int | None = owner
+        if _is_same(owner, "/proc/self/ns/user"):
+            os.close(owner)
+            userns = None
+        userns2: int | None = own
+        if _is_same(own, "/proc/self/ns/user") or (userns is not None and _is_same(own, userns)):
+            os.close(own)
+            userns2 = None
+        return cls(proc, pidns, userns, userns2)
+
+    def join_args(self) -> list[str]:
+        args = []
+        if self.userns is not None:
+            args += ["--userns", str(self.userns)]
+            if self.userns2 is not None:
+                args += ["--userns2", str(self.userns2)]
+        return args + ["--pidns", str(self.pidns)]
+
+    def fds(self) -> tuple[int, ...]:
+        return tuple(fd for fd in (self.pidns, self.userns, self.userns2) if fd is not None)
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        for fd in self.fds():
+            os.close(fd)
+
+
+def _read_until_eof(fd: int, timeout: float) -> bytes:
+    data, deadline = b"", time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0 and select.select([fd], [], [], left)[0]:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _read_line(fd: int, timeout: float) -> bytes:
+    data, deadline = b"", time.monotonic() + timeout
+    while not data.endswith(b"\n") and (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _stderr(proc: subprocess.Popen[bytes]) -> str:
+    proc.kill()
+    _, err = proc.communicate(timeout=5)
+    lines = err.decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else f"exit {proc.returncode}"

@@ -72,6 +72,7 @@ class ShellServices:
             env=self.sandbox.environment(),
             cwd=self.sandbox.host_cwd(),
             start_new_session=True,
+            pass_fds=self.sandbox.pass_fds,
         )
         self.spawned.add(proc.pid)
         stdin_task = asyncio.create_task(self._feed_stdin(stream, proc.stdin, v2))
@@ -131,6 +132,7 @@ class ShellServices:
                 env=self.sandbox.environment(term or "xterm"),
                 cwd=self.sandbox.host_cwd(),
                 start_new_session=True,
+            pass_fds=self.sandbox.pass_fds,
                 preexec_fn=controlling_tty,
             )
         finally:

@@ -13,16 +13,24 @@ Requests are ``id(4) length(4) path`` in little-endian. Served here:
 
 Device paths go through the sandbox's mapping, so ``/data/local/tmp/x`` lands
 in the phone's own folder and ``/sys/class/power_supply`` shows the model.
+Everything here runs on the host, on files the phone's programs can change,
+so every path is confined to the phone's folder: ``..`` is resolved
+lexically (it never climbs above the device's ``/``), a path outside the
+device's folders does not exist, and no symlink is followed on the way
+(:mod:`melt.virtual.confined`): a link is listed, stat'ed and replaced as a
+link, never read or written through. Pushed files lose setuid/setgid bits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat as st
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from melt.virtual import adb_protocol as p
+from melt.virtual import confined
 from melt.virtual.adb_device import Stream
 from melt.virtual.sandbox import Sandbox
 
@@ -94,12 +102,18 @@ class SyncService:
         except EOFError:
             return
 
-    def _host(self, path: str) -> Path:
-        return self.sandbox.host_path(path)
+    def _locate(self, path: str) -> PurePosixPath:
+        rel = self.sandbox.locate(path)
+        if rel is None:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+        return rel
+
+    def _lstat(self, path: str) -> os.stat_result:
+        return confined.lstat(self.sandbox.root, self._locate(path))
 
     async def _stat_v1(self, stream: Stream, path: str) -> None:
         try:
-            r = os.lstat(self._host(path))
+            r = self._lstat(path)
             msg = p.SYNC_STAT_V1.pack(b"STAT", r.st_mode, r.st_size & 0xFFFFFFFF, int(r.st_mtime))
         except OSError:
             msg = p.SYNC_STAT_V1.pack(b"STAT", 0, 0, 0)
@@ -107,7 +121,9 @@ class SyncService:
 
     async def _stat2(self, stream: Stream, path: str, *, follow: bool = True, tag: bytes = b"STA2") -> None:
         try:
-            r = os.stat(self._host(path), follow_symlinks=follow)
+            r = self._lstat(path)
+            if follow and st.S_ISLNK(r.st_mode):
+                raise OSError(errno.ELOOP, "symlinks are not followed")
             msg = _stat_v2(tag, r)
         except OSError as exc:
             msg = _stat_v2(tag, None, exc.errno or errno.EIO)
@@ -117,17 +133,16 @@ class SyncService:
         await self._stat2(stream, path, follow=False, tag=b"LST2")
 
     def _entries(self, path: str) -> list[tuple[str, os.stat_result]]:
-        host = self._host(path)
         out = []
         try:
-            names = [".", ".."] + sorted(os.listdir(host))
+            with confined.open_dir(self.sandbox.root, self._locate(path)) as fd:
+                here = os.fstat(fd)
+                out += [(".", here), ("..", here)]
+                for name in sorted(os.listdir(fd)):
+                    with contextlib.suppress(OSError):
+                        out.append((name, os.stat(name, dir_fd=fd, follow_symlinks=False)))
         except OSError:
-            return out
-        for name in names:
-            try:
-                out.append((name, os.lstat(host / name)))
-            except OSError:
-                continue
+            return []
         return out
 
     async def _list_v1(self, stream: Stream, path: str) -> None:
@@ -147,17 +162,24 @@ class SyncService:
         buf += p.SYNC_DENT_V2.pack(b"DONE", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         await stream.write(bytes(buf))
 
+    def _open_read(self, path: str) -> int:
+        parent, name = confined.split(self._locate(path))
+        with confined.open_dir(self.sandbox.root, parent) as dfd:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        mode = os.fstat(fd).st_mode
+        if not st.S_ISREG(mode):
+            os.close(fd)
+            raise OSError(errno.EISDIR if st.S_ISDIR(mode) else errno.EINVAL,
+                          "Is a directory" if st.S_ISDIR(mode) else "Not a regular file")
+        return fd
+
     async def _recv(self, stream: Stream, path: str) -> None:
-        host = self._host(path)
         try:
-            f = open(host, "rb")
+            fd = self._open_read(path)
         except OSError as exc:
             await stream.write(_fail(f"open failed: {exc.strerror or exc}"))
             return
-        with f:
-            if os.path.isdir(host):
-                await stream.write(_fail("open failed: Is a directory"))
-                return
+        with os.fdopen(fd, "rb") as f:
             buf = bytearray()
             while chunk := f.read(p.SYNC_DATA_MAX):
                 buf += b"DATA" + len(chunk).to_bytes(4, "little") + chunk
@@ -175,28 +197,33 @@ class SyncService:
             mode = int(mode_text)
         except ValueError:
             mode = 0o100644
-        host = self._host(path)
         error: str | None = None
-        if not self.sandbox.is_writable(path):
-            error = "couldn't create file: Read-only file system"
-        elif host.is_dir():
-            error = "couldn't create file: Is a directory"
-        f = None
-        link_target = bytearray()
-        tmp = host.with_name(f".{host.name}.melt-push")
-        if error is None and not st.S_ISLNK(mode):
-            try:
-                host.parent.mkdir(parents=True, exist_ok=True)
-                f = open(tmp, "wb")
-            except OSError as exc:
-                error = f"couldn't create file: {exc.strerror or exc}"
-        mtime, completed = 0, False
-        try:
+        with contextlib.ExitStack() as stack:
+            dfd, name, f, tmp = -1, "", None, ""
+            if not self.sandbox.is_writable(path):
+                error = "couldn't create file: Read-only file system"
+            else:
+                try:
+                    parent, name = confined.split(self._locate(path))
+                    dfd = stack.enter_context(confined.open_dir(self.sandbox.root, parent, create=True))
+                    with contextlib.suppress(FileNotFoundError):
+                        if st.S_ISDIR(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                            error = "couldn't create file: Is a directory"
+                    if error is None and not st.S_ISLNK(mode):
+                        tmp = f".{name}.melt-push"
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(tmp, dir_fd=dfd)
+                        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     0o600, dir_fd=dfd)
+                        f = stack.enter_context(os.fdopen(fd, "wb"))
+                except OSError as exc:
+                    error = f"couldn't create file: {exc.strerror or exc}"
+            mtime, completed, link_target = 0, False, bytearray()
             while True:
                 tag, length = p.SYNC_REQUEST.unpack(await reader.exactly(8))
                 if tag == b"DATA":
                     data = await reader.exactly(length)
-                    if f is not None:
+                    if f is not None and error is None:
                         f.write(data)
                     elif st.S_ISLNK(mode):
                         link_target += data
@@ -206,22 +233,28 @@ class SyncService:
                 else:
                     error = error or f"invalid data message {tag!r}"
                     break
-        finally:
-            if f is not None:
-                f.close()
-                if error is not None or not completed:
-                    tmp.unlink(missing_ok=True)
-        if error is None:
-            try:
-                if st.S_ISLNK(mode):
-                    host.parent.mkdir(parents=True, exist_ok=True)
-                    host.unlink(missing_ok=True)
-                    os.symlink(link_target.decode(errors="surrogateescape"), host)
-                else:
-                    os.replace(tmp, host)
-                    os.chmod(host, st.S_IMODE(mode) or 0o644)
-                    os.utime(host, (mtime, mtime))
-            except OSError as exc:
-                error = f"couldn't create file: {exc.strerror or exc}"
-                tmp.unlink(missing_ok=True)
+            if error is None and completed:
+                error = self._finish(dfd, name, tmp, f, mode, mtime, bytes(link_target))
+            if f is not None and tmp and (error is not None or not completed):
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
         await stream.write(_fail(error) if error else b"OKAY" + bytes(4))
+
+    @staticmethod
+    def _finish(dfd: int, name: str, tmp: str, f: object, mode: int, mtime: int, link: bytes) -> str | None:
+        """Put the pushed file (or symlink) in place in the folder ``dfd``; an error message or None."""
+        try:
+            if st.S_ISLNK(mode):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dfd)
+                os.symlink(link.decode(errors="surrogateescape"), name, dir_fd=dfd)
+                return None
+            fileno = f.fileno()  # type: ignore[attr-defined]
+            f.flush()  # type: ignore[attr-defined]
+            # no setuid/setgid/sticky: the file lives on the host, in a folder of this user's
+            os.fchmod(fileno, (st.S_IMODE(mode) & 0o777) or 0o644)
+            os.utime(fileno, (mtime, mtime))
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            return None
+        except OSError as exc:
+            return f"couldn't create file: {exc.strerror or exc}"

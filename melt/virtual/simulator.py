@@ -38,7 +38,7 @@ from melt.virtual.config import VirtualPhoneConfig
 from melt.virtual.gauge import FuelGauge, OdpmCounters, source_shares
 from melt.virtual.physics import PhysicsModel
 from melt.virtual.proctree import CpuMeter, OrphanReaper, signal_tree
-from melt.virtual.sandbox import Sandbox, atomic_write
+from melt.virtual.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Simulator(threading.Thread):
             if name != switch:
                 (bat / name).unlink(missing_ok=True)
         if switch != "none" and not (bat / switch).exists():
-            atomic_write(bat / switch, ("0" if switch == "input_suspend" else "1") + "\n")
+            self.sandbox.write(bat / switch, ("0" if switch == "input_suspend" else "1") + "\n")
 
     def stop(self, timeout: float = 5.0) -> None:
         """End the loop, let the tree run again and flush the truth log."""
@@ -97,8 +97,7 @@ class Simulator(threading.Thread):
         cpu_every = max(1, round(rates.tick_hz / rates.cpu_sample_hz))
         sysfs_every = max(1, round(rates.tick_hz / rates.sysfs_hz))
         flush_every = max(1, round(rates.tick_hz / 10))
-        self.truth_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.truth_path, "w", buffering=1 << 16) as truth:
+        with open(self.sandbox.create_file(self.truth_path), "w", buffering=1 << 16) as truth:
             truth.write(TRUTH_COLUMNS + "\n")
             self._sync_inputs()
             self._write_sysfs()
@@ -161,7 +160,7 @@ class Simulator(threading.Thread):
         sb, s = self.sandbox, self.model.state
         ctl = sb.state_path("control")
         temp_file = ctl / "temperature"
-        text = _read(temp_file)
+        text = self.sandbox.read(temp_file)
         if text:
             node, _, value = text.rpartition("=")
             try:
@@ -169,19 +168,19 @@ class Simulator(threading.Thread):
                     self.model.set_temperature(float(value), node.strip() or "all")
             except ValueError:
                 log.warning("ignoring control/temperature %r", text)
-            temp_file.unlink(missing_ok=True)
-        mode = _read(ctl / "throttle") or "auto"
+            self.sandbox.clear(ctl, temp_file.name)
+        mode = self.sandbox.read(ctl / "throttle") or "auto"
         self.model.force_throttle = {"on": True, "off": False}.get(mode)
-        charger = _read(ctl / "charger")
+        charger = self.sandbox.read(ctl / "charger")
         if charger in ("0", "1"):
             s.charger_online = charger == "1"
-        s.screen_on = (_read(sb.state_path("state/screen")) or "on") != "off"
+        s.screen_on = (self.sandbox.read(sb.state_path("state/screen")) or "on") != "off"
         try:
-            s.brightness = max(0, min(255, int(_read(sb.state_path("settings/system/screen_brightness")) or 128)))
+            s.brightness = max(0, min(255, int(self.sandbox.read(sb.state_path("settings/system/screen_brightness")) or 128)))
         except ValueError:
             pass
         switch = self.cfg.battery.charger.switch
-        value = _read(sb.host_path(f"/sys/class/power_supply/battery/{switch}"))
+        value = self.sandbox.read(sb.host_path(f"/sys/class/power_supply/battery/{switch}"))
         if switch == "input_suspend":
             s.charging_enabled = value != "1"
         elif switch == "charging_enabled":
@@ -210,15 +209,21 @@ class Simulator(threading.Thread):
         base = self.sandbox.host_path("/sys/bus/iio/devices")
         for n, text in enumerate(self.odpm.shown):
             dev = base / f"iio:device{n}"
-            if not dev.is_dir():
-                dev.mkdir(parents=True, exist_ok=True)
-                atomic_write(dev / "name", f"s2mpg1{n}-odpm\n")
-            atomic_write(dev / "energy_value", text + "\n")
+            if self.sandbox.read(dev / "name") is None:
+                self._write(dev / "name", f"s2mpg1{n}-odpm\n")
+            self._write(dev / "energy_value", text + "\n")
 
     def _put(self, path: Path, value: str) -> None:
         if self._written.get(path) != value:
-            atomic_write(path, value + "\n")
+            self._write(path, value + "\n")
             self._written[path] = value
+
+    def _write(self, path: Path, text: str) -> None:
+        """Write a model file; one the phone's programs replaced by a symlink is skipped, not followed."""
+        try:
+            self.sandbox.write(path, text)
+        except OSError as exc:
+            log.warning("not writing %s: %s", path, exc.strerror or exc)
 
     def _write_sysfs(self) -> None:
         with self.lock:
@@ -258,16 +263,11 @@ class Simulator(threading.Thread):
                 self._put(fdir / "related_cpus", str(n))
                 self._put(fdir / "affected_cpus", str(n))
                 self._put(fdir / "scaling_available_governors", "schedutil performance powersave")
-                if not (fdir / "scaling_governor").exists():
+                if self.sandbox.read(fdir / "scaling_governor") is None:
                     self._put(fdir / "scaling_governor", "schedutil")
-            override = _read(self.sandbox.state_path("state/thermal_status_override"))
+            override = self.sandbox.read(self.sandbox.state_path("state/thermal_status_override"))
             self._put(self.sandbox.state_path("state/thermal_status"),
                       override if override and override.isdigit() else str(m.thermal_status()))
             self._put(self.sandbox.state_path("state/cooling"), "1" if s.throttled else "0")
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
