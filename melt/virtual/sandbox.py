@@ -249,9 +249,7 @@ class Sandbox:
             pass
 
     def thermal_zone_dir(self, index: int) -> Path:
-        path = self.root / f"sys/class/thermal/thermal_zone{index}"
-        self.mkdir(path)
-        return path
+        return self.root / f"sys/class/thermal/thermal_zone{index}"  # made by the first write
 
     # ---------------------------------------------------------------- running
     def probe(self) -> str:
