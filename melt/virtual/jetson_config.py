@@ -26,13 +26,38 @@ HWMON_DIR = "/sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
 
 
 class RailParams(_Frozen):
-    """One INA3221 channel: which share of the model's power flows through it."""
+    """One INA3221 channel: which share of the model's power flows through it, and how it reads.
+
+    The supply's bus sits at ``voltage_mv`` with no load and sags by the
+    current times ``supply_mohm``; the shunt reading is off by
+    ``gain_error_pct`` (the shunt resistor's tolerance, as on an uncalibrated board).
+    """
 
     label: str
     channel: int = Field(ge=1, le=3)
     idle_share: float = Field(ge=0, le=1, description="share of the idle power")
     active_share: float = Field(ge=0, le=1, description="share of the CPU (active) power")
-    voltage_mv: int = Field(5000, gt=0)
+    voltage_mv: int = Field(5000, gt=0, description="bus voltage with no load (mV)")
+    supply_mohm: float = Field(40.0, ge=0, le=1000, description="the supply's resistance: the bus "
+                                                                "sags by I x R under load (mOhm)")
+    gain_error_pct: float = Field(0.5, ge=-20, le=20, description="current reading = true * (1 + pct/100)")
+
+
+class Ina3221Params(_Frozen):
+    """What the INA3221 adds to every reading: noise and the rounding of its registers."""
+
+    noise_ma: float = Field(4.0, ge=0, description="1-sigma noise of a current reading (mA)")
+    bus_lsb_mv: int = Field(8, ge=1, description="step of a bus voltage reading (the INA3221's 8 mV)")
+    seed: int = Field(0, description="seed of the noise (runs are repeatable)")
+
+
+class MemoryParams(_Frozen):
+    """The board's RAM as tegrastats shows it: its own total, not the host's."""
+
+    total_mb: int = Field(7620, gt=0, description="RAM the OS sees (an 8 GB Orin Nano: 7620 MB)")
+    baseline_used_mb: int = Field(1100, ge=0, description="used at rest (OS, services); the RSS of "
+                                                          "the processes the board runs comes on top")
+    swap_total_mb: int = Field(3810, ge=0)
 
 
 class PowerModeParams(_Frozen):
@@ -62,10 +87,15 @@ class VirtualJetsonConfig(VirtualPhoneConfig):
                                release_temp_c=80, throttle_freq_fraction=0.6)
     rates: RatesParams = RatesParams(tick_hz=100, cpu_sample_hz=20, sysfs_hz=20)
     rails: list[RailParams] = [
-        RailParams(label="VDD_IN", channel=1, idle_share=1.0, active_share=1.0, voltage_mv=5016),
-        RailParams(label="VDD_CPU_GPU_CV", channel=2, idle_share=0.25, active_share=0.85, voltage_mv=5008),
-        RailParams(label="VDD_SOC", channel=3, idle_share=0.35, active_share=0.08, voltage_mv=5016),
+        RailParams(label="VDD_IN", channel=1, idle_share=1.0, active_share=1.0, voltage_mv=5080,
+                   supply_mohm=45, gain_error_pct=0.6),
+        RailParams(label="VDD_CPU_GPU_CV", channel=2, idle_share=0.25, active_share=0.85, voltage_mv=5064,
+                   supply_mohm=30, gain_error_pct=-0.5),
+        RailParams(label="VDD_SOC", channel=3, idle_share=0.35, active_share=0.08, voltage_mv=5064,
+                   supply_mohm=30, gain_error_pct=0.3),
     ]
+    ina3221: Ina3221Params = Ina3221Params()
+    memory: MemoryParams = MemoryParams()
     power_modes: list[PowerModeParams] = [
         PowerModeParams(id=0, name="15W", freq_fraction=1.0),
         PowerModeParams(id=1, name="7W", freq_fraction=0.6),
@@ -83,6 +113,7 @@ class VirtualJetsonConfig(VirtualPhoneConfig):
         return self
 
     def mode(self, mode_id: int) -> PowerModeParams:
+        """The power mode with id ``mode_id`` (the first one when there is none)."""
         return next((m for m in self.power_modes if m.id == mode_id), self.power_modes[0])
 
 

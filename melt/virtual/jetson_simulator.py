@@ -7,7 +7,16 @@ without a screen or a battery. What it writes differs:
 - INA3221 rails under hwmon (``inN_input`` bus mV, ``currN_input`` mA): each
   rail carries its share of the idle and the CPU power, averaged over the
   sensor's refresh window (``1 / rates.sysfs_hz``), as the INA3221's averaging
-  does, and rounded to whole mA;
+  does. The bus voltage sags with the current through the supply's
+  resistance (``rails[].supply_mohm``) and reads in steps of
+  ``ina3221.bus_lsb_mv``; the current reads off by the rail's
+  ``gain_error_pct``, with Gaussian noise (``ina3221.noise_ma``), in whole mA.
+  So ``in x curr`` is the rail's power only up to the sensor's errors, as on a
+  real board;
+- the board's memory (``/data/melt-virtual/state/meminfo``, what its
+  tegrastats shows): ``memory.total_mb`` of RAM, of which
+  ``memory.baseline_used_mb`` plus the resident memory of every process the
+  board runs is used;
 - thermal zones under ``/sys/devices/virtual/thermal``;
 - cpufreq files, capped by the ``nvpmodel`` mode and by throttling, pinned at
   the maximum while ``jetson_clocks`` is on.
@@ -18,13 +27,17 @@ The truth log (``/data/melt-virtual/truth.csv``) has the phone's columns.
 from __future__ import annotations
 
 import os
+import random
 import signal
+import time
+from pathlib import Path
 
 from melt.virtual.jetson_config import HWMON_DIR, VirtualJetsonConfig
+from melt.virtual.jetson_sensors import board_meminfo, ina3221_reading
 from melt.virtual.physics import PhysicsModel
-from melt.virtual.proctree import signal_tree
+from melt.virtual.proctree import descendants, signal_tree
 from melt.virtual.sandbox import Sandbox
-from melt.virtual.simulator import Simulator, _read
+from melt.virtual.simulator import Simulator
 
 
 class JetsonPhysics(PhysicsModel):
@@ -47,14 +60,31 @@ class JetsonSimulator(Simulator):
         self.model.state.screen_on = False
         self.pinned = False
         self._last_energy: tuple[float, float] | None = None  # (model time, energy) at the last write
+        self._rng = random.Random(config.ina3221.seed)
+        self._memory_at = 0.0  # monotonic time of the last memory figure
+
+    def _write_memory(self) -> None:
+        """The board's RAM figures: its own total, used = baseline + the RSS of what it runs."""
+        now = time.monotonic()
+        if now - self._memory_at < 0.2:  # tegrastats prints at most 5 lines a second here
+            return
+        self._memory_at = now
+        page = os.sysconf("SC_PAGE_SIZE")
+        rss = 0
+        for pid in descendants(os.getpid()):
+            try:
+                rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            except (OSError, IndexError, ValueError):
+                continue
+        self._put(self.sandbox.state_path("state", "meminfo"), board_meminfo(self.jcfg.memory, rss))
 
     def _sync_inputs(self) -> None:
         super()._sync_inputs()
         state = self.sandbox.state_path("state")
-        mode = _read(state / "nvpmodel")
+        mode = self.sandbox.read(state / "nvpmodel")
         if mode and mode.isdigit():
             self.model.mode_fraction = self.jcfg.mode(int(mode)).freq_fraction
-        self.pinned = _read(state / "jetson_clocks") == "1"
+        self.pinned = self.sandbox.read(state / "jetson_clocks") == "1"
 
     def _duty_cycle(self, now: float) -> None:
         s, c = self.model.state, self.cfg.cpu
@@ -84,8 +114,9 @@ class JetsonSimulator(Simulator):
             hwmon = self.sandbox.host_path(HWMON_DIR)
             for rail in self.jcfg.rails:
                 watts = rail.idle_share * idle + rail.active_share * active
-                self._put(hwmon / f"in{rail.channel}_input", str(rail.voltage_mv))
-                self._put(hwmon / f"curr{rail.channel}_input", str(int(round(watts / rail.voltage_mv * 1e6))))
+                bus_mv, ma = ina3221_reading(rail, self.jcfg.ina3221, watts, self._rng)
+                self._put(hwmon / f"in{rail.channel}_input", str(bus_mv))
+                self._put(hwmon / f"curr{rail.channel}_input", str(ma))
             for n, zone in enumerate(self.cfg.thermal.zones):
                 self._put(self.sandbox.thermal_zone_dir(n) / "temp",
                           str(int(round(m.zone_temp_c(zone.source) * 1000))))
@@ -104,3 +135,4 @@ class JetsonSimulator(Simulator):
                 self._put(fdir / "scaling_min_freq", str(floor))
                 self._put(fdir / "cpuinfo_max_freq", str(c.max_freq_khz))
                 self._put(fdir / "cpuinfo_min_freq", str(c.min_freq_khz))
+        self._write_memory()

@@ -4,7 +4,11 @@ They run inside its sandbox (``/usr/local/bin``) with the host's python3 and
 read and write only the sandbox's files: rails under the INA3221 hwmon folder,
 thermal zones, cpufreq files, and state files in ``/data/melt-virtual/state``
 that the model thread (:mod:`melt.virtual.jetson_simulator`) reads back.
-``tegrastats`` prints lines in the format of a real Orin Nano (JetPack 5/6).
+``tegrastats`` prints lines in the format of a real Orin Nano (JetPack 5/6),
+with the board's own memory figures (written by the model thread). It prints
+no ``EMC_FREQ`` or ``GR3D_FREQ``: the board has no GPU or memory-controller
+model to derive them from, and a real tegrastats run without root leaves
+them out as well on some releases.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ try:
             cores.append(f"{pct}%@{mhz}")
         last = now
         mem = {}
-        for line in read("/proc/meminfo").splitlines():
+        for line in read("/data/melt-virtual/state/meminfo").splitlines():  # the board's, not the host's
             k, _, v = line.partition(":")
             mem[k] = int(v.split()[0]) // 1024 if v.split() else 0
         used = mem.get("MemTotal", 0) - mem.get("MemAvailable", 0)
@@ -82,7 +86,7 @@ try:
         stamp = time.strftime("%m-%d-%Y %H:%M:%S")
         out.write(f"{stamp} RAM {used}/{mem.get('MemTotal', 0)}MB (lfb 8x4MB) "
                   f"SWAP {swap}/{mem.get('SwapTotal', 0)}MB (cached 0MB) CPU [{','.join(cores)}] "
-                  f"EMC_FREQ 0% GR3D_FREQ 0% {' '.join(temps)} {' '.join(rails)}\n")
+                  f"{' '.join(temps)} {' '.join(rails)}\n")
 except (KeyboardInterrupt, BrokenPipeError):
     pass
 '''
