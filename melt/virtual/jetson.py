@@ -140,8 +140,16 @@ class JetsonRuntime:
             f"AllowUsers {self.user}",
             "StrictModes no",
             "UsePAM no",
-            "X11Forwarding no",
+            # melt reaches llama-server on the board through a direct-tcpip channel to the
+            # board's loopback (SshTransport.forward): that, and nothing else, is forwarded,
+            # so a client cannot use the board to reach other hosts
             "AllowTcpForwarding local",
+            "PermitOpen 127.0.0.1:* localhost:* [::1]:*",
+            "PermitListen none",
+            "GatewayPorts no",
+            "AllowStreamLocalForwarding no",
+            "AllowAgentForwarding no",
+            "X11Forwarding no",
             "PermitTunnel no",
             "PrintMotd no",
             "PrintLastLog no",

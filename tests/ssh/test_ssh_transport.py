@@ -96,6 +96,27 @@ def test_forward_reaches_a_server_on_the_board(ssh: SshTransport) -> None:
         server.kill()
 
 
+def test_the_board_forwards_to_its_own_loopback_only(ssh: SshTransport) -> None:
+    """sshd refuses a direct-tcpip channel to any other address, and a remote forward."""
+    import paramiko
+
+    with socket.socket() as listener:
+        listener.bind(("0.0.0.0", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.2", port), timeout=5):
+            pass  # reachable from this host: a refusal below is sshd's policy, not the network
+        t = ssh.transport()
+        chan = t.open_channel("direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=10)
+        chan.close()
+        for target in (("127.0.0.2", port), ("192.0.2.1", 80)):
+            with pytest.raises(paramiko.ChannelException) as info:
+                t.open_channel("direct-tcpip", target, ("127.0.0.1", 0), timeout=10)
+            assert info.value.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        with pytest.raises(paramiko.SSHException):
+            t.request_port_forward("127.0.0.1", 0)
+
+
 def test_dropped_connection_fails_the_command_then_reconnects(ssh: SshTransport, jetson) -> None:
     errors: list[BaseException] = []
 
