@@ -197,7 +197,8 @@ class TelemetrySpec(Spec):
     skin_zone: str | None = Field(None, description="thermal zone type used for cool-down and temp_* metrics")
     rails: list[RailSpec] = Field(default_factory=list)
     odpm: Literal["auto", "off"] = Field(
-        "auto", description="read On-Device Power Monitor energy counters at each phase mark"
+        "auto", description="read On-Device Power Monitor energy counters at each of the runner's "
+                           "marks (the start and end of each step, not the process's phase marks)"
     )
     tegrastats_interval_ms: PositiveInt | None = Field(
         None, description="run tegrastats beside the job at this interval (Jetson)"

@@ -53,7 +53,7 @@ class ChannelPlan:
     power_rails: tuple[str, ...] = ()
     #: rail stem -> the sensor's effective refresh (ms), where the device config gives it
     rail_refresh_ms: dict[str, float] = field(default_factory=dict)
-    mark_files: tuple[str, ...] = ()  # read at every phase mark (battery status, chargers online)
+    mark_files: tuple[str, ...] = ()  # read at each runner mark (battery status, chargers online)
 
     @property
     def has_power(self) -> bool:

@@ -7,7 +7,7 @@ the charger's current minus the phone's, not the phone's consumption, so
 the job's fuel-gauge energy is not consumption and is not reported as such.
 
 Evidence, from the runner's files: the battery ``status`` and the chargers'
-``online`` files read at every phase mark (``markfiles``), the
+``online`` files read at each of the runner's marks (``markfiles``), the
 ``usb_online``/``ac_online`` and ``charge_counter_uah`` channels sampled
 during the job, and the sign of the gauge's current.
 """
