@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 
+#: The most melt keeps of one command's output (stdout and stderr together) from a device.
+#: A command that prints more fails with ``OutputTooLargeError`` instead of filling memory.
+MAX_COMMAND_OUTPUT_BYTES = 64 << 20
+#: The most melt takes of one file pulled from a device (job outputs and traces).
+MAX_PULL_BYTES = 1 << 30
+
+
 @dataclass(frozen=True)
 class CommandResult:
     """What a finished command left behind."""

@@ -33,9 +33,10 @@ from typing import Callable, Mapping, Sequence
 
 import paramiko
 
-from melt.errors import CommandTimeout, DeviceUnavailableError, RemoteCommandError, TransportError
+from melt.errors import (CommandTimeout, DeviceUnavailableError, OutputTooLargeError, RemoteCommandError,
+                         TransportError)
 from melt.store.paths import config_dir
-from melt.transports.base import CommandResult, Forward, ShellProcess
+from melt.transports.base import MAX_COMMAND_OUTPUT_BYTES, MAX_PULL_BYTES, CommandResult, Forward, ShellProcess
 from melt.transports.hostkeys import ChangedHostKey, UnknownHostKey, prepare_client
 
 # paramiko reports a dropped connection itself; melt raises DeviceUnavailableError instead
@@ -333,10 +334,14 @@ class SshTransport:
             chan.exec_command(wrap_command(script, path=self.path))
             deadline = t0 + timeout
             while True:
-                while chan.recv_ready():
+                while chan.recv_ready() and len(out) <= MAX_COMMAND_OUTPUT_BYTES:
                     out += chan.recv(1 << 16)
-                while chan.recv_stderr_ready():
+                while chan.recv_stderr_ready() and len(err) <= MAX_COMMAND_OUTPUT_BYTES:
                     err += chan.recv_stderr(1 << 16)
+                if len(out) + len(err) > MAX_COMMAND_OUTPUT_BYTES:
+                    self._stop_group(out)
+                    raise OutputTooLargeError(f"the output of {script[:80]!r} on {self.address}",
+                                              MAX_COMMAND_OUTPUT_BYTES)
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
                 # the status can arrive just after the check above: only a channel closed
@@ -453,7 +458,10 @@ class SshTransport:
             sftp = self.sftp()
             if statmod.S_ISDIR(sftp.stat(remote).st_mode or 0):
                 raise TransportError(f"pull {self.address}:{remote}: is a folder")
-            sftp.get(remote, str(local))
+            sftp.get(remote, str(local), callback=lambda got, _size: _within(got, remote, self.address))
+        except OutputTooLargeError:
+            local.unlink(missing_ok=True)
+            raise
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self._sftp = None
             if not self.alive():
@@ -461,9 +469,18 @@ class SshTransport:
             raise TransportError(f"pull {self.address}:{remote} failed: {exc}") from None
 
     def read_text(self, remote: str) -> str:
-        """A small file's text (SFTP, no shell)."""
+        """A small file's text (SFTP, no shell), at most :data:`MAX_COMMAND_OUTPUT_BYTES`."""
         try:
             with self.sftp().open(remote, "r") as f:
-                return f.read().decode("utf-8", "replace")
+                data = f.read(MAX_COMMAND_OUTPUT_BYTES + 1)
+            if len(data) > MAX_COMMAND_OUTPUT_BYTES:
+                raise OutputTooLargeError(f"the file {remote} on {self.address}", MAX_COMMAND_OUTPUT_BYTES)
+            return data.decode("utf-8", "replace")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(f"read {self.address}:{remote} failed: {exc}") from None
+
+
+def _within(got: int, remote: str, address: str) -> None:
+    """Stop a pull past :data:`MAX_PULL_BYTES` (the device decides how much it sends)."""
+    if got > MAX_PULL_BYTES:
+        raise OutputTooLargeError(f"the file {remote} from {address}", MAX_PULL_BYTES)
