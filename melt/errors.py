@@ -82,7 +82,8 @@ class OutputTooLargeError(MeltError):
 
     def __init__(self, what: str, limit: int):
         self.what, self.limit = what, limit
-        super().__init__(f"{what} is over melt's limit of {limit:,} bytes; stopped reading it")
+        size = f"{limit >> 20} MiB" if limit >= 1 << 20 and limit % (1 << 20) == 0 else f"{limit:,} bytes"
+        super().__init__(f"{what} is over melt's limit of {size}; stopped reading it")
 
 
 class DigestMismatchError(MeltError):
