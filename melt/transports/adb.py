@@ -25,9 +25,11 @@ import adbutils
 from adbutils._adb import AdbConnection
 from adbutils.errors import AdbError, AdbTimeout
 
-from melt.errors import CommandTimeout, DeviceUnavailableError, RemoteCommandError, TransportError
-from melt.transports.adb_sync import SyncPushError, sync_push
-from melt.transports.base import CommandResult, Forward, ShellProcess
+from melt.errors import (CommandTimeout, DeviceUnavailableError, OutputTooLargeError, RemoteCommandError,
+                         TransportError)
+from melt.transports.adb_shell import ShellOutput, run_shell
+from melt.transports.adb_sync import SyncPushError, sync_pull, sync_push
+from melt.transports.base import MAX_COMMAND_OUTPUT_BYTES, MAX_PULL_BYTES, CommandResult, Forward, ShellProcess
 
 #: Called with (bytes sent so far, total bytes) during a push.
 ProgressFn = Callable[[int, int], None]
@@ -104,6 +106,7 @@ class AdbTransport:
         self.reconnect_timeout_s = reconnect_timeout_s
         self._client = _Client(server_host, server_port, socket_timeout=30)
         self.bytes_pushed = 0
+        self._v2: bool | None = None  # the device speaks shell v2 (asked once)
         self.reconnect()
 
     # ------------------------------------------------------------ connection
@@ -167,13 +170,20 @@ class AdbTransport:
     def shell(self, script: str, *, timeout: float = 60, check: bool = True) -> CommandResult:
         t0 = time.monotonic()
         try:
-            r = self._call(self._device.shell2, script, timeout=timeout, v2=True)
+            r = self._call(self._shell, script, timeout)
         except AdbTimeout:
             raise CommandTimeout(f"timed out after {timeout:g} s on {self.serial}: {script[:200]}") from None
-        result = CommandResult(("sh", "-c", script), r.returncode, r.stdout, r.stderr, time.monotonic() - t0)
+        result = CommandResult(("sh", "-c", script), r.returncode, r.stdout.decode("utf-8", "replace"),
+                               r.stderr.decode("utf-8", "replace"), time.monotonic() - t0)
         if check and result.returncode != 0:
             raise RemoteCommandError(result)
         return result
+
+    def _shell(self, script: str, timeout: float) -> ShellOutput:
+        """One shell stream, read up to :data:`MAX_COMMAND_OUTPUT_BYTES` (shell v2 where the device has it)."""
+        if self._v2 is None:
+            self._v2 = "shell_v2" in self._device.get_features().split(",")
+        return run_shell(self._device, script, timeout=timeout, limit=MAX_COMMAND_OUTPUT_BYTES, v2=self._v2)
 
     def run(
         self,
@@ -301,16 +311,32 @@ class AdbTransport:
         return digest
 
     def pull(self, remote: str, local: Path) -> None:
+        """Copy ``remote`` to ``local``, at most :data:`MAX_PULL_BYTES` (a bigger file is not kept)."""
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
+
+        def once() -> None:
+            with open(local, "wb") as fh:
+                sync_pull(self._device, remote, fh.write, limit=MAX_PULL_BYTES)
+
         try:
-            self._call(self._device.sync.pull_file, remote, str(local))
+            self._call(once)
+        except OutputTooLargeError:
+            local.unlink(missing_ok=True)
+            raise
         except AdbError as exc:
             raise TransportError(f"pull {self.serial}:{remote} failed: {exc}") from None
 
     def read_text(self, remote: str) -> str:
-        """A small device file's text (through sync, no shell)."""
+        """A small device file's text (through sync, no shell), at most :data:`MAX_COMMAND_OUTPUT_BYTES`."""
+        buf = bytearray()
+
+        def once() -> None:
+            buf.clear()
+            sync_pull(self._device, remote, buf.extend, limit=MAX_COMMAND_OUTPUT_BYTES)
+
         try:
-            return self._call(self._device.sync.read_text, remote)
+            self._call(once)
         except AdbError as exc:
             raise TransportError(f"read {self.serial}:{remote} failed: {exc}") from None
+        return buf.decode("utf-8", "replace")

@@ -1,4 +1,4 @@
-"""A file push over adb's ``sync:`` service, written for throughput.
+"""File push and pull over adb's ``sync:`` service, the push written for throughput, the pull bounded.
 
 adbutils' ``sync.push`` stats the target first, then sends 4 KB chunks with a
 separate small write for each chunk's header, on a socket with Nagle's
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melt.errors import TransportError
+from melt.errors import OutputTooLargeError, TransportError
 
 CHUNK = 64 * 1024  # SYNC_DATA_MAX
 PROGRESS_EVERY = 1 << 20  # bytes between progress calls
@@ -101,5 +101,52 @@ def sync_push(
     finally:
         try:
             sock.close()  # adbd has answered: no need for adbutils' linger on close
+        except OSError:
+            pass
+
+
+def sync_pull(
+    device: Any,
+    remote: str,
+    sink: Callable[[bytes], Any],
+    *,
+    limit: int,
+    timeout_s: float = 600,
+) -> int:
+    """Receive ``remote`` from an adbutils ``device``, handing each chunk to ``sink``; the bytes received.
+
+    The device is not trusted with sizes: a ``DATA`` chunk over the protocol's
+    64 KiB is a ``TransportError`` (adb's own client refuses it too), and a file
+    over ``limit`` bytes an ``OutputTooLargeError``. ``FAIL`` from adbd (no
+    such file ...) is a ``TransportError`` with its message.
+    """
+    conn = device.open_transport(timeout=timeout_s)
+    sock: socket.socket = conn.conn
+    try:
+        sock.settimeout(timeout_s)
+        conn.send_command("sync:")
+        conn.check_okay()
+        path = remote.encode()
+        sock.sendall(_HEADER.pack(b"RECV", len(path)) + path)
+        got = 0
+        while True:
+            tag, length = _HEADER.unpack(_read_exactly(sock, _HEADER.size))
+            if tag == b"DONE":
+                return got
+            if length > CHUNK:
+                raise TransportError(f"pull {remote}: the device sent a {tag!r} of {length} bytes, "
+                                     f"over the protocol's {CHUNK}")
+            data = _read_exactly(sock, length)
+            if tag == b"FAIL":
+                raise TransportError(f"pull {remote} failed: {data.decode(errors='replace')}")
+            if tag != b"DATA":
+                raise TransportError(f"pull {remote}: unexpected answer {tag!r}")
+            got += length
+            if got > limit:
+                raise OutputTooLargeError(f"the file {remote} from the device", limit)
+            sink(data)
+    finally:
+        try:
+            sock.close()
         except OSError:
             pass

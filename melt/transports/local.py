@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import signal as _signal
 import subprocess
@@ -10,12 +11,52 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from melt.errors import CommandTimeout, RemoteCommandError, TransportError
-from melt.transports.base import CommandResult, Forward
+from melt.errors import CommandTimeout, OutputTooLargeError, RemoteCommandError, TransportError
+from melt.transports.base import MAX_COMMAND_OUTPUT_BYTES, CommandResult, Forward
 
 
 def _merged_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
     return None if env is None else {**os.environ, **env}
+
+
+def _read_bounded(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bytes]:
+    """stdout and stderr of ``proc`` until it exits, at most :data:`MAX_COMMAND_OUTPUT_BYTES` together.
+
+    Raises ``subprocess.TimeoutExpired`` past ``deadline`` (monotonic) and
+    ``OutputTooLargeError`` over the limit; the caller stops the process.
+    """
+    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    with selectors.DefaultSelector() as sel:
+        for stream in bufs:
+            sel.register(stream, selectors.EVENT_READ)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, 0)
+            for key, _ in sel.select(min(left, 1.0)):
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                bufs[key.fileobj] += chunk
+                if sum(len(b) for b in bufs.values()) > MAX_COMMAND_OUTPUT_BYTES:
+                    raise OutputTooLargeError("a local command's output", MAX_COMMAND_OUTPUT_BYTES)
+    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for stream in bufs:
+        stream.close()
+    return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr])
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.kill()
+    proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 class LocalProcess:
@@ -80,14 +121,14 @@ class LocalTransport:
                 raise RemoteCommandError(result) from None
             return result
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = _read_bounded(proc, t0 + timeout)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, _signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.communicate()
+            _kill_group(proc)
             raise CommandTimeout(f"timed out after {timeout:g} s: {CommandResult(argv, -1, '', '').command_line()}") from None
+        except OutputTooLargeError:
+            _kill_group(proc)
+            raise OutputTooLargeError(f"the output of {CommandResult(argv, -1, '', '').command_line()[:80]!r}",
+                                      MAX_COMMAND_OUTPUT_BYTES) from None
         result = CommandResult(
             argv,
             proc.returncode,

@@ -7,7 +7,10 @@ how many tokens it carries). Arrival times are taken on the host with
 (``time.time()`` anchored once per client), so they can be mapped onto the
 device clock with a measured offset. A read that waits longer than
 ``stall_timeout_s`` for the next byte fails the request with
-:class:`melt.errors.JobFailed` (the stream stalled).
+:class:`melt.errors.JobFailed` (the stream stalled). The server is not
+trusted to stop: an event line over :data:`MAX_EVENT_LINE_BYTES`, or a body or
+stream over :data:`MAX_RESPONSE_BYTES`, fails it with
+:class:`melt.errors.OutputTooLargeError`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from melt.errors import JobFailed
+from melt.errors import JobFailed, OutputTooLargeError
+
+#: The most melt reads of one server-sent event line: far above a token's event.
+MAX_EVENT_LINE_BYTES = 4 << 20
+#: The most melt reads of one response (a JSON body, or a whole stream of events).
+MAX_RESPONSE_BYTES = 64 << 20
 
 
 @dataclass
@@ -68,7 +76,7 @@ class ServerClient:
         try:
             conn.request("GET", "/health")
             resp = conn.getresponse()
-            resp.read()
+            _body(resp, "/health")
             return resp.status
         finally:
             conn.close()
@@ -82,7 +90,7 @@ class ServerClient:
                 t0 = time.perf_counter()
                 conn.request("GET", "/health")
                 resp = conn.getresponse()
-                resp.read()
+                _body(resp, "/health")
                 out.append(time.perf_counter() - t0)
         finally:
             conn.close()
@@ -94,7 +102,7 @@ class ServerClient:
             conn = self._conn()
             conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
-            data = resp.read()
+            data = _body(resp, path)
             if resp.status != 200:
                 raise JobFailed(f"llama-server {path} answered HTTP {resp.status}: {_error_text(data)}")
             return json.loads(data)
@@ -128,13 +136,20 @@ class ServerClient:
                          headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
             resp = conn.getresponse()
             if resp.status != 200:
-                raise JobFailed(f"llama-server /completion answered HTTP {resp.status}: {_error_text(resp.read())}")
+                raise JobFailed(f"llama-server /completion answered HTTP {resp.status}: "
+                                f"{_error_text(_body(resp, '/completion'))}")
             out = StreamedCompletion(sent_s=sent)
             parts: list[str] = []
+            total = 0
             while True:
-                line = resp.readline()
+                line = resp.readline(MAX_EVENT_LINE_BYTES + 1)
                 if not line:
                     break
+                total += len(line)
+                if len(line) > MAX_EVENT_LINE_BYTES:
+                    raise OutputTooLargeError("a line of llama-server's /completion stream", MAX_EVENT_LINE_BYTES)
+                if total > MAX_RESPONSE_BYTES:
+                    raise OutputTooLargeError("llama-server's /completion stream", MAX_RESPONSE_BYTES)
                 at = self.now()
                 line = line.strip()
                 if not line.startswith(b"data:"):
@@ -171,6 +186,14 @@ class ServerClient:
         finally:
             if conn is not None:
                 conn.close()
+
+
+def _body(resp: http.client.HTTPResponse, path: str) -> bytes:
+    """A response's body, at most :data:`MAX_RESPONSE_BYTES`."""
+    data = resp.read(MAX_RESPONSE_BYTES + 1)
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise OutputTooLargeError(f"llama-server's answer to {path}", MAX_RESPONSE_BYTES)
+    return data
 
 
 def _error_text(data: bytes) -> str:
