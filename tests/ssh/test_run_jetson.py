@@ -39,7 +39,11 @@ def allowed_u95(energy_j: float, duration_s: float, windows: int, noise_w: float
     whole power range, half of that either way. The noise adds up over the
     phase's refreshes. A 1 ms mark costs nothing at this scale. An estimator
     that needed more (a bound of two refreshes each way, say) is not using what
-    the readings say; one that needs less but misses the truth is wrong.
+    the readings say; one that needs less but misses the truth is wrong: the
+    board's 0.6% gain is most of the error, so an interval without its gain
+    term misses the truth on phases of a second or more. A window misplaced
+    by tens of ms is not caught here: load, prefill and decode keep the same
+    two cores busy, so the power is flat across those edges.
     """
     edges = windows * 2 * (BUSY_W - IDLE_W) * REFRESH_S / 2
     noise = 1.96 * noise_w * REFRESH_S * (max(1.0, duration_s / REFRESH_S)) ** 0.5
