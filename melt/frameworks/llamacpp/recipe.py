@@ -28,10 +28,14 @@ class _Frozen(BaseModel):
 
 
 class PypiSource(_Frozen):
-    """An sdist on PyPI (or a pip mirror) that vendors the llama.cpp tree."""
+    """An sdist on PyPI (or a pip mirror) that vendors the llama.cpp tree.
+
+    ``sha256`` pins the sdist file: a download is used only when it matches.
+    """
 
     package: str
     version: str
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     subdir: str = ""
 
 

@@ -2,9 +2,10 @@
 
 Three kinds of source:
 
-- ``pypi`` (default): the llama-cpp-python sdist pinned in the recipe,
-  fetched with ``pip download`` (so pip's index, mirror and proxy settings
-  apply); the llama.cpp tree is its ``vendor/llama.cpp`` folder.
+- ``pypi`` (default): the llama-cpp-python sdist pinned (version and
+  sha256) in the recipe, fetched from pip's configured indexes by
+  :mod:`melt.frameworks.package_index` and used only once its sha256
+  matches; the llama.cpp tree is its ``vendor/llama.cpp`` folder.
 - ``git``: ``git+URL@REF``, fetched shallowly at the commit REF resolves to.
 - ``path``: a folder holding a llama.cpp tree (copied, never modified), or a
   local sdist ``.tar.gz``.
@@ -17,13 +18,11 @@ half-unpacked tree is never reused.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -32,11 +31,15 @@ from pathlib import Path
 from melt.errors import BuildError
 from melt.frameworks.cache import cache_root, file_lock, publish_dir
 from melt.frameworks.llamacpp.recipe import Recipe
+from melt.frameworks.package_index import fetch_sdist
 from melt.hashing import file_sha256
 
 SOURCE_INFO = ".melt-source.json"
 _IGNORED_DIRS = {".git", "build", "node_modules", "__pycache__", ".cache"}
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PACKAGE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class SourceRef:
     url: str = ""
     ref: str = ""
     path: Path | None = None
+    sha256: str = ""  # the pinned sdist's, for a pypi source
 
     def describe(self) -> str:
         if self.kind == "pypi":
@@ -107,9 +111,8 @@ def parse_source(text: str | None, recipe: Recipe) -> SourceRef:
             check_git_url(spec.git.url, spec.git.ref)
             return SourceRef("git", url=spec.git.url, ref=spec.git.ref)
         assert spec.pypi is not None
-        return SourceRef(
-            "pypi", package=spec.pypi.package, version=spec.pypi.version, subdir=spec.pypi.subdir
-        )
+        return SourceRef("pypi", package=spec.pypi.package, version=spec.pypi.version,
+                         subdir=spec.pypi.subdir, sha256=spec.pypi.sha256 or "")
     if text.startswith("git+"):
         rest = text[4:]
         url, sep, ref = rest.rpartition("@")
@@ -120,12 +123,7 @@ def parse_source(text: str | None, recipe: Recipe) -> SourceRef:
         check_git_url(url, ref)
         return SourceRef("git", url=url, ref=ref)
     if text.startswith("pypi:"):
-        body = text[5:]
-        default = spec.pypi
-        package, _, version = body.rpartition("==")
-        package = package or (default.package if default else "llama-cpp-python")
-        subdir = default.subdir if default and default.package == package else "vendor/llama.cpp"
-        return SourceRef("pypi", package=package, version=version, subdir=subdir)
+        return _parse_pypi(text, recipe)
     path = Path(text).expanduser()
     if not path.exists():
         raise BuildError(
@@ -134,6 +132,27 @@ def parse_source(text: str | None, recipe: Recipe) -> SourceRef:
         )
     subdir = spec.pypi.subdir if spec.pypi else ""
     return SourceRef("path", path=path.resolve(), subdir=subdir)
+
+
+def _parse_pypi(text: str, recipe: Recipe) -> SourceRef:
+    """``pypi:[PACKAGE==]VERSION[#sha256=HEX]``; the recipe's pin when it names the same sdist."""
+    body, _, fragment = text[5:].partition("#")
+    default = recipe.source.pypi
+    package, _, version = body.rpartition("==")
+    package = package or (default.package if default else "llama-cpp-python")
+    if not _PACKAGE.match(package) or not _VERSION.match(version):
+        raise BuildError(f"source {text!r} is not pypi:VERSION or pypi:PACKAGE==VERSION")
+    sha = ""
+    if fragment:
+        algo, _, sha = fragment.partition("=")
+        if algo != "sha256" or not _SHA256.match(sha.lower()):
+            raise BuildError(f"source {text!r}: the pin after '#' must be sha256=<64 hex digits>")
+        sha = sha.lower()
+    same = default is not None and default.package == package
+    if not sha and same and default is not None and default.version == version:
+        sha = default.sha256 or ""
+    subdir = default.subdir if same and default is not None else "vendor/llama.cpp"
+    return SourceRef("pypi", package=package, version=version, subdir=subdir, sha256=sha)
 
 
 def obtain_source(
@@ -151,8 +170,9 @@ def obtain_source(
     sources = cache / "sources" / "llama.cpp"
 
     if ref.kind == "pypi":
-        archive = _download_sdist(ref, cache / "downloads" / "pypi", say)
-        return _from_archive(archive, ref.subdir, ref.describe(), "pypi", sources, patches, phash, say)
+        archive = _verified_sdist(ref, cache / "downloads" / "pypi", say)
+        return _from_archive(archive, ref.subdir, ref.describe(), "pypi", sources, patches, phash, say,
+                             sha=ref.sha256)
     if ref.kind == "git":
         return _from_git(ref, sources, patches, phash, say)
     assert ref.path is not None
@@ -164,55 +184,31 @@ def obtain_source(
 # -- pypi / archives ---------------------------------------------------------
 
 
-def _download_sdist(ref: SourceRef, dest: Path, say) -> Path:
+def _verified_sdist(ref: SourceRef, dest: Path, say) -> Path:
+    """The cached sdist of ``ref``, fetched if absent; its sha256 is checked against the pin every time.
+
+    A cached file that does not match (an older download, a damaged or
+    replaced file) is deleted and fetched again. Nothing in the archive is
+    unpacked or run before its hash matches.
+    """
+    if not ref.sha256:
+        raise BuildError(
+            f"{ref.describe()} has no pinned sha256: give pypi:{ref.package}=={ref.version}#sha256=HEX "
+            "(the sdist file's sha256, from a source you trust) or pin it in recipe.yaml")
     dest.mkdir(parents=True, exist_ok=True)
-    stem = f"{ref.package.replace('-', '_').lower()}-{ref.version}"
-    for candidate in (dest / f"{stem}.tar.gz", dest / f"{stem}.zip"):
-        if candidate.is_file():
-            return candidate
-    if importlib.util.find_spec("pip") is not None:
-        pip = [sys.executable, "-m", "pip"]
-    elif shutil.which("pip"):
-        pip = [shutil.which("pip") or "pip"]
-    else:
-        raise BuildError("pip is needed to download the llama.cpp source: install pip")
-    with file_lock(dest / f".{stem}.lock"), tempfile.TemporaryDirectory(dir=dest) as tmp:
-        for candidate in dest.glob(f"{stem}.*"):
-            if candidate.suffix in (".gz", ".zip"):
-                return candidate  # another process finished it while we waited
-        say(f"downloading {ref.package}=={ref.version} (sdist) with pip")
-        # --no-binary for this package only: ":all:" would also build pip's own build
-        # dependencies (scikit-build-core, hatchling, ...) from source, minutes for nothing
-        argv = [*pip, "download", "--no-deps", f"--no-binary={ref.package}", "--disable-pip-version-check",
-                f"{ref.package}=={ref.version}", "-d", tmp]
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        files = [p for p in Path(tmp).iterdir() if p.name.lower().startswith(stem)]
-        if proc.returncode != 0 or not files:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise BuildError(
-                f"could not download {ref.package}=={ref.version} with pip: {tail[0][:300]}"
-            )
-        final = dest / files[0].name
-        Path(f"{final}.sha256").write_text(file_sha256(files[0]) + "\n")
-        os.replace(files[0], final)
-        return final
+    stem = f"{re.sub(r'[-_.]+', '_', ref.package).lower()}-{ref.version}"
+    final = dest / f"{stem}.tar.gz"
+    with file_lock(dest / f".{stem}.lock"):
+        if final.is_file():
+            if file_sha256(final) == ref.sha256:
+                return final
+            say(f"cached {final.name} does not match the pinned sha256: fetching it again")
+            final.unlink()
+        return fetch_sdist(ref.package, ref.version, ref.sha256, final, say=say)
 
 
-def _archive_sha256(archive: Path) -> str:
-    """sha256 of an archive; downloads keep theirs beside them so a cache hit skips hashing."""
-    sidecar = Path(f"{archive}.sha256")
-    try:
-        if sidecar.stat().st_mtime >= archive.stat().st_mtime:
-            text = sidecar.read_text().strip()
-            if re.fullmatch(r"[0-9a-f]{64}", text):
-                return text
-    except OSError:
-        pass
-    return file_sha256(archive)
-
-
-def _from_archive(archive, subdir, spec, kind, sources, patches, phash, say) -> SourceTree:
-    sha = _archive_sha256(archive)
+def _from_archive(archive, subdir, spec, kind, sources, patches, phash, say, *, sha: str = "") -> SourceTree:
+    sha = sha or file_sha256(archive)
     sid = f"{kind}-{archive.name.split('.tar')[0]}-{sha[:12]}-p{phash}"
 
     def fill(tmp: Path) -> dict:
