@@ -19,7 +19,7 @@ _STEP = re.compile(r"^\[(\d+)/(\d+)\]")
                    "(NDK), linux-aarch64, jetson-cuda.")
 @click.option("--source", default=None, metavar="PATH|git+URL@REF",
               help="Source tree instead of the pinned one: a folder, an sdist .tar.gz, "
-                   "git+URL@REF or pypi:VERSION.")
+                   "git+URL@REF or pypi:VERSION#sha256=HEX.")
 @click.option("--force", is_flag=True, help="Rebuild even when a cached build matches.")
 @click.option("--target", "targets", multiple=True, metavar="NAME",
               help="A binary to build (repeatable), e.g. --target llama-server. Default: all but "
