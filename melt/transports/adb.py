@@ -29,7 +29,8 @@ from melt.errors import (CommandTimeout, DeviceUnavailableError, OutputTooLargeE
                          TransportError)
 from melt.transports.adb_shell import ShellOutput, run_shell
 from melt.transports.adb_sync import SyncPushError, sync_pull, sync_push
-from melt.transports.base import MAX_COMMAND_OUTPUT_BYTES, MAX_PULL_BYTES, CommandResult, Forward, ShellProcess
+from melt.transports.base import (MAX_COMMAND_OUTPUT_BYTES, MAX_PULL_BYTES, CommandResult, Forward,
+                                  ShellProcess)
 
 #: Called with (bytes sent so far, total bytes) during a push.
 ProgressFn = Callable[[int, int], None]

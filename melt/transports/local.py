@@ -127,8 +127,8 @@ class LocalTransport:
             raise CommandTimeout(f"timed out after {timeout:g} s: {CommandResult(argv, -1, '', '').command_line()}") from None
         except OutputTooLargeError:
             _kill_group(proc)
-            raise OutputTooLargeError(f"the output of {CommandResult(argv, -1, '', '').command_line()[:80]!r}",
-                                      MAX_COMMAND_OUTPUT_BYTES) from None
+            line = CommandResult(argv, -1, "", "").command_line()
+            raise OutputTooLargeError(f"the output of {line[:80]!r}", MAX_COMMAND_OUTPUT_BYTES) from None
         result = CommandResult(
             argv,
             proc.returncode,

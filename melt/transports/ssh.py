@@ -36,7 +36,8 @@ import paramiko
 from melt.errors import (CommandTimeout, DeviceUnavailableError, OutputTooLargeError, RemoteCommandError,
                          TransportError)
 from melt.store.paths import config_dir
-from melt.transports.base import MAX_COMMAND_OUTPUT_BYTES, MAX_PULL_BYTES, CommandResult, Forward, ShellProcess
+from melt.transports.base import (MAX_COMMAND_OUTPUT_BYTES, MAX_PULL_BYTES, CommandResult, Forward,
+                                  ShellProcess)
 from melt.transports.hostkeys import ChangedHostKey, UnknownHostKey, prepare_client
 
 # paramiko reports a dropped connection itself; melt raises DeviceUnavailableError instead

@@ -20,7 +20,8 @@ BLOCK = b"x" * (1 << 16)
 
 
 class Hostile(BaseHTTPRequestHandler):
-    """By ``server.mode``: ``line`` one event line that never ends, ``events`` endless events, ``body`` an endless body."""
+    """By ``server.mode``: ``line`` one event line that never ends, ``events`` endless events,
+    ``body`` an endless body."""
 
     protocol_version = "HTTP/1.0"  # no length: the body ends when the server closes, which it never does
 

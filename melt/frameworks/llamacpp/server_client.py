@@ -147,7 +147,8 @@ class ServerClient:
                     break
                 total += len(line)
                 if len(line) > MAX_EVENT_LINE_BYTES:
-                    raise OutputTooLargeError("a line of llama-server's /completion stream", MAX_EVENT_LINE_BYTES)
+                    raise OutputTooLargeError("a line of llama-server's /completion stream",
+                                              MAX_EVENT_LINE_BYTES)
                 if total > MAX_RESPONSE_BYTES:
                     raise OutputTooLargeError("llama-server's /completion stream", MAX_RESPONSE_BYTES)
                 at = self.now()
