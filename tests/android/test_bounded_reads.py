@@ -50,3 +50,12 @@ def test_a_pull_over_the_limit_keeps_nothing(transport, tmp_path: Path, monkeypa
     monkeypatch.setattr(adb_module, "MAX_PULL_BYTES", 4 << 20)
     transport.pull("/data/local/tmp/melt-big.bin", tmp_path / "big.bin")  # under the limit: whole
     assert (tmp_path / "big.bin").read_bytes() == bytes(3_000_000)
+
+
+def test_a_device_without_shell_v2_is_read_with_the_same_bounds(transport, monkeypatch) -> None:
+    transport._v2 = False  # as an old adbd that does not offer shell_v2
+    r = transport.run(["sh", "-c", "echo out; exit 7"], check=False)
+    assert (r.returncode, r.stdout) == (7, "out\n")
+    monkeypatch.setattr(adb_module, "MAX_COMMAND_OUTPUT_BYTES", 1 << 20)  # a pty is slow: a smaller limit
+    with pytest.raises(OutputTooLargeError, match="limit of 1 MiB"):
+        transport.run(["yes"], timeout=300)
