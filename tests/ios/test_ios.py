@@ -2,15 +2,26 @@
 
 What is real: the app bundle's Info.plist, a launched process that writes its
 own files, llama.cpp's llama-bench doing the work, melt's parser reading it.
-What is fake: usbmux/lockdown/DVT/AFC (``tests/ios/fake_services.py``).
+What is fake: usbmux/lockdown/DVT/AFC, at two depths. ``fake_services.py``
+stands in for melt's service layer where a test is about the app's life
+(install, launch, files, timeouts). ``fake_pymobiledevice3.py`` stands in for
+the library under melt's own service layer and answers in raw form (a lockdown
+GetValue reply, DVT energy samples of every monitored process), so what melt
+reports is computed by melt. Each check compares melt's figures with the raw
+answer, never with a value the fake hands over already in melt's form.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import plistlib
 import shlex
 import shutil
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +30,13 @@ from click.testing import CliRunner
 from melt.config.specs import DeviceSpec
 from melt.devices.ios import ENERGY_NOTE, IosDevice, energy_impact_metrics
 from melt.errors import CommandTimeout, TransportError
-from melt.transports.ios import IosTransport, attached_iphones
+from melt.transports.ios import IosTransport, Pymobiledevice3Services, attached_iphones
+from tests.ios.fake_pymobiledevice3 import FakeLibrary, FakePhone
 from tests.ios.fake_services import FakeIosServices
 
 DATA = Path(__file__).parent / "data"
 BUNDLE = "org.melt.bench"
+LOCKDOWN = DATA / "lockdown-getvalue.plist"  # an iPhone 14 Pro's lockdown GetValue reply
 
 
 def make_app(tmp_path: Path, script: Path, bundle_id: str = BUNDLE) -> Path:
@@ -64,11 +77,46 @@ def test_paths_stay_inside_documents(phone, tmp_path):
     assert not (services.root / "containers" / "escape").exists()
 
 
-def test_properties_name_the_phone_and_label_energy(phone):
-    device, _ = phone
+def test_properties_come_from_the_phones_lockdown_values(monkeypatch):
+    FakeLibrary([FakePhone(LOCKDOWN)]).install(monkeypatch)
+    values = plistlib.loads(LOCKDOWN.read_bytes())["Value"]
+    services = Pymobiledevice3Services()
+    device = IosDevice(DeviceSpec(name="iphone", kind="ios"), IosTransport(services, values["UniqueDeviceID"], BUNDLE))
     props = device.properties()
-    assert props["model"] == "iPhone15,2" and props["os"] == "iOS 17.5.1"
+    # melt's names for Apple's keys
+    assert props["model"] == "iPhone15,2" and props["name"] == "Lab iPhone 14 Pro"
+    assert props["os"] == "iOS 17.5.1" and props["build"] == "21F90"
+    assert props["udid"] == "00008120-001A2B3C4D5E6F70" and props["platform"] == "ios"
     assert "not joules" in props["energy"]
+
+
+def test_energy_impact_is_the_asked_process_own(monkeypatch, tmp_path):
+    """A DVT sample reports every monitored process; melt keeps the one it asked for."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen(["sleep", "30"])
+    try:
+        FakeLibrary([FakePhone(LOCKDOWN, others=[idle.pid, busy.pid])]).install(monkeypatch)
+        services = Pymobiledevice3Services()
+        udid = plistlib.loads(LOCKDOWN.read_bytes())["Value"]["UniqueDeviceID"]
+        time.sleep(0.2)
+        hot, cold = services.process_sample(udid, busy.pid), services.process_sample(udid, idle.pid)
+        assert set(hot) == set(cold) == {"energy_impact"}
+        assert hot["energy_impact"] > 30 and cold["energy_impact"] < 5, (hot, cold)
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        assert services.process_sample(udid, gone.pid) is None  # no entry for it: no score, not 0
+        assert services.process_sample(udid, busy.pid + 1_000_000) is None
+    finally:
+        busy.kill()
+        idle.kill()
+        busy.wait()
+        idle.wait()
+
+
+def test_energy_impact_without_developer_image_is_missing_not_zero(monkeypatch):
+    FakeLibrary([FakePhone(LOCKDOWN, developer_image=False)]).install(monkeypatch)
+    udid = plistlib.loads(LOCKDOWN.read_bytes())["Value"]["UniqueDeviceID"]
+    assert Pymobiledevice3Services().process_sample(udid, os.getpid()) is None
 
 
 def test_stage_sends_a_file_once(phone, tmp_path):
@@ -129,25 +177,28 @@ def test_melt_devices_says_when_iphones_cannot_be_listed(monkeypatch):
     monkeypatch.setitem(sys.modules, "pymobiledevice3", None)
     result = CliRunner().invoke(cli, ["devices", "--json"])
     assert result.exit_code == 0, result.output
-    import json
-
     data = json.loads(result.output)
     assert data["iphones"] == [] and "pymobiledevice3" in data["iphones_note"]
 
 
-def test_melt_devices_lists_an_attached_iphone(monkeypatch, tmp_path):
-    import melt.transports.ios as ios
-
-    services = FakeIosServices(tmp_path / "phone")
-    monkeypatch.setattr(ios, "Pymobiledevice3Services", lambda: services)
+def test_melt_devices_lists_attached_iphones_from_lockdown(monkeypatch, tmp_path):
+    locked = tmp_path / "locked.plist"
+    reply = plistlib.loads(LOCKDOWN.read_bytes())
+    reply["Value"]["UniqueDeviceID"] = "00008030-000B2C3D4E5F6071"
+    locked.write_bytes(plistlib.dumps(reply))
+    FakeLibrary([FakePhone(LOCKDOWN), FakePhone(locked, locked=True)]).install(monkeypatch)
     from melt.cli.main import cli
 
     result = CliRunner().invoke(cli, ["devices", "--json"])
-    import json
-
+    assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert [d["product_type"] for d in data["iphones"]] == ["iPhone15,2"]
     assert data["iphones_note"] is None
+    first, second = data["iphones"]
+    assert first == {"udid": "00008120-001A2B3C4D5E6F70", "name": "Lab iPhone 14 Pro", "product_type": "iPhone15,2",
+                     "ios_version": "17.5.1", "build": "21F90"}
+    # a locked phone still shows, with why melt cannot read it
+    assert second["udid"] == "00008030-000B2C3D4E5F6071" and "not paired or locked" in second["status"]
+    assert "name" not in second
 
 
 @pytest.mark.slow
@@ -168,7 +219,21 @@ def test_benchmark_app_runs_llama_bench_and_melt_reads_it(phone, tmp_path, llama
     run = device.run_app(argv, out_dir="melt/out/job1", timeout_s=120, sample_every_s=0.1)
     assert run.returncode == 0, run.stderr[-500:]
     metrics = driver.parse_metrics("bench", params, run.stdout, run.stderr, run.returncode)
-    assert metrics["prefill_tps"] > 0 and metrics["decode_tps"] > 0
+    # what llama-bench printed inside the app: one test object per line, each with
+    # the arguments melt passed through the launch and its raw timings in ns
+    printed = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    pp = next(r for r in printed if r["n_prompt"] == 16 and r["n_gen"] == 0)
+    tg = next(r for r in printed if r["n_prompt"] == 0 and r["n_gen"] == 8)
+    assert pp["n_threads"] == tg["n_threads"] == 1 and len(pp["samples_ns"]) == len(tg["samples_ns"]) == 2
+    for row, phase, tokens in ((pp, "prefill", 16), (tg, "decode", 8)):
+        rates = [tokens / (ns * 1e-9) for ns in row["samples_ns"]]  # tokens/s of each repetition
+        assert metrics[f"{phase}_tps"] == pytest.approx(statistics.mean(rates), rel=1e-3)
+        assert metrics[f"{phase}_tps_stddev"] == pytest.approx(statistics.stdev(rates), rel=1e-2, abs=1e-6)
+    # the phone was sampled while the app ran, and its score is stored as a score
+    times = [s["t_s"] for s in run.samples]
+    assert times and times == sorted(times) and times[-1] <= run.duration_s
+    energy = energy_impact_metrics(run.samples)
+    assert energy["energy_impact_note"] == ENERGY_NOTE and not any(k.endswith("_j") for k in energy)
     assert ("launch", ["--melt-out", "melt/out/job1", "--", *argv]) in services.calls
 
 
