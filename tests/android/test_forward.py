@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
-import sys
 import time
 
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from melt.errors import TransportError
 from melt.transports.adb import AdbTransport
 from melt.transports.local import LocalTransport
+from tests.helpers import need
 
 pytestmark = pytest.mark.adb
 
@@ -41,8 +42,11 @@ def _echo(sock: socket.socket, data: bytes) -> bytes:
 def test_adb_forward_reaches_a_phone_server_and_is_removed(adb_server, adb_serial, virtual_phone):
     transport = AdbTransport(adb_serial, server_port=adb_server.port)
     (virtual_phone.host_path("/data/local/tmp/echo.py")).write_text(ECHO)
-    # the phone's userland has no python: run this machine's interpreter by its path
-    proc = transport.start([sys.executable, "/data/local/tmp/echo.py", "/data/local/tmp/echo.port"])
+    # the phone's userland has no python: run the system's interpreter by its path (the phone
+    # sees the host's /usr, read-only, but not this checkout or its virtualenv)
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    need(python is not None, "python3 in /usr/bin")
+    proc = transport.start([str(python), "/data/local/tmp/echo.py", "/data/local/tmp/echo.port"])
     try:
         port = int(virtual_phone.wait_for_file("/data/local/tmp/echo.port", timeout=20))
         with transport.forward(port) as fwd:
