@@ -46,9 +46,12 @@ READ_PANELS = """async () => {
             const id = [...sp.classList].find(c => /^xy\\d*$/.test(c));
             const names = plot.data.filter(t => 'x' + t.yaxis === id).map(t => t.name);
             const lines = [...sp.querySelectorAll('g.trace.scatter')].map((tr, i) => {
-                const path = tr.querySelector('path.js-line');
-                return {name: names[i], d: path ? (path.getAttribute('d') || '') : '',
-                        width: path ? path.getBBox().width : 0};
+                // each unbroken piece is a path of its own: read them all
+                const paths = [...tr.querySelectorAll('path.js-line')].filter(p => p.getAttribute('d'));
+                const boxes = paths.map(p => p.getBBox());
+                return {name: names[i], d: paths.map(p => p.getAttribute('d')).join(''),
+                        width: boxes.length ? Math.max(...boxes.map(b => b.x + b.width))
+                                              - Math.min(...boxes.map(b => b.x)) : 0};
             });
             return {id: id, lines: lines};
         });
