@@ -25,7 +25,8 @@ class JetsonSandbox(Sandbox):
     """See the module doc; ``home`` is the login user's home directory."""
 
     read_only = ("/usr/local/bin",)
-    host_etc = HOST_ETC + ("bash.bashrc", "environment", "inputrc", "profile", "profile.d", "ssl")
+    host_etc = HOST_ETC + ("bash.bashrc", "environment", "hostname", "inputrc", "os-release", "profile",
+                           "profile.d", "ssl", "timezone")
     # each SSH session is its own bubblewrap, and melt kills a board's process from another
     # session: the host's PID namespace stays (its IPC namespace does not)
     private_pids = False
