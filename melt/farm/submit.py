@@ -24,7 +24,7 @@ from melt.farm.app import TASK_NAME, make_app, ping, queue_name, redis_client, s
 from melt.farm.registry import done_key, events_key, farm_status
 from melt.farm.task import unpack_files
 from melt.runner.matrix import Job
-from melt.store.runs import utc_now
+from melt.runner.records import failed_record
 
 
 class FarmPool:
@@ -146,9 +146,4 @@ def job_bound_s(experiment: ExperimentSpec) -> float:
 
 def rejected_record(job: Job, reason: str) -> dict[str, Any]:
     """A failed record made here, for a job a worker could not even identify."""
-    now = utc_now()
-    return {"job_id": job.job_id, "cell_id": job.cell_id, "status": "failed", "reason": reason,
-            "device": job.device, "framework": job.framework.name, "model": job.model.name,
-            "workload": job.workload, "kind": job.kind, "params": job.params, "repetition": job.repetition,
-            "simulated": None, "started_at": now, "finished_at": now, "metrics": {}, "provenance": {},
-            "_files": {}}
+    return failed_record(job, reason)

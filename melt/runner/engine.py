@@ -18,11 +18,13 @@ from typing import Any, Protocol
 
 from melt.config.loader import load_device, load_experiment, validate
 from melt.config.specs import DeviceSpec, ExperimentSpec
-from melt.errors import ConfigError, MeltError, RunStopped, UnknownNameError
+from melt.errors import (ConfigError, MeltError, OutputTooLargeError, RunStopped, UnknownNameError,
+                         UnsafePathError)
 from melt.runner.device_worker import host_properties
 from melt.runner.execute import Executor
 from melt.runner.matrix import Job, expand
 from melt.runner.models import ResolvedModel, resolve_model
+from melt.runner.records import failed_record
 from melt.store.runs import ResultsStore, Run, utc_now
 
 __all__ = ["QuietEvents", "RunEvents", "Runner", "host_properties", "resume_run", "run_experiment"]
@@ -115,10 +117,10 @@ class Runner:
                         self.run.update(staging=[*self.run.manifest.get("staging", []), payload])
                     elif kind == "record":
                         job, record = payload
-                        if record["job_id"] in stored:  # delivered twice: recorded once
+                        if job.job_id in stored:  # delivered twice: recorded once
                             continue
-                        stored.add(record["job_id"])
-                        self.run.save_job(record, record.pop("_files", None) or {})
+                        stored.add(job.job_id)
+                        record = self._save(job, record)
                         self.events.job_finished(job, record)
         except KeyboardInterrupt:
             self.run.update(status="interrupted")
@@ -134,6 +136,20 @@ class Runner:
         self.run.update(status=status, finished_at=utc_now())
         return self.run
 
+    def _save(self, job: Job, record: dict[str, Any]) -> dict[str, Any]:
+        """Store ``record`` as ``job``'s; one whose id or files the store refuses is stored as failed."""
+        files = record.pop("_files", None) or {}
+        try:
+            if record.get("job_id") != job.job_id:
+                raise UnsafePathError(f"the record names job {str(record.get('job_id'))[:80]!r}, "
+                                      f"not {job.job_id}")
+            self.run.save_job(record, files)
+            return record
+        except (UnsafePathError, OutputTooLargeError) as exc:
+            failed = failed_record(job, f"its record was refused: {exc}")
+            failed.pop("_files")
+            self.run.save_job(failed)
+            return failed
 
     def _keep_restore_failures(self, failed: dict[str, list[dict[str, Any]]]) -> None:
         """Store (and say) every device setting that could not be put back, with its by-hand fix."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from melt.errors import UnsafePathError
+from melt.errors import OutputTooLargeError, UnsafePathError
 
 
 def cache_dir() -> Path:
@@ -51,3 +52,43 @@ def confined(base: Path, name: str) -> Path:
             return path
         why = "is a symlink"
     raise UnsafePathError(f"refused the name {text!r} for a file in {base}: it {why}")
+
+
+#: What a job id may look like in the store: it names the job's folder. melt's own ids are 16 hex
+#: digits (:mod:`melt.runner.matrix`); the farm holds ids from workers to exactly that.
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: The only files a job's folder holds besides ``result.json`` (which the store writes itself).
+JOB_FILE_NAMES = frozenset({"stdout.txt", "stderr.txt", "trace.parquet", "melt-traceback.txt"})
+#: The largest file melt stores beside a job record (bytes).
+MAX_JOB_FILE_BYTES = 256 * 1024 * 1024
+
+
+def job_folder(jobs_dir: Path, job_id: object) -> Path:
+    """The folder of job ``job_id`` under a run's ``jobs/`` folder, for an id that may come from outside.
+
+    The id must be letters, digits, ``_`` and ``-`` (64 at most), and neither
+    ``jobs_dir`` nor the job's folder may be a symlink. Raises
+    :class:`~melt.errors.UnsafePathError`.
+    """
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
+        raise UnsafePathError(f"refused the job id {str(job_id)[:80]!r}: a job id is letters, digits, '_' and '-'")
+    if Path(jobs_dir).is_symlink():
+        raise UnsafePathError(f"refused to write in {jobs_dir}: it is a symlink")
+    return confined(jobs_dir, job_id)
+
+
+def job_file(job_dir: Path, name: object, size: int) -> Path:
+    """Where a job's file ``name`` of ``size`` bytes goes in ``job_dir``, for a name that may come from outside.
+
+    ``name`` must be one of :data:`JOB_FILE_NAMES`, the file no larger than
+    :data:`MAX_JOB_FILE_BYTES`, and the path (see :func:`confined`) no
+    symlink. Raises :class:`~melt.errors.UnsafePathError`, or
+    :class:`~melt.errors.OutputTooLargeError` for a file over the limit.
+    """
+    path = confined(job_dir, str(name))  # names the rule a path-like name breaks
+    if name not in JOB_FILE_NAMES:
+        raise UnsafePathError(f"refused the file {str(name)[:80]!r} for a job: a job's files are "
+                              f"{', '.join(sorted(JOB_FILE_NAMES))}")
+    if size > MAX_JOB_FILE_BYTES:
+        raise OutputTooLargeError(f"the job file {name!r} ({size:,} bytes)", MAX_JOB_FILE_BYTES)
+    return path

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from melt import __version__
-from melt.errors import ResultsError
+from melt.errors import ResultsError, UnsafePathError
 from melt.store.atomic import append_line, atomic_write_bytes, atomic_write_json, read_json_lines
 from melt.store.index import Index, remove_index
+from melt.store.paths import job_file, job_folder
 from melt.store.schema import JOB_FIELDS, SCHEMA_VERSION, upgrade_manifest
 
 
@@ -55,17 +56,29 @@ class Run:
         return self.manifest["run_id"]
 
     def job_dir(self, job_id: str) -> Path:
-        return self.dir / "jobs" / job_id
+        """The folder of one job; an id that is not one melt makes is refused (:func:`job_folder`)."""
+        return job_folder(self.dir / "jobs", job_id)
 
     def journal(self) -> dict[str, dict]:
         """Last journal entry per job id."""
         return {e["job_id"]: e for e in read_json_lines(self.dir / "journal.jsonl") if "job_id" in e}
 
     def save_job(self, record: dict[str, Any], files: dict[str, bytes] | None = None) -> None:
-        """Store a finished job: its files, its record, a journal line, its index rows."""
-        job_dir = self.job_dir(record["job_id"])
-        for name, data in (files or {}).items():
-            atomic_write_bytes(job_dir / name, data)
+        """Store a finished job: its files, its record, a journal line, its index rows.
+
+        The record's ``job_id`` names its folder and ``files`` its file names,
+        and both may come from another host: every name is checked
+        (:func:`~melt.store.paths.job_folder`, :func:`~melt.store.paths.job_file`)
+        before anything is written, so a refused record writes nothing.
+        Raises :class:`~melt.errors.UnsafePathError` or
+        :class:`~melt.errors.OutputTooLargeError`.
+        """
+        job_dir = self.job_dir(record.get("job_id"))
+        checked = [(job_file(job_dir, name, len(data)), data) for name, data in (files or {}).items()]
+        if job_dir.exists() and not job_dir.is_dir():
+            raise UnsafePathError(f"refused to write in {job_dir}: it is not a folder")
+        for path, data in checked:
+            atomic_write_bytes(path, data)
         ordered = {k: record.get(k) for k in JOB_FIELDS}
         ordered.update({k: v for k, v in record.items() if k not in ordered})
         atomic_write_json(job_dir / "result.json", ordered)
@@ -79,7 +92,7 @@ class Run:
         """The stored record of one job, or ``None`` when it has none (or it is unreadable)."""
         try:
             return json.loads((self.job_dir(job_id) / "result.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, UnsafePathError):
             return None
 
     def jobs(self) -> list[dict[str, Any]]:
