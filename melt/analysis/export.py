@@ -26,8 +26,10 @@ Repetitions
 melt's additions (llama-bench has no field for them)
     ``melt_run_id``, ``melt_job_id``, ``melt_device`` (the device's name in
     melt: two phones with one SoC print the same ``cpu_info``),
-    ``melt_repetition``, ``melt_simulated``, ``melt_emulated`` (numbers from a
-    virtual device or an instruction-set emulator) and
+    ``melt_repetition``, ``melt_simulated``, ``melt_emulated``,
+    ``melt_stand_in`` (numbers from a virtual device, an instruction-set
+    emulator, a stand-in framework), ``melt_labels`` (the same in words,
+    comma-separated: :func:`melt.labels.job_labels`) and
     ``melt_reconstructed`` (empty for rows llama-bench printed; else the
     comma-separated names of the fields melt filled in). The comparison
     script ignores them.
@@ -90,7 +92,7 @@ DEFAULTS: dict[str, Any] = {
 MELT_FIELDS: tuple[tuple[str, str], ...] = (
     ("melt_run_id", "str"), ("melt_job_id", "str"), ("melt_device", "str"),
     ("melt_repetition", "int"), ("melt_simulated", "bool"), ("melt_emulated", "bool"),
-    ("melt_reconstructed", "str"),
+    ("melt_stand_in", "bool"), ("melt_labels", "str"), ("melt_reconstructed", "str"),
 )
 
 #: Table name written by current llama-bench (older versions wrote ``test``).
@@ -132,15 +134,20 @@ def bench_jobs(runs: Iterable[Any]) -> list[BenchJob]:
 
 
 def _melt_fields(job: BenchJob, reconstructed: list[str]) -> dict[str, Any]:
+    from melt.labels import EMULATED, SIMULATED, STAND_IN, job_labels, labels_text
+
     rec = job.record
     rep = rec.get("repetition")
+    labels = job_labels(rec)
     return {
         "melt_run_id": job.run_id,
         "melt_job_id": str(rec.get("job_id") or ""),
         "melt_device": str(rec.get("device") or ""),
         "melt_repetition": int(rep) if isinstance(rep, int) else 0,
-        "melt_simulated": bool(rec.get("simulated")),
-        "melt_emulated": bool(rec.get("emulated")),
+        "melt_simulated": SIMULATED in labels,
+        "melt_emulated": EMULATED in labels,
+        "melt_stand_in": STAND_IN in labels,
+        "melt_labels": labels_text(labels, ","),
         "melt_reconstructed": ",".join(reconstructed),
     }
 

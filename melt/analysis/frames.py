@@ -3,6 +3,8 @@
 Three frames, joined by ``run_id`` and ``job_id``:
 
 - ``jobs``: one row per job, identity columns then one column per metric;
+  ``simulated``, ``emulated`` and ``stand_in`` are booleans and ``labels``
+  the same in words (:func:`melt.labels.job_labels`, comma-separated);
 - ``metrics``: the same numbers in long form (one row per job and metric);
 - ``traces``: one row per telemetry sample, ``t_s`` in seconds on the
   device clock, then one column per channel (unit in the name).
@@ -16,6 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
+from melt.labels import EMULATED, SIMULATED, STAND_IN, job_labels, labels_text
 from melt.store.index import execution_of
 from melt.store.paths import default_results_dir
 from melt.store.runs import ResultsStore, Run
@@ -23,7 +26,7 @@ from melt.store.runs import ResultsStore, Run
 JOB_COLUMNS = [
     "run_id", "job_id", "cell_id", "status", "reason", "device", "framework", "model",
     "quantization", "workload", "kind", "params", "repetition", "simulated", "emulated",
-    "execution", "started_at",
+    "stand_in", "labels", "execution", "started_at",
 ]
 
 #: Name of the telemetry file inside a job folder.
@@ -52,11 +55,14 @@ def jobs_frame(runs: Iterable[Run]) -> pd.DataFrame:
             row = {c: job.get(c) for c in JOB_COLUMNS if c != "run_id"}
             row["run_id"] = run.run_id
             row["quantization"] = quantization_of(job)
-            row["emulated"] = bool(job.get("emulated"))  # absent before this field existed
+            labels = job_labels(job)
+            row["simulated"], row["emulated"] = SIMULATED in labels, EMULATED in labels
+            row["stand_in"], row["labels"] = STAND_IN in labels, labels_text(labels, ",")
             row["execution"] = execution_of(job)
             row["params"] = json.dumps(job.get("params"), sort_keys=True)
             for name, value in (job.get("metrics") or {}).items():
-                row[name] = value
+                if name not in row:  # a metric never overwrites an identity column or a label
+                    row[name] = value
             rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -373,7 +373,7 @@ class DeviceWorker:
         # the device itself says so too (a virtual phone's ro.melt.virtual), not only its config
         record["simulated"] = bool(record["simulated"] or (provenance.get("device") or {}).get("simulated"))
         if prepared.build_provenance.get("stand_in"):  # a stand-in framework's numbers are not its own
-            record["simulated"] = record["stand_in"] = True
+            record["stand_in"] = True  # and on a real phone they are measured: simulated stays as the device says
         record.update(extra)
         record["_files"] = files
         return record
