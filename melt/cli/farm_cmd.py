@@ -17,11 +17,16 @@ def farm() -> None:
     """Run devices of many hosts as one farm (Celery workers, Redis broker).
 
     \b
+    Once, then copy the key file to every farm host (or set $MELT_FARM_KEY):
+      melt farm key new
     On each host with devices attached:
       melt farm worker --broker redis://HOST:6379/0 --device pixel8 --device orin
     From anywhere:
       melt run experiments/sweep.yaml --farm redis://HOST:6379/0
       melt farm status --broker redis://HOST:6379/0
+
+    Job messages and results are signed with the farm key (not the broker
+    password); a host without it can neither give work nor send results.
     """
 
 
@@ -38,8 +43,15 @@ def farm() -> None:
                    "(keep it above the longest job; default 6 h).")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write each device worker's Celery log to LOG_DIR/NAME.log.")
+@click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of model files for path: models, found by their sha256 "
+                   "(default ~/.cache/melt/farm/models).")
+@click.option("--allow-source", "allowed_sources", multiple=True, metavar="SOURCE",
+              help="A framework source this host may build besides the pinned one, exactly as an "
+                   "experiment names it (repeat for more).")
 def worker(broker: str, devices: tuple[str, ...], configs: Path, interval: float,
-           visibility_timeout: float | None, log_dir: Path | None) -> None:
+           visibility_timeout: float | None, log_dir: Path | None, models_dir: Path | None,
+           allowed_sources: tuple[str, ...]) -> None:
     """Serve the devices attached to this host (--device) until stopped (Ctrl-C, SIGTERM).
 
     \b
@@ -48,6 +60,13 @@ def worker(broker: str, devices: tuple[str, ...], configs: Path, interval: float
     back to the queue if its process dies. Each device is probed every
     --interval seconds and advertised with its health; a device that stops
     answering stops taking jobs, and takes them again when it is back.
+
+    \b
+    Needs the farm key ($MELT_FARM_KEY, or the file `melt farm key new`
+    writes): a message that is not signed with it, expired or already run
+    is refused. This host builds only the pinned source and --allow-source
+    ones, never a message's prebuilt binaries, and takes path: models from
+    --models by sha256.
     """
     from melt.config.loader import read_yaml, validate
     from melt.config.specs import DeviceSpec
@@ -66,6 +85,9 @@ def worker(broker: str, devices: tuple[str, ...], configs: Path, interval: float
         if spec.name != name:
             raise ConfigError(str(path), [f"name: is {spec.name!r}, expected {name!r} (the file's name)"])
         slots.append(DeviceSlot(name, path.resolve(), spec))
+    from melt.farm.signing import load_keys
+
+    load_keys(broker)  # no key: one line saying how to set one
     ping(broker)
     console = stderr_console()
 
@@ -74,8 +96,13 @@ def worker(broker: str, devices: tuple[str, ...], configs: Path, interval: float
 
         console.print(Text(message), soft_wrap=True)
 
+    from melt.farm.policy import default_models_dir
+
+    models = (models_dir or default_models_dir()).expanduser().resolve()
+    models.mkdir(parents=True, exist_ok=True)
     sup = Supervisor(broker, slots, interval_s=interval,
-                     visibility_timeout_s=visibility_timeout or VISIBILITY_TIMEOUT_S, log=log, log_dir=log_dir)
+                     visibility_timeout_s=visibility_timeout or VISIBILITY_TIMEOUT_S, log=log, log_dir=log_dir,
+                     allowed_sources=tuple(dict.fromkeys(allowed_sources)), models_dir=models)
     signal.signal(signal.SIGTERM, lambda *_: sup.stop.set())
     log(f"serving {', '.join(s.name for s in slots)} to {safe_url(broker)}")
     try:
@@ -117,3 +144,28 @@ def status(broker: str, as_json: bool) -> None:
                       f"{bat:.0f}%" if isinstance(bat, (int, float)) else "-",
                       f"{temp:.1f} °C" if isinstance(temp, (int, float)) else "-", Text(e.detail))
     console.print(table)
+
+
+@farm.group()
+def key() -> None:
+    """The farm key that signs job messages and results (not the broker password)."""
+
+
+@key.command("new")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write it (default $MELT_FARM_KEY_FILE or ~/.config/melt/farm.key).")
+@click.option("--rotate", is_flag=True,
+              help="Keep the keys already in the file below the new one: they still verify, the new one signs.")
+def key_new(path: Path | None, rotate: bool) -> None:
+    """Write a new random farm key (mode 0600) and say where it is.
+
+    \b
+    Copy the file to the same place on every farm host (workers and the
+    hosts that run `melt run --farm`), or give its first line to each as
+    $MELT_FARM_KEY. To rotate: `melt farm key new --rotate`, copy the file
+    everywhere, and after a week (the messages' lifetime) delete its old lines.
+    """
+    from melt.farm.signing import new_key_file
+
+    written = new_key_file(path, rotate=rotate)
+    click.echo(f"farm key written to {written}; copy it to every farm host (same path, mode 600)")

@@ -113,7 +113,8 @@ def _check_experiment(path: Path) -> None:
 @click.option("--resume", "resume", metavar="RUN_ID", help="Finish the missing and failed jobs of an earlier run.")
 @click.option("--farm", "farm", metavar="URL", default=None,
               help="Run on a device farm through this Redis broker (redis://[:PASSWORD@]HOST:6379/0): "
-                   "each job goes to its device's queue, records come back here.")
+                   "each job goes to its device's queue, records come back here. Needs the farm key "
+                   "($MELT_FARM_KEY, or `melt farm key new`).")
 @results_option
 def run(experiment: Path | None, resume: str | None, farm: str | None, results_dir: Path | None) -> None:
     """Run EXPERIMENT (a YAML file) and store every job under the results folder.

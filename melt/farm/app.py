@@ -19,8 +19,9 @@ through :func:`safe_url`.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from melt.errors import MeltError
 
@@ -40,19 +41,51 @@ def queue_name(device: str) -> str:
     return f"device.{device}"
 
 
+#: Query parameters whose value is a secret (``redis://host/0?password=...`` is a valid broker URL).
+_SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.IGNORECASE)
+
+
 def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs, results and messages)."""
+    """``url`` with its secrets replaced by ``***`` (for logs, results and messages).
+
+    Masked: the password of ``user:password@`` (a lone ``secret@`` too, which
+    Redis takes as a password) and the value of every query parameter whose
+    name says it is a secret (``?password=``, ``token=``, ...).
+    """
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port out of range is a ValueError
     except ValueError:
-        return "<unparseable broker URL>"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if colon and user else f":***@{hostport}" if colon else f"***@{hostport}"
+    query = "&".join(
+        f"{name}={'***' if _SECRET_PARAMS.search(unquote(name)) else value}" if eq else name
+        for name, eq, value in (item.partition("=") for item in parts.query.split("&") if item))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def mask_secrets(text: str, url: str) -> str:
+    """``text`` with every secret of ``url`` (password, secret query values) replaced by ``***``.
+
+    For messages made by libraries that may quote the URL or its password.
+    """
+    try:
+        parts = urlsplit(url)
+        # a lone "secret@" is the password to Redis
+        secrets = [parts.password if parts.password is not None else parts.username or ""]
+        secrets += [value for name, _, value in (q.partition("=") for q in parts.query.split("&"))
+                    if value and _SECRET_PARAMS.search(unquote(name))]
+    except ValueError:
+        return text.replace(url, "<unparseable URL>")
+    text = text.replace(url, safe_url(url))
+    for secret in {s for s in secrets if s} | {unquote(s) for s in secrets if s}:
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
 
 
 def check_url(url: str) -> str:
@@ -63,14 +96,41 @@ def check_url(url: str) -> str:
         scheme = ""
     if scheme not in ("redis", "rediss"):
         raise FarmError(f"broker {safe_url(url)}: expected redis://[:PASSWORD@]HOST:PORT/DB")
+    parts = urlsplit(url)
+    if "@" in parts.netloc and parts.password is None:  # Redis would take the user name for a password
+        raise FarmError(f"broker {safe_url(url)}: give the password as redis://:PASSWORD@HOST "
+                        "or redis://USER:PASSWORD@HOST")
     return url
 
 
-def redis_client(url: str) -> Any:
-    """A redis-py client for ``url`` (decoded strings)."""
+def celery_url(url: str) -> str:
+    """``url`` as Celery's Redis transport takes it: a ``?password=`` moved into ``:PASSWORD@``.
+
+    (The transport fails on a password in the query, and masks only one in
+    the address when it prints the URL.)
+    """
+    parts = urlsplit(check_url(url))
+    kept, password = [], None
+    for item in parts.query.split("&"):
+        name, _, value = item.partition("=")
+        if name == "password":
+            password = value
+        elif item:
+            kept.append(item)
+    if password is None:
+        return url
+    if parts.password is not None:
+        raise FarmError(f"broker {safe_url(url)}: a password in the address and another in the query")
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    return urlunsplit((parts.scheme, f"{user}:{password}@{host}", parts.path, "&".join(kept), parts.fragment))
+
+
+def redis_client(url: str, *, decode: bool = True) -> Any:
+    """A redis-py client for ``url`` (decoded strings; bytes with ``decode=False``, for data from other hosts)."""
     import redis
 
-    return redis.Redis.from_url(check_url(url), decode_responses=True, socket_connect_timeout=5,
+    return redis.Redis.from_url(check_url(url), decode_responses=decode, socket_connect_timeout=5,
                                 health_check_interval=30)
 
 
@@ -81,14 +141,14 @@ def ping(url: str) -> None:
     try:
         redis_client(url).ping()
     except redis.RedisError as exc:
-        raise FarmError(f"broker {safe_url(url)} unreachable: {exc}") from None
+        raise FarmError(f"broker {safe_url(url)} unreachable: {mask_secrets(str(exc), url)}") from None
 
 
 def make_app(url: str, *, visibility_timeout_s: float = VISIBILITY_TIMEOUT_S) -> Any:
     """The farm's Celery app on broker ``url``."""
     from celery import Celery
 
-    app = Celery("melt-farm", broker=check_url(url), set_as_current=False)
+    app = Celery("melt-farm", broker=celery_url(url), set_as_current=False)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -123,7 +183,7 @@ def hide_password_in_title() -> None:
     """Rewrite this process's title (``ps``, ``/proc/PID/cmdline``) with every URL password masked."""
     import sys
 
-    if not any("@" in a for a in sys.argv):
+    if all(safe_url(a) == a for a in sys.argv if "://" in a):
         return
     try:
         import setproctitle
@@ -133,5 +193,5 @@ def hide_password_in_title() -> None:
         warnings.warn(f"setproctitle is not installed: pass the broker URL in ${BROKER_ENV} to keep "
                       "its password out of the process list", stacklevel=2)
         return
-    args = [safe_url(a) if "://" in a and "@" in a else a for a in sys.argv]
+    args = [safe_url(a) if "://" in a else a for a in sys.argv]
     setproctitle.setproctitle(" ".join(["melt", *args[1:]]))

@@ -14,15 +14,18 @@ missing are sent again.
 
 from __future__ import annotations
 
-import json
+import time
 from typing import Any, Iterator
 
 from melt import __version__
 from melt.config.specs import ExperimentSpec
 from melt.errors import ConfigError
-from melt.farm.app import TASK_NAME, make_app, ping, queue_name, redis_client, safe_url
+from melt.farm.app import (TASK_NAME, FarmError, make_app, mask_secrets, ping, queue_name, redis_client,
+                           safe_url)
+from melt.farm.notes import TooLarge, bounded_pop, open_note, record_from_note
 from melt.farm.registry import done_key, events_key, farm_status
-from melt.farm.task import unpack_files
+from melt.farm.signing import FarmKeys, load_keys, sign
+from melt.farm.task import MAX_NOTE_BYTES
 from melt.runner.matrix import Job
 from melt.runner.records import failed_record
 
@@ -33,9 +36,11 @@ class FarmPool:
     name = "farm"
     remote = True  # device configs live with the workers
 
-    def __init__(self, url: str, *, poll_s: float = 1.0):
+    def __init__(self, url: str, *, poll_s: float = 1.0, keys: FarmKeys | None = None):
         self.url = url
         self.poll_s = poll_s
+        self.keys = keys
+        self._refused = 0  # notes refused so far (the first few are shown)
 
     @property
     def description(self) -> str:
@@ -47,8 +52,12 @@ class FarmPool:
                     for i, ref in enumerate(experiment.devices) if "/" in ref or ref.endswith((".yaml", ".yml"))]
         if experiment.adaptive is not None:
             problems.append("adaptive: adaptive repetition runs on a local pool only")
+        for i, fw in enumerate(experiment.frameworks):
+            if fw.binaries is not None:
+                problems.append(f"frameworks[{i}].binaries: a farm worker runs only what it builds itself")
         if problems:
             raise ConfigError(source, problems)
+        self._keys()  # no farm key: a one-line error saying how to set one
         ping(self.url)
         # a job still running when its message's visibility timeout ends would be delivered again
         longest = job_bound_s(experiment)
@@ -61,12 +70,23 @@ class FarmPool:
                     "start the worker with a larger --visibility-timeout"])
 
     def results(self, jobs: list[Job], ctx: Any) -> Iterator[tuple[str, Any]]:
+        """Send ``jobs`` to their queues; yield each note and record as it comes back."""
+        import redis
+        from kombu.exceptions import OperationalError
+
+        try:
+            yield from self._results(jobs, ctx)
+        except (redis.RedisError, OperationalError, OSError) as exc:  # their text may quote the URL
+            raise FarmError(f"broker {safe_url(self.url)}: {mask_secrets(str(exc), self.url)}") from None
+
+    def _results(self, jobs: list[Job], ctx: Any) -> Iterator[tuple[str, Any]]:
         client = redis_client(self.url)
+        raw = redis_client(self.url, decode=False)  # notes are another host's bytes
         run_id = ctx.run_id
         by_id = {j.job_id: j for j in jobs}
         pending = set(by_id)
         # records that came back while no one was listening (a resumed run)
-        for kind, payload in self._drain(client, run_id, by_id, ctx, block=False):
+        for kind, payload in self._drain(raw, run_id, by_id, ctx, block=False):
             if kind == "record":
                 if payload[0].job_id not in pending:
                     continue
@@ -75,21 +95,21 @@ class FarmPool:
         self._warn_missing_workers(client, {by_id[j].device for j in pending}, ctx)
         app = make_app(self.url)
         base = {"run_id": run_id, "experiment": ctx.experiment.model_dump(mode="json"),
-                "model_hashes": {n: m.sha256 for n, m in ctx.models.items()},
-                "base_dir": str(ctx.base_dir), "melt_version": __version__}
+                "model_hashes": {n: m.sha256 for n, m in ctx.models.items()}, "melt_version": __version__}
+        keys = self._keys()
         with app.connection_for_write() as conn:
             for job in jobs:
                 if job.job_id not in pending:
                     continue
                 client.srem(done_key(run_id), job.job_id)  # sent again on purpose: run it again
                 task_id = f"{run_id}.{job.job_id}"
-                client.delete(f"melt:farm:deliveries:{task_id}")
-                app.send_task(TASK_NAME, args=[{**base, "job_id": job.job_id}], task_id=task_id,
+                message = sign({**base, "job_id": job.job_id}, "job", keys)
+                app.send_task(TASK_NAME, args=[message], task_id=task_id,
                               queue=queue_name(job.device), routing_key=queue_name(job.device),
                               connection=conn)
         ctx.events.stage(f"{len(pending)} jobs sent to the farm ({safe_url(self.url)})")
         while pending:
-            for kind, payload in self._drain(client, run_id, by_id, ctx, block=True):
+            for kind, payload in self._drain(raw, run_id, by_id, ctx, block=True):
                 if kind == "record":
                     if payload[0].job_id not in pending:
                         continue  # a duplicate: recorded once
@@ -98,36 +118,60 @@ class FarmPool:
 
     def _drain(self, client: Any, run_id: str, by_id: dict[str, Job], ctx: Any,
                *, block: bool) -> Iterator[tuple[str, Any]]:
-        """Notes and records from the run's list (all there are, or the next one)."""
+        """Notes and records from the run's list (all there are, or the next one).
+
+        Every note is another host's word: one that is too large is dropped
+        unread (its job fails, when its first bytes name one), one that is
+        not signed with this farm's key or belongs to another run is
+        dropped, and a record whose id or files do not check becomes a
+        failed record with the reason (:func:`record_from_note`).
+        """
         key = events_key(run_id)
+        deadline = time.monotonic() + self.poll_s
         while True:
-            if block:
-                item = client.blpop([key], timeout=self.poll_s)
-                raw = item[1] if item else None
-            else:
-                raw = client.lpop(key)
+            raw = bounded_pop(client, key, MAX_NOTE_BYTES)
             if raw is None:
-                return
-            try:
-                note = json.loads(raw)
-            except ValueError:
+                if not block or time.monotonic() >= deadline:
+                    return
+                time.sleep(min(0.1, self.poll_s))
                 continue
-            job = by_id.get(note.get("job_id", ""))
+            if isinstance(raw, TooLarge):
+                job = by_id.get(raw.job_hint or "")
+                reason = (f"its worker's note is {raw.size:,} bytes, over the farm's limit of "
+                          f"{MAX_NOTE_BYTES:,} bytes; it was dropped unread")
+                if job is not None:
+                    yield "record", (job, rejected_record(job, reason))
+                else:
+                    ctx.events.stage(f"warning: a note on the farm was dropped: {reason}")
+                if block:
+                    return
+                continue
+            try:
+                note = open_note(raw, self._keys(), run_id)
+            except FarmError as exc:
+                self._refused += 1
+                if self._refused <= 3:
+                    ctx.events.stage(f"warning: a note on the run's list was refused: {exc}")
+                continue
+            job = by_id.get(note.get("job_id")) if isinstance(note.get("job_id"), str) else None
             kind = note.get("kind")
             if kind == "record" and job is not None:
-                record = note["record"]
-                record["_files"] = unpack_files(note.get("files") or {})
-                yield "record", (job, record)
+                yield "record", (job, record_from_note(job, note))
             elif kind == "rejected" and job is not None:
-                yield "record", (job, rejected_record(job, note.get("reason") or "rejected by its worker"))
+                yield "record", (job, rejected_record(job, str(note.get("reason") or "rejected by its worker")))
             elif kind == "started" and job is not None:
                 ctx.events.job_started(job, bool(note.get("warmup")))
             elif kind == "staging":
-                yield "staging", note.get("info") or {}
+                yield "staging", note.get("info") if isinstance(note.get("info"), dict) else {}
             elif kind == "stage":
                 ctx.events.stage(f"{note.get('device')}: {note.get('message')}")
             if block:
                 return
+
+    def _keys(self) -> FarmKeys:
+        if self.keys is None:
+            self.keys = load_keys(self.url)
+        return self.keys
 
     def _warn_missing_workers(self, client: Any, devices: set[str], ctx: Any) -> None:
         online = {e.device for e in farm_status(client) if e.health == "online"}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from melt.farm.app import BROKER_ENV, redis_client
+from melt.farm.policy import ALLOWED_SOURCES_ENV, MODELS_DIR_ENV
 from melt.farm.registry import advertise, withdraw
 
 
@@ -72,8 +73,11 @@ class Supervisor:
 
     def __init__(self, url: str, slots: list[DeviceSlot], *, interval_s: float = 5.0,
                  visibility_timeout_s: float, log: Callable[[str], None] = print,
-                 log_dir: Path | None = None):
+                 log_dir: Path | None = None, allowed_sources: tuple[str, ...] = (),
+                 models_dir: Path | None = None):
         self.url = url
+        self.allowed_sources = allowed_sources
+        self.models_dir = models_dir
         self.slots = slots
         self.interval_s = interval_s
         self.visibility_timeout_s = visibility_timeout_s
@@ -86,7 +90,10 @@ class Supervisor:
     # ----------------------------------------------------------------- processes
 
     def _start(self, slot: DeviceSlot) -> None:
-        env = {**os.environ, BROKER_ENV: self.url, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, BROKER_ENV: self.url, "PYTHONUNBUFFERED": "1",
+               ALLOWED_SOURCES_ENV: "\n".join(self.allowed_sources)}
+        if self.models_dir is not None:
+            env[MODELS_DIR_ENV] = str(self.models_dir)
         out: Any = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)

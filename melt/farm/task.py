@@ -3,35 +3,55 @@
 The body is :meth:`melt.runner.device_worker.DeviceWorker.execute`, the
 function a local run calls. Around it:
 
+- the message is verified first (:mod:`melt.farm.signing`: signed with the
+  farm key, not expired) and refused if this host already ran it
+  (:mod:`melt.farm.replay`); a message that does not verify is logged and
+  dropped, and nothing of it is used;
+- the worker's own policy (:mod:`melt.farm.policy`) decides what it builds:
+  the pinned source or the sources its operator allows, never ``binaries:``,
+  models found by sha256 in its own models folder; a job it refuses comes
+  back as a failed record with the reason, and nothing is built or run;
 - the job is found by its id in the experiment the message carries (the
-  same expansion, the same ids), and its model is resolved on this host and
-  checked against the sha256 the submitter hashed;
-- a delivery counter per task: the first redelivery (the worker process died
-  mid-job) runs the job again, a second one gives up with a failed record;
+  same expansion, the same ids), and its model is checked against the
+  sha256 the submitter hashed;
+- a delivery counter per message: the first redelivery (the worker process
+  died mid-job) runs the job again, a second one gives up with a failed record;
 - a job already finished for this run (a stale duplicate message) is skipped;
 - the record and its files (zlib, base64) go to the run's Redis list
-  ``melt:farm:run:<run_id>``, with "started" and "staging" notes, where the
-  submitter (or a later ``melt run --resume``) reads them.
+  ``melt:farm:run:<run_id>`` in signed notes, with "started" and "staging"
+  notes, where the submitter (or a later ``melt run --resume``) reads them.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
+import re
 import socket
 import time
 import zlib
 from pathlib import Path
 from typing import Any
 
-from melt.farm.app import TASK_NAME, env_url, redis_client
+from melt.errors import MeltError, OutputTooLargeError
+from melt.farm.app import TASK_NAME, FarmError, env_url, redis_client
 from melt.farm.registry import RUNNING_KEY, done_key, events_key
+from melt.farm.signing import MAX_JOB_MESSAGE_BYTES, FarmKeys, MessageRefused, load_keys, sign, verify
+from melt.store.paths import MAX_JOB_FILE_BYTES
 
 #: How long a run's notes and records wait in Redis for their submitter (s).
 EVENTS_TTL_S = 7 * 24 * 3600
-#: Deliveries of one task before it is given up (the first plus one redelivery).
+#: Deliveries of one message before it is given up (the first plus one redelivery).
 MAX_DELIVERIES = 2
+#: The largest note read from (or written to) a run's list, as stored in Redis (bytes).
+MAX_NOTE_BYTES = 320 * 1024 * 1024
+#: The most a record's files may hold once decompressed, all files together (bytes).
+MAX_RECORD_FILES_BYTES = 512 * 1024 * 1024
+#: A job id as melt makes it (:mod:`melt.runner.matrix`), and a run id (:func:`melt.store.runs.new_run_id`).
+JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 _current: dict[str, Any] = {}  # this process's DeviceWorker, for the run it serves
 
@@ -41,22 +61,66 @@ def pack_files(files: dict[str, bytes]) -> dict[str, str]:
     return {name: base64.b64encode(zlib.compress(data, 6)).decode("ascii") for name, data in files.items()}
 
 
-def unpack_files(packed: dict[str, str]) -> dict[str, bytes]:
-    """The inverse of :func:`pack_files`."""
-    return {name: zlib.decompress(base64.b64decode(data)) for name, data in packed.items()}
+def unpack_files(packed: Any, *, max_file_bytes: int | None = None,
+                 max_total_bytes: int | None = None) -> dict[str, bytes]:
+    """The inverse of :func:`pack_files`, for files from another host: every size is bounded.
+
+    Each file may hold ``max_file_bytes`` (default the store's limit per job
+    file) once decompressed and all of them ``max_total_bytes`` (default
+    :data:`MAX_RECORD_FILES_BYTES`), so a small payload that inflates to
+    gigabytes stops at the limit. Raises :class:`~melt.errors.OutputTooLargeError`
+    or :class:`FarmError` for data that is not base64 zlib.
+    """
+    per_file = MAX_JOB_FILE_BYTES if max_file_bytes is None else max_file_bytes
+    left = MAX_RECORD_FILES_BYTES if max_total_bytes is None else max_total_bytes
+    if not isinstance(packed, dict):
+        raise FarmError("the record's files are not a mapping of names to data")
+    out: dict[str, bytes] = {}
+    for name, text in packed.items():
+        what = f"the job file {str(name)[:80]!r} from the worker"
+        if not isinstance(text, str):
+            raise FarmError(f"{what} is not base64 text")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise FarmError(f"{what} is not base64") from None
+        limit = min(per_file, left)
+        inflate = zlib.decompressobj()
+        try:
+            data = inflate.decompress(raw, limit + 1)
+        except zlib.error as exc:
+            raise FarmError(f"{what} is not zlib data: {exc}") from None
+        if len(data) > limit or inflate.unconsumed_tail:
+            if limit == per_file:
+                raise OutputTooLargeError(f"{what}, decompressed,", per_file)
+            raise OutputTooLargeError(f"the job files from the worker, decompressed,",
+                                      MAX_RECORD_FILES_BYTES if max_total_bytes is None else max_total_bytes)
+        if not inflate.eof:
+            raise FarmError(f"{what} is truncated zlib data")
+        out[name] = data
+        left -= len(data)
+    return out
+
+
+def encode_note(note: dict[str, Any], keys: FarmKeys) -> str:
+    """A note as it goes on a run's list: its job id first (for a note too large to read), then signed."""
+    return json.dumps({"job": note.get("job_id"), "env": sign(note, "note", keys, ttl_s=EVENTS_TTL_S)},
+                      default=str)
 
 
 class _Notes:
-    """DeviceWorker events, pushed to the run's list for the submitter's display."""
+    """DeviceWorker events, pushed to the run's list for the submitter's display (each one signed)."""
 
-    def __init__(self, client: Any, run_id: str, device: str):
-        self.client, self.key, self.device = client, events_key(run_id), device
+    def __init__(self, client: Any, run_id: str, device: str, keys: FarmKeys):
+        self.client, self.run_id, self.key, self.device, self.keys = client, run_id, events_key(run_id), device, keys
 
-    def push(self, note: dict[str, Any]) -> None:
-        pipe = self.client.pipeline()
-        pipe.rpush(self.key, json.dumps(note, default=str))
+    def push(self, note: dict[str, Any], *, pipe: Any = None) -> None:
+        own = pipe is None
+        pipe = self.client.pipeline() if own else pipe
+        pipe.rpush(self.key, encode_note({**note, "run_id": self.run_id}, self.keys))
         pipe.expire(self.key, EVENTS_TTL_S)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def stage(self, message: str) -> None:
         self.push({"kind": "stage", "device": self.device, "message": message})
@@ -65,17 +129,15 @@ class _Notes:
         self.push({"kind": "started", "job_id": job.job_id, "warmup": warmup})
 
 
-def _worker_for(payload: dict[str, Any], spec: Any, notes: _Notes) -> Any:
-    """This process's DeviceWorker for ``payload``'s run (a new run closes the old one)."""
-    from melt.config.loader import validate
-    from melt.config.specs import ExperimentSpec
+def _worker_for(body: dict[str, Any], experiment: Any, spec: Any, notes: _Notes, models_dir: Path) -> Any:
+    """This process's DeviceWorker for ``body``'s run (a new run closes the old one)."""
     from melt.runner.device_worker import DeviceWorker
 
-    key = payload["run_id"]
+    key = body["run_id"]
     if _current.get("key") != key or _current["worker"].broken:
         close_current()
-        experiment = validate(ExperimentSpec, payload["experiment"], f"run {payload['run_id']}")
-        worker = DeviceWorker(spec, experiment, {}, Path(payload["base_dir"]), events=notes,
+        # the worker's own models folder, never a folder the message names
+        worker = DeviceWorker(spec, experiment, {}, models_dir, events=notes,
                               on_staging=lambda info: notes.push({"kind": "staging", "info": info}))
         _current.update(key=key, worker=worker)
     worker = _current["worker"]
@@ -91,25 +153,89 @@ def close_current() -> None:
         worker.close()
 
 
-def execute_payload(payload: dict[str, Any], *, task_id: str, spec: Any, client: Any) -> str:
-    """Run one job message on this device; returns what happened (for the worker log)."""
-    from melt.runner.matrix import expand
+def verified_body(message: Any, keys: FarmKeys) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the checked envelope, its body) of a job message, or :class:`MessageRefused`."""
+    envelope = verify(message, "job", keys, max_bytes=MAX_JOB_MESSAGE_BYTES)
+    body = envelope["body"]
+    if not isinstance(body.get("run_id"), str) or not RUN_ID.match(body["run_id"]):
+        raise MessageRefused("the message's run id is not one melt makes")
+    if not isinstance(body.get("job_id"), str) or not JOB_ID.match(body["job_id"]):
+        raise MessageRefused("the message's job id is not one melt makes")
+    if not isinstance(body.get("experiment"), dict) or not isinstance(body.get("model_hashes"), dict):
+        raise MessageRefused("the message carries no experiment")
+    return envelope, body
 
-    run_id, job_id = payload["run_id"], payload["job_id"]
+
+def execute_payload(message: Any, *, task_id: str, spec: Any, client: Any, keys: FarmKeys | None = None,
+                    seen: Any = None, allowed_sources: tuple[str, ...] | None = None,
+                    models_dir: Path | None = None) -> str:
+    """Run one job message on this device; returns what happened (for the worker log).
+
+    ``keys``, ``seen`` (:class:`~melt.farm.replay.SeenMessages`),
+    ``allowed_sources`` and ``models_dir`` default to this worker's own
+    (its environment, its cache). A message that does not verify raises
+    :class:`MessageRefused` and leaves no trace but the log line; a verified
+    one always ends as a record on the run's list.
+    """
+    from melt.farm import policy
+    from melt.farm.replay import SeenMessages
+
+    keys = keys if keys is not None else load_keys(os.environ.get("MELT_FARM_BROKER"))
+    envelope, body = verified_body(message, keys)
+    run_id, job_id = body["run_id"], body["job_id"]
     if client.sismember(done_key(run_id), job_id):
         return "skipped: already finished for this run"
-    attempts_key = f"melt:farm:deliveries:{task_id}"
-    deliveries = client.incr(attempts_key)
-    client.expire(attempts_key, EVENTS_TTL_S)
-    notes = _Notes(client, run_id, spec.name)
-    worker = _worker_for(payload, spec, notes)
-    jobs = {j.job_id: j for j in expand(worker.experiment, payload["model_hashes"])}
+    seen = seen if seen is not None else _current.setdefault("seen", SeenMessages())
+    deliveries = seen.deliver(envelope["id"], envelope["exp"])
+    notes = _Notes(client, run_id, spec.name, keys)
+    try:
+        result = _execute(body, notes, spec, client, task_id, deliveries,
+                          policy.worker_allowed_sources() if allowed_sources is None else allowed_sources,
+                          policy.worker_models_dir() if models_dir is None else models_dir)
+    except Exception as exc:  # a bug must not leave the submitter waiting: the job fails with it
+        _reject(notes, client, job_id, f"worker error on {socket.gethostname()}: {type(exc).__name__}: {exc}")
+        seen.finish(envelope["id"])
+        raise
+    seen.finish(envelope["id"])
+    return result
+
+
+def _reject(notes: _Notes, client: Any, job_id: str, reason: str) -> None:
+    pipe = client.pipeline()
+    notes.push({"kind": "rejected", "job_id": job_id, "reason": reason}, pipe=pipe)
+    pipe.sadd(done_key(notes.run_id), job_id)
+    pipe.expire(done_key(notes.run_id), EVENTS_TTL_S)
+    pipe.execute()
+
+
+def _execute(body: dict[str, Any], notes: _Notes, spec: Any, client: Any, task_id: str, deliveries: int,
+             allowed_sources: tuple[str, ...], models_dir: Path) -> str:
+    from melt.config.loader import validate
+    from melt.config.specs import ExperimentSpec
+    from melt.farm import policy
+    from melt.runner.matrix import expand
+
+    run_id, job_id = body["run_id"], body["job_id"]
+    try:
+        experiment = validate(ExperimentSpec, body["experiment"], f"run {run_id}")
+    except MeltError as exc:
+        _reject(notes, client, job_id, f"worker on {socket.gethostname()}: {exc}")
+        return "rejected: the experiment does not validate"
+    refused = policy.refusals(experiment, allowed_sources)
+    if refused:  # decided before anything is built, staged or run
+        _reject(notes, client, job_id, f"worker on {socket.gethostname()} refuses the job: " + "; ".join(refused))
+        return "rejected: " + "; ".join(refused)
+    worker = _worker_for(body, experiment, spec, notes, models_dir)
+    try:
+        jobs = {j.job_id: j for j in expand(worker.experiment, body["model_hashes"])}
+    except KeyError as exc:
+        _reject(notes, client, job_id, f"the message has no model hash for {exc}")
+        return "rejected: a model hash is missing"
     job = jobs.get(job_id)
     if job is None:  # a submitter of another melt version expands differently
-        notes.push({"kind": "rejected", "job_id": job_id,
-                    "reason": f"worker on {socket.gethostname()} finds no job {job_id} in the experiment "
-                              f"(melt {payload.get('melt_version')} submitted it; this worker runs another)"})
-        client.sadd(done_key(run_id), job_id)
+        _reject(notes, client, job_id,
+                f"worker on {socket.gethostname()} finds no job {job_id} in the experiment "
+                f"(melt {body.get('melt_version')} submitted it; this worker runs another)")
         return "rejected: unknown job id"
     client.hset(RUNNING_KEY, spec.name, json.dumps({
         "run_id": run_id, "job_id": job_id, "pid": os.getpid(), "host": socket.gethostname(),
@@ -119,34 +245,43 @@ def execute_payload(payload: dict[str, Any], *, task_id: str, spec: Any, client:
             record = worker.failed_record(job, f"the worker running this job died {deliveries - 1} times; "
                                                "it is not delivered again")
         else:
-            record = _run(worker, job, payload)
+            record = _run(worker, job, run_id, models_dir)
     finally:
         client.hdel(RUNNING_KEY, spec.name)
     files = record.pop("_files", {}) or {}
     record.setdefault("provenance", {})["farm"] = {"host": socket.gethostname(), "queue": f"device.{spec.name}",
                                                    "delivery": deliveries, "task_id": task_id}
+    note = {"kind": "record", "job_id": job_id, "record": record, "files": pack_files(files)}
+    if len(encode_note(note, notes.keys)) > MAX_NOTE_BYTES:  # the submitter would refuse it unread
+        record = worker.failed_record(job, f"its record and files are over the farm's limit of "
+                                           f"{MAX_NOTE_BYTES >> 20} MiB per note")
+        record.pop("_files", None)
+        note = {"kind": "record", "job_id": job_id, "record": record, "files": {}}
     pipe = client.pipeline()
-    pipe.rpush(events_key(run_id), json.dumps(
-        {"kind": "record", "job_id": job_id, "record": record, "files": pack_files(files)}, default=str))
-    pipe.expire(events_key(run_id), EVENTS_TTL_S)
+    notes.push(note, pipe=pipe)
     pipe.sadd(done_key(run_id), job_id)
     pipe.expire(done_key(run_id), EVENTS_TTL_S)
-    pipe.delete(attempts_key)
     pipe.execute()
     return f"{record['status']}: {job.workload} #{job.repetition}"
 
 
-def _run(worker: Any, job: Any, payload: dict[str, Any]) -> dict[str, Any]:
+def _run(worker: Any, job: Any, run_id: str, models_dir: Path) -> dict[str, Any]:
     """Resolve ``job``'s model on this host (checked by sha256), then execute it."""
-    from melt.errors import MeltError
+    from melt.farm.policy import find_model
     from melt.runner.models import resolve_model
 
     name = job.model.name
     if name not in worker.models:
         index = next(i for i, m in enumerate(worker.experiment.models) if m.name == name)
+        ref = job.model
+        if ref.path is not None:  # found by its sha256 in this worker's folder, not at the message's path
+            found = find_model(models_dir, job.model_sha256)
+            if found is None:
+                return worker.failed_record(job, f"model {name} (sha256 {job.model_sha256[:12]}…) is not in "
+                                                 f"this worker's models folder {models_dir}: copy the file there")
+            ref = ref.model_copy(update={"path": str(found)})
         try:
-            model = resolve_model(job.model, base=worker.base_dir, source=f"run {payload['run_id']}",
-                                  index=index)
+            model = resolve_model(ref, base=models_dir, source=f"run {run_id}", index=index)
         except MeltError as exc:
             return worker.failed_record(job, f"model {name} on this worker: {exc}")
         if model.sha256 != job.model_sha256:
@@ -163,18 +298,17 @@ def serve_device(spec: Any) -> None:
 
 def register(app: Any) -> None:
     """Register the task on ``app`` (the device is set with :func:`serve_device`)."""
+    import logging
+
+    log = logging.getLogger("melt.farm")
 
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-    def execute_job(self: Any, payload: dict[str, Any]) -> str:
+    def execute_job(self: Any, message: Any) -> str:
         if "client" not in _current:
             _current["client"] = redis_client(env_url())
-        client = _current["client"]
         try:
-            return execute_payload(payload, task_id=self.request.id, spec=_current["spec"], client=client)
-        except Exception as exc:  # a bug must not leave the submitter waiting: the job fails with it
-            run_id, job_id = payload.get("run_id", "?"), payload.get("job_id", "?")
-            _Notes(client, run_id, "?").push({"kind": "rejected", "job_id": job_id,
-                                              "reason": f"worker error on {socket.gethostname()}: "
-                                                        f"{type(exc).__name__}: {exc}"})
-            client.sadd(done_key(run_id), job_id)
-            raise
+            return execute_payload(message, task_id=self.request.id, spec=_current["spec"],
+                                   client=_current["client"])
+        except MessageRefused as exc:  # nothing of it is trusted, not even the run it names
+            log.warning("refused message %s: %s", str(self.request.id)[:80], exc)
+            return f"refused: {exc}"

@@ -398,5 +398,6 @@ class DeviceWorker:
             "started_at": started or utc_now(),
             "finished_at": utc_now(),
             "metrics": metrics or {},
-            "provenance": provenance or {"model": self.models[job.model.name].provenance()},
+            "provenance": provenance or ({"model": self.models[job.model.name].provenance()}
+                                         if job.model.name in self.models else {}),
         }

@@ -18,6 +18,17 @@ from tests.conftest_virtual import adb_server  # noqa: F401
 from tests.helpers import ROOT, need
 
 PASSWORD = "farm-secret-8d1f"
+#: The farm key every host of these tests holds (the submitter, the workers, the task run directly).
+FARM_KEY = "4f1c9a7e2b6d8035c1e9f7a2b4d6c8e0a3f5b7d9c1e3a5f7b9d1c3e5a7f9b1d3"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def farm_key() -> Iterator[str]:
+    """``MELT_FARM_KEY`` for this process and every child it starts (workers, `melt run --farm`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MELT_FARM_KEY", FARM_KEY)
+        mp.delenv("MELT_FARM_KEY_FILE", raising=False)
+        yield FARM_KEY
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +70,7 @@ class Farm:
     url: str
     configs: Path
     phones: dict[str, object]  # name -> VirtualPhone
+    models: Path  # the workers' models folder (--models): path: models are found there by sha256
     hosts: list[Host] = field(default_factory=list)
     adb: object = None
 
@@ -70,7 +82,7 @@ class Farm:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "melt.cli.main", "farm", "worker", "--broker", self.url,
                  "--configs", str(self.configs), *[a for d in devices for a in ("--device", d)],
-                 "--interval", "1", "--log-dir", str(log_dir)],
+                 "--interval", "1", "--log-dir", str(log_dir), "--models", str(self.models)],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         host = Host(devices, proc, log_dir, stderr)
         self.hosts.append(host)
@@ -117,7 +129,7 @@ def farm(redis_url, adb_server, tmp_path_factory) -> Iterator[Farm]:  # noqa: F8
             adb_server.connect(phone.address)
             (configs / f"{name}.yaml").write_text(phone_config(name, phone.address, adb_server.port))
             phones[name] = phone
-        f = Farm(redis_url, configs, phones, adb=adb_server)
+        f = Farm(redis_url, configs, phones, tmp / "models", adb=adb_server)
         f.start_host(names[:2], tmp)
         f.start_host(names[2:], tmp)
         try:

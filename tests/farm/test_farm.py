@@ -31,11 +31,15 @@ warmup: 0
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
+def experiment(farm, tmp_path_factory):
+    import shutil
+
     from melt.models.tiny import write_tiny_model
 
     tmp = tmp_path_factory.mktemp("exp")
     model = write_tiny_model(tmp / "tiny.gguf", seed=5)
+    farm.models.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model, farm.models / "any-name.gguf")  # the workers find it by its sha256
 
     def make(reps: int) -> Path:
         path = tmp / f"farm{reps}.yaml"
