@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
@@ -164,7 +165,15 @@ class Pymobiledevice3Services:
 
     def _run(self, coro: Any) -> Any:
         try:
-            return asyncio.run(coro)
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no event loop in this thread
+            run = asyncio.run
+        else:  # called from inside one (a notebook, Playwright's sync API): a loop on a thread of its own
+            def run(c: Any) -> Any:
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    return pool.submit(asyncio.run, c).result()
+        try:
+            return run(coro)
         except TransportError:
             raise
         except (ConnectionError, OSError) as exc:

@@ -13,6 +13,7 @@ answer, never with a value the fake hands over already in melt's form.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import plistlib
@@ -199,6 +200,17 @@ def test_melt_devices_lists_attached_iphones_from_lockdown(monkeypatch, tmp_path
     # a locked phone still shows, with why melt cannot read it
     assert second["udid"] == "00008030-000B2C3D4E5F6071" and "not paired or locked" in second["status"]
     assert "name" not in second
+
+
+def test_iphones_listed_from_inside_an_event_loop(monkeypatch):
+    """A notebook cell runs inside an event loop: melt's own loop must not clash with it."""
+    FakeLibrary([FakePhone(LOCKDOWN)]).install(monkeypatch)
+
+    async def cell():
+        return attached_iphones()
+
+    found, note = asyncio.run(cell())
+    assert note is None and [d["product_type"] for d in found] == ["iPhone15,2"]
 
 
 @pytest.mark.slow
