@@ -126,6 +126,16 @@ class RegressionFound(MeltError):
     exit_code = 2
 
 
+class LabelsDiffer(MeltError):
+    """``melt compare`` judged jobs with other labels than the current run's (exit code 3).
+
+    A simulated baseline against a measured run, for example: the verdicts
+    compare a model with hardware, so a gate must not pass on them.
+    """
+
+    exit_code = 3
+
+
 class RunStopped(MeltError):
     """A run stopped part-way for a reason that is not one job's (a bug, a lost broker, ...).
 

@@ -18,11 +18,12 @@ from melt.analysis.metrics import DEFAULT_COMPARED, DEFAULT_FLOOR, direction
 from melt.analysis.regress import ALPHA, Comparison, check_metric_names, compare_frames
 from melt.analysis.steps import detect_steps
 from melt.errors import ResultsError
+from melt.labels import EMULATED, SIMULATED, parse_labels
 from melt.store.runs import ResultsStore
 
 _JOB_SQL = (
     "SELECT j.run_id, r.created_at, j.job_id, j.cell_id, j.status, j.reason, j.device, j.framework, "
-    "j.model, j.workload, j.kind, j.params, j.repetition, j.simulated, j.execution "
+    "j.model, j.workload, j.kind, j.params, j.repetition, j.simulated, j.execution, j.labels "
     "FROM jobs j JOIN runs r ON r.run_id = j.run_id"
 )
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
@@ -60,7 +61,8 @@ def index_jobs(store: ResultsStore, *, cell_ids: Sequence[str] | None = None,
     if not rows:
         return pd.DataFrame(columns=["run_id", "created_at", "job_id", "cell_id", "status"])
     jobs = pd.DataFrame(rows)
-    jobs["simulated"] = jobs["simulated"].astype(bool)
+    jobs["labels"] = [_index_labels(r) for r in rows]
+    jobs["simulated"] = [SIMULATED in parse_labels(t) for t in jobs["labels"]]
     keys = set(zip(jobs["run_id"], jobs["job_id"]))
     msql = "SELECT run_id, job_id, name, value FROM metrics"
     margs: tuple = ()
@@ -75,6 +77,17 @@ def index_jobs(store: ResultsStore, *, cell_ids: Sequence[str] | None = None,
         wide.columns.name = None
         jobs = jobs.merge(wide, on=["run_id", "job_id"], how="left")
     return jobs.sort_values(["created_at", "run_id", "job_id"], kind="stable").reset_index(drop=True)
+
+
+def _index_labels(row: dict[str, Any]) -> str:
+    """A job's labels from its index row; rows indexed before the column existed have
+    ``simulated`` and ``execution`` only (``melt results reindex`` fills it in)."""
+    if isinstance(row.get("labels"), str):
+        return row["labels"]
+    old = [SIMULATED] if row.get("simulated") else []
+    if str(row.get("execution") or "").endswith("(emulated)"):
+        old.append(EMULATED)
+    return ",".join(old)
 
 
 def last_runs(jobs: pd.DataFrame, last_n: int) -> pd.DataFrame:
@@ -140,12 +153,13 @@ def metric_history(store: ResultsStore, metric: str, *, device: str | None = Non
                    framework: str | None = None, model: str | None = None,
                    workload: str | None = None, cell_id: str | None = None,
                    last_n: int | None = None) -> pd.DataFrame:
-    """One row per (cell, run), oldest first: identity, ``run_id``, ``created_at``, ``n``,
-    ``median`` (of the repetitions, in the metric's unit), ``min``, ``max``."""
+    """One row per (cell, run), oldest first: identity, ``run_id``, ``created_at``, ``labels``
+    (of the run's jobs, comma-separated), ``n``, ``median`` (of the repetitions, in the
+    metric's unit), ``min``, ``max``."""
     jobs = index_jobs(store, metrics=[metric], device=device, framework=framework, model=model,
                       workload=workload, cell_ids=[cell_id] if cell_id else None)
     cols = ["cell_id", "device", "framework", "model", "workload", "params", "run_id", "created_at",
-            "n", "median", "min", "max"]
+            "labels", "n", "median", "min", "max"]
     if jobs.empty or metric not in jobs.columns:
         return pd.DataFrame(columns=cols)
     jobs = jobs.dropna(subset=[metric])
@@ -154,9 +168,14 @@ def metric_history(store: ResultsStore, metric: str, *, device: str | None = Non
     grouped = jobs.groupby(["cell_id", "run_id"], sort=False).agg(
         device=("device", "first"), framework=("framework", "first"), model=("model", "first"),
         workload=("workload", "first"), params=("params", "first"),
-        created_at=("created_at", "first"), n=(metric, "size"), median=(metric, "median"),
+        created_at=("created_at", "first"), labels=("labels", _union),
+        n=(metric, "size"), median=(metric, "median"),
         min=(metric, "min"), max=(metric, "max")).reset_index()
     return grouped.sort_values(["cell_id", "created_at", "run_id"])[cols].reset_index(drop=True)
+
+
+def _union(labels: pd.Series) -> str:
+    return ",".join(parse_labels(",".join(v for v in labels if isinstance(v, str))))
 
 
 def history_steps(history: pd.DataFrame, metric: str, *, min_size: int = 3, floor: float = 0.05,

@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from melt.analysis.metrics import DEFAULT_COMPARED, DEFAULT_FLOOR, MetricRule, rules
+from melt.labels import parse_labels
 
 #: Significance level of the one-sided tests.
 ALPHA = 0.05
@@ -60,6 +61,21 @@ class CellVerdict:
     status: str  # "compared", "no-baseline", "no-current", "incomparable"
     metrics: list[MetricVerdict] = field(default_factory=list)
     note: str = ""  # why a cell was not compared, or which baseline jobs were left out
+    baseline_labels: tuple[str, ...] = ()  # every label among the baseline's jobs (melt.labels)
+    current_labels: tuple[str, ...] = ()
+
+    @property
+    def labels_differ(self) -> bool:
+        """Both sides have jobs and their labels differ (a simulated baseline against a measured run)."""
+        return self.status == "compared" and self.baseline_labels != self.current_labels
+
+    @property
+    def labels_warning(self) -> str:
+        """``baseline simulated, current measured: ...`` when :attr:`labels_differ`, else ""."""
+        if not self.labels_differ:
+            return ""
+        return (f"baseline {labels_word(self.baseline_labels)}, current {labels_word(self.current_labels)}: "
+                "these verdicts compare numbers of different kinds")
 
     @property
     def regressions(self) -> list[MetricVerdict]:
@@ -70,8 +86,13 @@ class CellVerdict:
         i = self.identity
         from melt.analysis.history import params_text  # history builds on this module
 
-        parts = [i.get("device"), i.get("framework"), i.get("model"), i.get("quantization"),
-                 i.get("workload")]
+        tags = self.current_labels or self.baseline_labels
+        if self.labels_differ:  # both sides' labels: the cell mixes them
+            tags = tuple(dict.fromkeys(self.baseline_labels + self.current_labels))
+        device = i.get("device")
+        if device and tags:
+            device = f"{device} ({', '.join(tags)})"
+        parts = [device, i.get("framework"), i.get("model"), i.get("quantization"), i.get("workload")]
         label = " / ".join(str(p) for p in parts if p) or self.cell_id
         params = params_text(i.get("params"))
         return f"{label} ({params})" if params else label
@@ -96,6 +117,16 @@ class Comparison:
     def regressed(self) -> bool:
         return bool(self.regressions)
 
+    @property
+    def mixed(self) -> list[CellVerdict]:
+        """Compared cells whose baseline and current jobs carry different labels."""
+        return [c for c in self.cells if c.labels_differ]
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per cell whose labels differ (empty when every comparison is like for like)."""
+        return [f"warning: {c.label} [{c.cell_id}]: {c.labels_warning}" for c in self.mixed]
+
     def as_dict(self) -> dict[str, Any]:
         """The stable ``melt compare --json`` shape (fractions, not percentages)."""
         return {
@@ -106,9 +137,13 @@ class Comparison:
             "alpha": self.alpha,
             "regressed": self.regressed,
             "regressions": len(self.regressions),
+            "labels_differ": len(self.mixed),
+            "warnings": self.warnings,
             "cells": [
                 {"cell_id": c.cell_id, **c.identity, "status": c.status, "label": c.label,
                  **({"note": c.note} if c.note else {}),
+                 "labels": {"baseline": list(c.baseline_labels), "current": list(c.current_labels)},
+                 "labels_differ": c.labels_differ,
                  "regressed": bool(c.regressions), "metrics": [_clean(asdict(m)) for m in c.metrics]}
                 for c in self.cells
             ],
@@ -177,8 +212,20 @@ def judge(baseline: Sequence[float], current: Sequence[float], rule: MetricRule,
                          p_value=p if p == p else None, verdict=verdict, note=note)
 
 
-_NOT_METRICS = {"repetition", "simulated", "emulated", "created_at"}
+_NOT_METRICS = {"repetition", "simulated", "emulated", "stand_in", "created_at"}
 _IDENTITY = ("device", "framework", "model", "quantization", "workload", "kind", "params", "simulated")
+
+
+def labels_word(labels: Sequence[str]) -> str:
+    """``simulated, synthetic``, or ``measured`` for none (real hardware, the real framework)."""
+    return ", ".join(labels) if labels else "measured"
+
+
+def frame_labels(jobs: pd.DataFrame) -> tuple[str, ...]:
+    """Every label among the jobs of a frame (its ``labels`` column), in :data:`melt.labels.LABELS` order."""
+    if jobs.empty or "labels" not in jobs.columns:
+        return ()
+    return parse_labels(",".join(v for v in jobs["labels"] if isinstance(v, str)))
 
 
 def _identity(row: pd.Series) -> dict[str, Any]:
@@ -261,11 +308,13 @@ def compare_frames(baseline: pd.DataFrame, current: pd.DataFrame, *,
         identity = _identity(src.iloc[0])
         if gb.empty or gc.empty:
             status = "no-baseline" if gb.empty else "no-current"
-            cells.append(CellVerdict(cell, identity, status))
+            cells.append(CellVerdict(cell, identity, status, baseline_labels=frame_labels(gb),
+                                     current_labels=frame_labels(gc)))
             continue
         gb, note = same_execution(gb, gc)
         if gb.empty:
-            cells.append(CellVerdict(cell, identity, "incomparable", note=note))
+            cells.append(CellVerdict(cell, identity, "incomparable", note=note,
+                                     current_labels=frame_labels(gc)))
             continue
         verdicts = []
         for rule in metric_rules:
@@ -276,5 +325,6 @@ def compare_frames(baseline: pd.DataFrame, current: pd.DataFrame, *,
             if not vb and not vc:
                 continue
             verdicts.append(judge(vb, vc, rule, alpha=alpha, test=test))
-        cells.append(CellVerdict(cell, identity, "compared", verdicts, note=note))
+        cells.append(CellVerdict(cell, identity, "compared", verdicts, note=note,
+                                 baseline_labels=frame_labels(gb), current_labels=frame_labels(gc)))
     return Comparison(baseline_label, current_label, mode, test, alpha, cells)

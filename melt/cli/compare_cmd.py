@@ -1,6 +1,8 @@
 """``melt compare`` and ``melt history``: regression verdicts and trends.
 
-``melt compare`` exits 2 when a regression is found, 0 otherwise, 1 on errors.
+``melt compare`` exits 3 when a compared cell's baseline and current jobs
+carry different labels (unless ``--allow-mixed-labels``), 2 when a regression
+is found, 0 otherwise, 1 on errors.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import click
 
 from melt.cli.common import console as make_console
 from melt.cli.common import echo_json, json_option, results_option, results_path
-from melt.errors import RegressionFound
+from melt.errors import LabelsDiffer, RegressionFound
 from melt.store.runs import ResultsStore
 
 
@@ -67,11 +69,14 @@ def _print_table(result, show_all: bool) -> None:
                           format_value(m.metric, m.current_median), _pct(m.change),
                           "–" if m.p_value is None else f"{m.p_value:.3g}", f"{m.floor:.0%}",
                           Text(m.verdict + (f" ({m.note})" if m.note else ""), style=_STYLE.get(m.verdict, "")))
-        if table.rows:
+        if table.rows or cell.labels_differ:
             console.print(Text("\n" + cell.label, style="bold"))
+            if cell.labels_differ:
+                console.print(Text(f"warning: {cell.labels_warning}", style="bold yellow"))
             if cell.note:
                 console.print(Text(cell.note, style="dim"))
-            console.print(table)
+            if table.rows:
+                console.print(table)
     cells = ", ".join(f"{n} {k}" for k, n in sorted(cell_counts.items()))
     metrics = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none compared"
     console.print(f"{len(result.cells)} cells ({cells}); metrics: {metrics}")
@@ -93,17 +98,24 @@ def _print_table(result, show_all: bool) -> None:
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write JUnit XML here (one test case per cell).")
 @click.option("--all", "show_all", is_flag=True, help="Show unchanged metrics too.")
+@click.option("--allow-mixed-labels", is_flag=True,
+              help="Judge cells whose baseline and current jobs carry different labels (simulated, "
+                   "synthetic, emulated, stand-in) without exit code 3; the warning stays.")
 @json_option
 @results_option
 def compare(runs: tuple[str, ...], history_n: int | None, metrics: tuple[str, ...],
             floor_args: tuple[str, ...], default_floor: float, alpha: float, junit_path: Path | None,
-            show_all: bool, as_json: bool, results_dir: Path | None) -> None:
+            show_all: bool, allow_mixed_labels: bool, as_json: bool, results_dir: Path | None) -> None:
     """Compare BASELINE_RUN CURRENT_RUN, or CURRENT_RUN with --history N.
 
     A metric regressed when the one-sided test is significant (Mann-Whitney U
     on repetitions for two runs, Welch's t-test against history) AND the
-    median moved the wrong way by more than the floor. Exit code 2 when any
-    cell regressed, 0 otherwise, 1 on errors.
+    median moved the wrong way by more than the floor.
+
+    A cell whose baseline jobs carry other labels than its current jobs (a
+    simulated baseline, a measured run) is judged with a warning line, and
+    the exit code is 3 unless --allow-mixed-labels. Otherwise exit code 2
+    when any cell regressed, 0 if none did, 1 on errors.
     """
     from melt.analysis.history import compare_history, compare_runs
     from melt.analysis.junit import to_junit
@@ -122,11 +134,17 @@ def compare(runs: tuple[str, ...], history_n: int | None, metrics: tuple[str, ..
     else:
         result = compare_history(store, runs[0], history_n, **kw)
     if junit_path:
-        junit_path.write_text(to_junit(result), encoding="utf-8")
+        junit_path.write_text(to_junit(result, mixed_fails=not allow_mixed_labels), encoding="utf-8")
     if as_json:
         echo_json(result.as_dict())
     else:
         _print_table(result, show_all)
+    for line in result.warnings:  # on stderr too: a --json or --junit gate must see it in its log
+        click.echo(line, err=True)
+    if result.mixed and not allow_mixed_labels:
+        found = f"; {len(result.regressions)} regression(s) found" if result.regressed else ""
+        raise LabelsDiffer(f"{len(result.mixed)} cell(s) compare jobs with different labels{found}: "
+                           "not a like-for-like comparison (--allow-mixed-labels judges them anyway)")
     if result.regressed:
         cells = {c.cell_id for c, _ in result.regressions}
         raise RegressionFound(f"{len(result.regressions)} regression(s) in {len(cells)} cell(s)")
@@ -154,6 +172,8 @@ def history(metric: str, device: str | None, framework: str | None, model: str |
     from rich.text import Text
 
     from melt.analysis.history import history_steps, metric_history, params_text
+    from melt.analysis.regress import labels_word
+    from melt.labels import parse_labels
     from melt.analysis.metrics import format_value
     from melt.errors import ResultsError
 
@@ -173,10 +193,18 @@ def history(metric: str, device: str | None, framework: str | None, model: str |
     marks = {(s.cell_id, s.run_id): s for s in steps.itertuples()}
     for cell, g in hist.groupby("cell_id", sort=False):
         first = g.iloc[0]
-        console.print(Text(f"\n{first['device']} / {first['framework']} / {first['model']} / "
+        kinds = list(dict.fromkeys(str(v or "") for v in g["labels"]))
+        tags = f" ({kinds[0].replace(',', ', ')})" if len(kinds) == 1 and kinds[0] else ""
+        console.print(Text(f"\n{first['device']}{tags} / {first['framework']} / {first['model']} / "
                            f"{first['workload']} ({params_text(first['params'])})  [cell {cell}]",
                            style="bold"))
-        table = Table("run", "created (UTC)", "n", metric, "min – max", "change")
+        mixed = len(kinds) > 1
+        if mixed:  # a level change between such runs may be the labels', not the code's
+            console.print(Text("warning: the runs of this cell carry different labels ("
+                               + "; ".join(labels_word(parse_labels(k)) for k in kinds)
+                               + "): compare a level change with its runs' labels", style="bold yellow"))
+        table = Table("run", "created (UTC)", *(["labels"] if mixed else []), "n", metric, "min – max",
+                      "change")
         table.columns[0].no_wrap = True
         for r in g.itertuples():
             s = marks.get((cell, r.run_id))
@@ -184,7 +212,9 @@ def history(metric: str, device: str | None, framework: str | None, model: str |
             if s is not None:
                 change = Text(f"{'▼' if s.change < 0 else '▲'} {s.change:+.1%} (p={s.p_value:.2g})",
                               style="bold red" if s.worse else "green")
-            table.add_row(r.run_id, str(r.created_at or "")[:19], str(r.n), format_value(metric, r.median),
+            label_cell = [labels_word(parse_labels(r.labels)).replace(", ", ",")] if mixed else []
+            table.add_row(r.run_id, str(r.created_at or "")[:19], *label_cell, str(r.n),
+                          format_value(metric, r.median),
                           f"{format_value(metric, r.min)} – {format_value(metric, r.max)}", change)
         console.print(table)
     console.print(f"{hist['cell_id'].nunique()} cells, {len(steps)} level change(s) over {floor:g}%")

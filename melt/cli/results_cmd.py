@@ -29,12 +29,16 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
     """List runs, oldest first.
 
     The creation time is shown from 100 columns up (a run id starts with its
-    UTC creation time); --json has every field.
+    UTC creation time); --json has every field. `labels` are every label
+    among the run's jobs (simulated, synthetic, emulated, stand-in).
     """
+    from melt.labels import job_labels, labels_text
+
     store = ResultsStore(results_path(results_dir))
     rows = []
     for run in store.runs():
         jobs = run.journal()
+        found = {name for job in run.jobs() for name in job_labels(job)}
         rows.append({
             "run_id": run.run_id,
             "experiment": (run.manifest.get("experiment") or {}).get("name"),
@@ -42,6 +46,7 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
             "status": run.manifest.get("status"),
             "jobs_ok": sum(1 for e in jobs.values() if e.get("status") == "ok"),
             "jobs_total": run.manifest.get("total_jobs"),
+            "labels": [w for w in labels_text(found, ",").split(",") if w],
             "path": str(run.dir),
         })
     _say_unreadable(store)

@@ -22,6 +22,7 @@ from rich.text import Text
 from melt.analysis.frames import quantization_of
 from melt.analysis.metrics import format_value, label
 from melt.cli.common import hanging
+from melt.labels import job_labels
 
 #: Metrics shown per job, in this order, when a job of the cell has them.
 SHOWN_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "itl_ms_p50", "load_ms",
@@ -66,12 +67,13 @@ def _median(values: list[float]) -> float:
 
 
 def cell_label(job: dict, swept: dict[str, list[str]]) -> str:
-    """``device (sim) · framework · model (quantization) · workload  n_gen=16 threads=4``.
+    """``device (simulated, stand-in) · framework · model (quantization) · workload  n_gen=16``.
 
+    The device carries the job's labels (:func:`melt.labels.job_labels`).
     Only the swept parameters are shown; the quantization only when the
     model's name does not already say it.
     """
-    tags = [t for t, on in (("sim", job.get("simulated")), ("emu", job.get("emulated"))) if on]
+    tags = job_labels(job)
     device = str(job.get("device")) + (f" ({', '.join(tags)})" if tags else "")
     model = str(job.get("model"))
     quant = quantization_of(job)
@@ -142,12 +144,27 @@ def _failures(console: Console, group: list[dict]) -> None:
 
 #: Narrower than this, `results list` leaves out the creation time (the run id starts with it).
 WIDE = 100
+#: The longest run status (complete-with-failures): labels under a status wrap to it.
+STATUS_WIDTH = 22
+
+
+def _lines(words: list[str], width: int) -> list[str]:
+    """``words`` joined with ", ", broken into lines of at most ``width`` between words."""
+    lines: list[str] = []
+    for word in words:
+        if lines and len(lines[-1]) + len(word) + 2 <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+        lines[-1] += ","
+    return [line.rstrip(",") if i == len(lines) - 1 else line for i, line in enumerate(lines)]
 
 
 def print_runs(console: Console, rows: list[dict[str, Any]]) -> None:
     """The ``melt results list`` table: ids, statuses and counts never cut.
 
-    The experiment name gets the width left and wraps; below :data:`WIDE`
+    A run's labels (every label among its jobs) are under its status. The
+    experiment name gets the width left and wraps; below :data:`WIDE`
     columns the creation time is left out (a run id is its UTC creation time,
     ``YYYYmmdd-HHMMSS-xxxx``; ``--json`` has both).
     """
@@ -160,10 +177,13 @@ def print_runs(console: Console, rows: list[dict[str, Any]]) -> None:
     table.add_column("experiment", overflow="fold", ratio=1)
     if wide:
         table.add_column("created (UTC)", no_wrap=True)
-    table.add_column("status", no_wrap=True)
+    table.add_column("status / labels", no_wrap=True)
     table.add_column("ok/total", no_wrap=True, justify="right")
     for r in rows:
         created = [(r["created_at"] or "")[:19].replace("T", " ")] if wide else []
-        table.add_row(r["run_id"], r["experiment"] or "", *created, r["status"] or "",
+        status = Text(r["status"] or "")
+        if r.get("labels"):  # under the status: at 80 columns a column of its own leaves no room
+            status.append("\n" + "\n".join(_lines(r["labels"], STATUS_WIDTH)), style="yellow")
+        table.add_row(r["run_id"], r["experiment"] or "", *created, status,
                       f"{r['jobs_ok']}/{r['jobs_total'] or '?'}")
     console.print(table)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from melt.errors import ResultsError
+from melt.labels import SIMULATED, job_labels, labels_text
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_id TEXT, job_id TEXT, cell_id TEXT, status TEXT, reason TEXT,
     device TEXT, framework TEXT, model TEXT, workload TEXT, kind TEXT,
     params TEXT, repetition INTEGER, simulated INTEGER, started_at TEXT, execution TEXT,
+    labels TEXT,
     PRIMARY KEY (run_id, job_id)
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -62,9 +64,10 @@ class Index:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_DDL)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-            if "execution" not in columns:  # an index written before the column existed
-                with self._db:
-                    self._db.execute("ALTER TABLE jobs ADD COLUMN execution TEXT")
+            for column in ("execution", "labels"):  # an index written before the column existed
+                if column not in columns:
+                    with self._db:
+                        self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -95,11 +98,12 @@ class Index:
             )
 
     def add_job(self, run_id: str, job: dict[str, Any]) -> None:
+        labels = job_labels(job)
         with self._guard(), self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO jobs (run_id, job_id, cell_id, status, reason, device, framework, "
-                "model, workload, kind, params, repetition, simulated, started_at, execution) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "model, workload, kind, params, repetition, simulated, started_at, execution, labels) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     job["job_id"],
@@ -113,9 +117,10 @@ class Index:
                     job.get("kind"),
                     json.dumps(job.get("params"), sort_keys=True),
                     job.get("repetition"),
-                    int(bool(job.get("simulated"))),
+                    int(SIMULATED in labels),
                     job.get("started_at"),
                     execution_of(job),
+                    labels_text(labels, ","),
                 ),
             )
             self._db.execute("DELETE FROM metrics WHERE run_id=? AND job_id=?", (run_id, job["job_id"]))

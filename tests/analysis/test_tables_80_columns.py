@@ -58,7 +58,7 @@ def test_results_show_fits_80_columns_with_every_value_in_full(store):
         swept = f"n_gen={cell.params['n_gen']}" if cell.workload == "bench" else ""  # only swept ones shown
         block = next(b for b in blocks(out) if cell.model in squeeze(" ".join(b)) and swept in " ".join(b))
         head = squeeze(" ".join(b for b in block if not b.startswith("  ")))
-        for value in (cell.device, "(sim)", "llama.cpp", cell.model, cell.workload):
+        for value in (cell.device, "(simulated, synthetic)", "llama.cpp", cell.model, cell.workload):
             assert value in head, (value, block)
         mine = sorted((j for j in jobs if j["cell_id"] == cell.cell_id), key=lambda j: j["repetition"])
         if mine[0]["status"] != "ok":

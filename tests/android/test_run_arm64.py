@@ -103,7 +103,7 @@ def test_quickstart_runs_the_arm64_build_under_emulation(tmp_path, adb_server, p
         arm64_build.provenance["binaries"]["llama-bench"]["sha256"]
 
     shown = melt("results", "show", run_id, "--results", str(results))
-    assert "(sim, emu)" in shown.stdout  # both labels beside the device
+    assert "(simulated, emulated)" in shown.stdout  # both labels beside the device
     report = tmp_path / "report.html"
     assert melt("report", run_id, "--results", str(results), "-o", str(report)).returncode == 0
     assert 'id="emulated-notice"' in report.read_text()
