@@ -40,6 +40,11 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
+def query_form(url: str) -> str:
+    """``redis://:PW@HOST:PORT/0`` as ``redis://HOST:PORT/0?password=PW``."""
+    return url.replace(f":{PASSWORD}@", "") + f"?password={PASSWORD}"
+
+
 def phone_config(name: str, address: str, adb_port: int) -> str:
     return (f"name: {name}\nkind: android\nbuild_profile: host\n"
             f"adb: {{connect: '{address}', server_port: {adb_port}, reconnect_timeout_s: 3}}\n"
@@ -74,13 +79,13 @@ class Farm:
     hosts: list[Host] = field(default_factory=list)
     adb: object = None
 
-    def start_host(self, devices: list[str], tmp: Path) -> Host:
+    def start_host(self, devices: list[str], tmp: Path, url: str | None = None) -> Host:
         log_dir = tmp / f"host-{len(self.hosts)}"
         log_dir.mkdir(parents=True)
         stderr = log_dir / "supervisor.log"
         with open(stderr, "wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "melt.cli.main", "farm", "worker", "--broker", self.url,
+                [sys.executable, "-m", "melt.cli.main", "farm", "worker", "--broker", url or self.url,
                  "--configs", str(self.configs), *[a for d in devices for a in ("--device", d)],
                  "--interval", "1", "--log-dir", str(log_dir), "--models", str(self.models)],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
@@ -131,7 +136,8 @@ def farm(redis_url, adb_server, tmp_path_factory) -> Iterator[Farm]:  # noqa: F8
             phones[name] = phone
         f = Farm(redis_url, configs, phones, tmp / "models", adb=adb_server)
         f.start_host(names[:2], tmp)
-        f.start_host(names[2:], tmp)
+        # the second host names the password as a query parameter, the other form Redis URLs take
+        f.start_host(names[2:], tmp, url=query_form(redis_url))
         try:
             f.wait_online(names)
             yield f

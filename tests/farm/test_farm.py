@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.farm.conftest import PASSWORD
+from tests.farm.conftest import PASSWORD, query_form
 from tests.helpers import ROOT, last_line, melt, show
 
 pytestmark = [pytest.mark.adb, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -143,7 +143,7 @@ def test_worker_process_killed_mid_job_is_redelivered_once_and_recorded_once(far
     results = tmp_path / "r"
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.Popen([sys.executable, "-m", "melt.cli.main", "run", str(experiment(3)), "--farm",
-                             farm.url, "--results", str(results)], cwd=ROOT, env=env,
+                             query_form(farm.url), "--results", str(results)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = redis_client(farm.url)
     killed = None
@@ -165,6 +165,11 @@ def test_worker_process_killed_mid_job_is_redelivered_once_and_recorded_once(far
     assert victim["provenance"]["farm"]["delivery"] == 2  # redelivered once, to the same queue
     assert victim["provenance"]["farm"]["queue"] == "device.phone-c"
     assert all(j["provenance"]["farm"]["delivery"] == 1 for j in jobs if j is not victim)
+    # submitted with ?password=: masked in the manifest, the output and the results like the other form
+    manifest = json.loads((results / last_line(out) / "manifest.json").read_text())
+    assert manifest["executor_at"].endswith("?password=***")
+    no_password_in([results], [])
+    assert PASSWORD not in out + err
 
 
 def test_vanished_phone_stops_taking_jobs_and_comes_back(farm):
@@ -200,3 +205,65 @@ def wait_log(path: Path, text: str, timeout: float = 30) -> None:
     while text not in path.read_text(errors="replace"):
         assert time.monotonic() < deadline, path.read_text(errors="replace")
         time.sleep(0.2)
+
+
+def test_workers_refuse_forged_expired_and_replayed_messages_through_the_broker(farm, experiment):
+    """Messages put on a device's queue as a host on the broker's network would: only the signed one runs, once."""
+    import hashlib
+    import secrets
+
+    from melt.config.loader import load_experiment
+    from melt.farm.app import TASK_NAME, make_app, redis_client
+    from melt.farm.registry import done_key, events_key
+    from melt.farm.signing import FarmKeys, sign
+    from melt.runner.matrix import expand
+    from tests.farm.conftest import FARM_KEY
+
+    exp = load_experiment(experiment(1)).model_copy(update={"devices": ["phone-a"]})
+    sha = hashlib.sha256(Path(exp.models[0].path).read_bytes()).hexdigest()
+    run_id = f"20260102-000000-{secrets.token_hex(2)}"
+    job = expand(exp, {"tiny": sha})[0]
+    body = {"run_id": run_id, "job_id": job.job_id, "experiment": exp.model_dump(mode="json"),
+            "model_hashes": {"tiny": sha}, "melt_version": "test"}
+    keys = FarmKeys((FARM_KEY.encode(),), "test")
+    good = sign(body, "job", keys)
+    messages = {
+        "unsigned": body,
+        "other-key": sign(body, "job", FarmKeys((b"not-the-farm-key-" * 3,), "other")),
+        "expired": sign(body, "job", keys, now=time.time() - 8 * 24 * 3600),
+        "good": good,
+    }
+    app = make_app(farm.url)
+    raw = redis_client(farm.url)
+    log = farm.hosts[0].log_dir / "phone-a.log"
+
+    def send(name: str, message: dict) -> str:
+        task_id = f"{run_id}.{name}"
+        with app.connection_for_write() as conn:
+            app.send_task(TASK_NAME, args=[message], task_id=task_id, queue="device.phone-a",
+                          routing_key="device.phone-a", connection=conn)
+        return task_id
+
+    def records() -> list[dict]:
+        notes = [json.loads(n)["env"]["body"] for n in raw.lrange(events_key(run_id), 0, -1)]
+        return [n["record"] for n in notes if n["kind"] in ("record", "rejected")]
+
+    try:
+        refused = [send(name, m) for name, m in messages.items() if name != "good"]
+        send("good", good)
+        deadline = time.monotonic() + 120
+        while not records():
+            assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+        [record] = records()
+        assert record["status"] == "ok" and record["job_id"] == job.job_id, record.get("reason")
+        raw.delete(done_key(run_id))  # whoever holds the broker can clear what it knows of finished jobs
+        refused.append(send("replay", good))  # the very message that ran, sent again
+        for task_id in refused:
+            wait_log(log, f"refused message {task_id}", timeout=60)
+        text = log.read_text(errors="replace")
+        assert "not signed" in text and "does not hold" in text and "expired" in text and "a replay" in text
+        time.sleep(1)
+        assert len(records()) == 1  # the replay ran nothing
+    finally:
+        raw.delete(events_key(run_id), done_key(run_id))
