@@ -21,7 +21,7 @@ SPREAD_LIMIT = 1.2
 
 #: Identity columns carried from the jobs frame into each cell row.
 CELL_COLUMNS = ["cell_id", "device", "framework", "model", "quantization", "workload", "kind",
-                "params", "simulated", "emulated"]
+                "params", "simulated", "emulated", "stand_in", "labels"]
 
 
 @dataclass(frozen=True)

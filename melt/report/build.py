@@ -1,6 +1,6 @@
 """Build the HTML report: one self-contained file (Plotly inlined) for one run or many.
 
-Sections: simulated-data notice, summary table (median and 95 % bootstrap CI
+Sections: notices of labelled jobs (simulated, emulated, stand-in), summary table (median and 95 % bootstrap CI
 per cell), comparison charts, sustained runs (tok/s and temperature over
 time, throttling shaded), conversations turn by turn, failed jobs with reasons, every job with its
 provenance and its downsampled trace (rendered when opened), and the shared
@@ -28,6 +28,7 @@ from melt.analysis.frames import TRACE_FILE, jobs_frame, quantization_of, read_t
 from melt.analysis.history import params_text
 from melt.analysis.metrics import SUMMARY_METRICS, format_value, label
 from melt.analysis.stats import cell_stats, summary_table
+from melt.labels import EMULATED, SIMULATED, STAND_IN, SYNTHETIC, count_labels, job_labels, parse_labels
 from melt.report.figures import bar_chart, text, trace_data
 from melt.report.workloads import sustained_charts, turn_tables
 from melt.store.runs import Run
@@ -57,6 +58,7 @@ class ReportInfo:
     seconds: float
     plotly_js: Path | None = None
     simulated_jobs: int = 0
+    labelled_jobs: dict[str, int] = field(default_factory=dict)  # label -> jobs that carry it
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -65,8 +67,9 @@ def _json(obj: Any) -> Markup:
     return htmlsafe_json_dumps(obj, dumps=partial(json.dumps, allow_nan=False, separators=(",", ":")))
 
 
-def _device_label(device: Any, simulated: Any, emulated: Any = False) -> str:
-    tags = [t for t, on in (("simulated", simulated), ("emulated", emulated)) if bool(on)]
+def _device_label(device: Any, labels: Any) -> str:
+    """``pixel-8 (simulated, stand-in)``: the device with the labels of its cell."""
+    tags = parse_labels(labels)
     return f"{device} ({', '.join(tags)})" if tags else str(device)
 
 
@@ -83,9 +86,7 @@ def _summary(jobs: pd.DataFrame, multi_run: bool, n_boot: int) -> tuple[pd.DataF
     if not parts:
         return pd.DataFrame(), 0
     table = pd.concat(parts, ignore_index=True)
-    emulated = table["emulated"] if "emulated" in table else [False] * len(table)
-    table["device_label"] = [_device_label(d, s, e)
-                             for d, s, e in zip(table["device"], table["simulated"], emulated)]
+    table["device_label"] = [_device_label(d, t) for d, t in zip(table["device"], table["labels"])]
     table["workload_label"] = [f"{w} ({params_text(p)})" for w, p in zip(table["workload"], table["params"])]
     table["quantization"] = table["quantization"].fillna("")
     table["run_label"] = table["run_id"] if multi_run else ""
@@ -144,6 +145,7 @@ def _summary_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
             })
         rows.append({"run_id": r["run_id"], "cell_id": r["cell_id"], "device": r["device"],
                      "simulated": bool(r["simulated"]), "emulated": bool(r.get("emulated", False)),
+                     "labels": parse_labels(r.get("labels")),
                      "framework": r["framework"], "model": r["model"],
                      "quantization": r["quantization"], "workload": r["workload"],
                      "params": params_text(r["params"]), "n": int(r["n"]), "values": values,
@@ -183,8 +185,9 @@ def _job_rows(runs: Sequence[Run], records: dict[str, list[dict]], book: _Proven
             rows.append({
                 "run_id": run.run_id, "job_id": job.get("job_id"), "cell_id": job.get("cell_id"),
                 "anchor": anchor if anchor not in seen_cells else None,
-                "device": job.get("device"), "simulated": bool(job.get("simulated")),
-                "emulated": bool(job.get("emulated")), "framework": job.get("framework"), "model": job.get("model"),
+                "device": job.get("device"), "labels": (labels := job_labels(job)),
+                "simulated": SIMULATED in labels, "emulated": EMULATED in labels,
+                "framework": job.get("framework"), "model": job.get("model"),
                 "quantization": quantization_of(job) or "", "workload": job.get("workload"),
                 "params": params_text(job.get("params")), "repetition": job.get("repetition"),
                 "status": job.get("status"), "reason": job.get("reason"),
@@ -272,8 +275,9 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["j2", "html"]),
                       trim_blocks=True, lstrip_blocks=True)
     failed = [r for r in job_rows if r["status"] != "ok"]
-    simulated = sum(1 for r in job_rows if r["simulated"])
-    emulated = sum(1 for r in job_rows if r["emulated"])
+    labelled = count_labels(r["record"] for r in job_rows)
+    simulated = labelled.get(SIMULATED, 0)
+    stand_in_measured = sum(1 for r in job_rows if STAND_IN in r["labels"] and SIMULATED not in r["labels"])
     sustained = sustained_charts(job_rows)
     turns = turn_tables(job_rows)
     html_text = env.get_template("report.html.j2").render(
@@ -289,7 +293,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
         charts_json=_json({c["id"]: c["figure"] for c in (*charts, *sustained)}),
         sustained=sustained, turns=turns,
         failed=failed, jobs=job_rows, traces={k: _json(v) for k, v in traces.items()},
-        provenance=list(book.blocks.values()), simulated=simulated, emulated=emulated,
+        provenance=list(book.blocks.values()), labelled=labelled,
+        virtual=simulated - labelled.get(SYNTHETIC, 0), stand_in_measured=stand_in_measured,
         total_jobs=len(job_rows),
         plotly_inline=plotly_inline, plotly_src=plotly_src, trace_points=total_points,
         trace_samples=total_samples,
@@ -301,4 +306,4 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
                       traces=len(traces),
                       trace_samples=total_samples, trace_points=total_points,
                       seconds=time.perf_counter() - t0, plotly_js=js_path,
-                      simulated_jobs=simulated, timings=timings)
+                      simulated_jobs=simulated, labelled_jobs=labelled, timings=timings)

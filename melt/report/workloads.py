@@ -59,7 +59,7 @@ def turn_tables(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({
                 "footer": footer,
                 "title": f"{j['device']} · {j['model']} · {j['workload']} · conversation {conv} · rep {j['repetition']}",
-                "simulated": j["simulated"],
+                "simulated": j["simulated"], "labels": j.get("labels", ()),
                 "headers": [h for _, h, _ in TURN_COLUMNS],
                 "rows": [[_cell(r, k, m) for k, _, m in TURN_COLUMNS] for r in rows],
             })

@@ -200,3 +200,31 @@ def test_history_compare_and_table_say_the_labels(store):
     assert "warning: the runs of this cell carry different labels (simulated; measured)" in out.stdout
     rows = [ln for ln in out.stdout.splitlines() if any(i in ln for i in ids)]
     assert sum("simulated" in r for r in rows) == 3 and sum("measured" in r for r in rows) == 1
+
+
+def notice(html: str, ident: str) -> str | None:
+    import re
+
+    found = re.search(rf'<div class="notice" id="{ident}">(.*?)</div>', html, re.S)
+    return " ".join(found.group(1).split()) if found else None
+
+
+def test_report_notices_say_exactly_which_kinds_are_present(store, tmp_path):
+    from melt.report.build import build_report
+
+    real_mlc = write_run(store, CELL, stand_in, reps=3)
+    info = build_report([real_mlc], tmp_path / "r.html")
+    html = info.path.read_text(encoding="utf-8")
+    assert notice(html, "simulated-notice") is None and info.simulated_jobs == 0  # measured, not simulated
+    text = notice(html, "stand-in-notice")
+    assert text and "3 of 3 jobs ran a stand-in" in text and "3 of them were measured on real hardware" in text
+    jobs_table = html[html.index('id="jobs-table"'):]
+    assert jobs_table.count('<span class="sim">stand-in</span>') == 3 and '">simulated<' not in jobs_table
+    assert info.labelled_jobs == {"stand-in": 3}
+
+    generated = syn.make_run(store, [syn.Cell(device="galaxy-s23")], repetitions=2)
+    html = build_report([real_mlc, generated], tmp_path / "both.html").path.read_text(encoding="utf-8")
+    text = notice(html, "simulated-notice")
+    assert text and "2 of 5 jobs are simulated" in text and "2 are synthetic: generated" in text
+    assert "virtual devices" not in text  # none ran on one
+    assert "3 of 5 jobs ran a stand-in" in notice(html, "stand-in-notice")
