@@ -8,5 +8,9 @@
   to its device's queue and stores each record as it arrives;
 - :mod:`melt.farm.supervisor` ``melt farm worker``: one Celery worker process
   per attached device, started and stopped with the device's health;
-- :mod:`melt.farm.registry` what workers advertise, queue depths (``melt farm status``).
+- :mod:`melt.farm.registry` what workers advertise, queue depths (``melt farm status``);
+- :mod:`melt.farm.signing` the farm key and the signed envelope of every message and note;
+- :mod:`melt.farm.replay` the message ids a worker host ran (replays refused, redeliveries counted);
+- :mod:`melt.farm.policy` what a worker's host agrees to build and run;
+- :mod:`melt.farm.notes` the submitter's bounded, verified reading of what workers send back.
 """
