@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import pytest
 
 from melt.config.specs import AdbSpec, BatterySpec, DeviceSpec, TelemetrySpec
@@ -63,9 +65,12 @@ def device(phone, adb_server):
 def bench_job(device, build, model, n_prompt: int, n_gen: int):
     from melt.frameworks.llamacpp.driver import LlamaCpp
 
+    # staged as melt stages them: the phone sees none of the host's files
+    bench = device.stage(Path(build.binaries["llama-bench"]), category=f"bin/{Path(build.dir).name}")
+    on_phone = device.stage(Path(model), category="models")
     steps = LlamaCpp().phased_invocations(
         "bench", {"n_prompt": n_prompt, "n_gen": n_gen, "repetitions": 1, "threads": 2},
-        bin_dir=str(build.bin_dir), model_path=str(model))  # the phone sees the host's files read-only
+        bin_dir=str(Path(bench).parent), model_path=on_phone)
     return TelemetryExecutor(health=False, cooldown=False).execute(device, steps)
 
 
