@@ -143,7 +143,7 @@ def _melt_fields(job: BenchJob, reconstructed: list[str]) -> dict[str, Any]:
         "melt_run_id": job.run_id,
         "melt_job_id": str(rec.get("job_id") or ""),
         "melt_device": str(rec.get("device") or ""),
-        "melt_repetition": int(rep) if isinstance(rep, int) else 0,
+        "melt_repetition": int(rep) if isinstance(rep, int) and not isinstance(rep, bool) else None,
         "melt_simulated": SIMULATED in labels,
         "melt_emulated": EMULATED in labels,
         "melt_stand_in": STAND_IN in labels,

@@ -165,9 +165,10 @@ class TelemetryExecutor:
         now = time.time()
         if reuse and baseline is not None:
             execution.provenance["idle_baseline"] = baseline.describe(now, reused=True, reason=why)
-        elif idle_s > 0 and "idle_power_w" in execution.metrics:
+        elif idle_s > 0 and {"idle_power_w", "idle_power_w_u95"} <= execution.metrics.keys():
+            # a baseline without its interval is not kept: reused, it would claim to be exact
             fresh = IdleBaseline(execution.metrics["idle_power_w"], utc_now(), now, conditions,
-                                 out.trace.t0_device_s, execution.metrics.get("idle_power_w_u95", 0.0))
+                                 out.trace.t0_device_s, execution.metrics["idle_power_w_u95"])
             if tel.idle_reuse:
                 self._baselines.put(key, fresh)
             execution.provenance["idle_baseline"] = fresh.describe(now, reused=False, reason=why)
@@ -229,7 +230,10 @@ class TelemetryExecutor:
         metrics = dict(result.metrics)
         missing = dict(result.missing)
         battery = charging_state(frame, out.markfiles, window)
-        metrics["charging"] = int(battery["charging"])
+        if battery["charging"] is None:  # nothing read: unknown, not "not charging"
+            missing["charging"] = battery["note"]
+        else:
+            metrics["charging"] = int(battery["charging"])
         provenance["battery"] = battery
         if battery["charging"] and primary is None:
             reason = CHARGING_REASON.format("; ".join(battery["evidence"]))
@@ -281,8 +285,9 @@ class TelemetryExecutor:
             metrics["load_ms"] = 1000.0 * sum(ph.duration_s for ph in loads)
         # temperatures of the health snapshot count as thermal-status evidence of throttling
         after = provenance.get("health", {}).get("after", {})
-        if (after.get("thermal_status") or 0) > (before.get("thermal_status") or 0):
-            metrics["throttled"] = 1
+        status_before, status_after = before.get("thermal_status"), after.get("thermal_status")
+        if isinstance(status_before, int) and isinstance(status_after, int) and status_after > status_before:
+            metrics["throttled"] = 1  # a status read only once is no rise
         if metrics.get("throttled") and not result.throttled_intervals:
             missing.setdefault("throttled_intervals", "thermal status rose during the job; "
                                                       "no frequency drop was sampled")

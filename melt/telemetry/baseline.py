@@ -64,7 +64,7 @@ class IdleBaseline:
         """Raises ``TypeError``/``ValueError``/``KeyError`` on a malformed record."""
         cond = Conditions(**data["conditions"])
         return cls(float(data["power_w"]), str(data["measured_at"]), float(data["measured_epoch_s"]),
-                   cond, data.get("job_t0_device_s"), float(data.get("u95_w") or 0.0))
+                   cond, data.get("job_t0_device_s"), float(data["u95_w"]))  # no interval: remeasure
 
 
 class BaselineStore:

@@ -39,7 +39,9 @@ def charging_state(frame: pd.DataFrame, markfiles: str, window: tuple[float, flo
 
     Returns ``{"charging": bool, "evidence": [...], "status": {mark: word},
     "usb_online": 0|1, "ac_online": 0|1, "charge_counter_uah": [first, last]}``
-    (fields the device lacks are absent).
+    (fields the device lacks are absent). When the job read none of these
+    (a board without a battery or a charger), ``charging`` is None and
+    ``note`` says why: not knowing is not "not charging".
     """
     start, end = window
     out: dict[str, Any] = {}
@@ -73,6 +75,10 @@ def charging_state(frame: pd.DataFrame, markfiles: str, window: tuple[float, flo
         median = float(np.nanmedian(inside["current_ua"]))
         if median < 0:
             evidence.append(f"current flowed into the battery (median {median / 1000:.0f} mA)")
+    seen = bool(status) or any(k in out for k in ("usb_online", "ac_online", "charge_counter_uah")) or (
+        "current_ua" in inside.columns and bool(inside["current_ua"].notna().any()))
+    if not seen:
+        return {"charging": None, "evidence": [], "note": NOT_READ}
     online = out.get("usb_online") or out.get("ac_online")
     if online and any(v.lower() == "full" for v in status.values()):
         evidence.append("battery Full on a charger: the charger powered the phone")
@@ -82,6 +88,8 @@ def charging_state(frame: pd.DataFrame, markfiles: str, window: tuple[float, flo
     out["evidence"] = evidence
     return out
 
+
+NOT_READ = "no battery status, charger or fuel gauge was read during the job"
 
 CHARGING_REASON = ("the battery was charging during the job ({}): the fuel gauge measured the charger "
                    "against the load, not the consumption; cut the charger (state.charging: disabled "
