@@ -1,7 +1,7 @@
 """Build the HTML report: one self-contained file (Plotly inlined) for one run or many.
 
-Sections: notices of labelled jobs (simulated, emulated, stand-in), summary table (median and 95 % bootstrap CI
-per cell), comparison charts, sustained runs (tok/s and temperature over
+Sections: notices of labelled jobs (simulated, emulated, stand-in), summary
+table (median and 95 % bootstrap CI per cell), comparison charts, sustained runs (tok/s and temperature over
 time, throttling shaded), conversations turn by turn, failed jobs with reasons, every job with its
 provenance and its downsampled trace (rendered when opened), and the shared
 provenance blocks. Every user string is escaped by the template (autoescape)
