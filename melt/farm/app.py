@@ -73,6 +73,8 @@ def mask_secrets(text: str, url: str) -> str:
 
     For messages made by libraries that may quote the URL or its password.
     """
+    if not url:
+        return text
     try:
         parts = urlsplit(url)
         # a lone "secret@" is the password to Redis

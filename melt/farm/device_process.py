@@ -9,7 +9,9 @@ process is seen by this one, which gives the message back to the queue
 
 Arguments: ``DEVICE_CONFIG`` (a device YAML) and the visibility timeout in
 seconds. The broker URL comes from ``MELT_FARM_BROKER`` in the environment,
-never from the command line, so it is not in any process title.
+never from the command line, so it is not in any process title; so do the
+sources its operator allows and its models folder (:mod:`melt.farm.policy`),
+and the farm key (:mod:`melt.farm.signing`).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from melt.errors import MeltError, OutputTooLargeError
-from melt.farm.app import TASK_NAME, FarmError, env_url, redis_client
+from melt.farm.app import BROKER_ENV, TASK_NAME, FarmError, env_url, mask_secrets, redis_client
 from melt.farm.registry import RUNNING_KEY, done_key, events_key
 from melt.farm.signing import MAX_JOB_MESSAGE_BYTES, FarmKeys, MessageRefused, load_keys, sign, verify
 from melt.store.paths import MAX_JOB_FILE_BYTES
@@ -93,7 +93,7 @@ def unpack_files(packed: Any, *, max_file_bytes: int | None = None,
         if len(data) > limit or inflate.unconsumed_tail:
             if limit == per_file:
                 raise OutputTooLargeError(f"{what}, decompressed,", per_file)
-            raise OutputTooLargeError(f"the job files from the worker, decompressed,",
+            raise OutputTooLargeError("the job files from the worker, decompressed,",
                                       MAX_RECORD_FILES_BYTES if max_total_bytes is None else max_total_bytes)
         if not inflate.eof:
             raise FarmError(f"{what} is truncated zlib data")
@@ -180,12 +180,15 @@ def execute_payload(message: Any, *, task_id: str, spec: Any, client: Any, keys:
     from melt.farm import policy
     from melt.farm.replay import SeenMessages
 
-    keys = keys if keys is not None else load_keys(os.environ.get("MELT_FARM_BROKER"))
+    keys = keys if keys is not None else load_keys(os.environ.get(BROKER_ENV))
     envelope, body = verified_body(message, keys)
     run_id, job_id = body["run_id"], body["job_id"]
     if client.sismember(done_key(run_id), job_id):
         return "skipped: already finished for this run"
-    seen = seen if seen is not None else _current.setdefault("seen", SeenMessages())
+    if seen is None:
+        if "seen" not in _current:
+            _current["seen"] = SeenMessages()
+        seen = _current["seen"]
     deliveries = seen.deliver(envelope["id"], envelope["exp"])
     notes = _Notes(client, run_id, spec.name, keys)
     try:
@@ -193,7 +196,8 @@ def execute_payload(message: Any, *, task_id: str, spec: Any, client: Any, keys:
                           policy.worker_allowed_sources() if allowed_sources is None else allowed_sources,
                           policy.worker_models_dir() if models_dir is None else models_dir)
     except Exception as exc:  # a bug must not leave the submitter waiting: the job fails with it
-        _reject(notes, client, job_id, f"worker error on {socket.gethostname()}: {type(exc).__name__}: {exc}")
+        text = mask_secrets(str(exc), os.environ.get(BROKER_ENV, ""))  # a library's text may quote the URL
+        _reject(notes, client, job_id, f"worker error on {socket.gethostname()}: {type(exc).__name__}: {text}")
         seen.finish(envelope["id"])
         raise
     seen.finish(envelope["id"])
