@@ -140,7 +140,7 @@ class FarmPool:
                 reason = (f"its worker's note is {raw.size:,} bytes, over the farm's limit of "
                           f"{MAX_NOTE_BYTES:,} bytes; it was dropped unread")
                 if job is not None:
-                    yield "record", (job, rejected_record(job, reason))
+                    yield "record", (job, failed_record(job, reason))
                 else:
                     ctx.events.stage(f"warning: a note on the farm was dropped: {reason}")
                 if block:
@@ -158,7 +158,7 @@ class FarmPool:
             if kind == "record" and job is not None:
                 yield "record", (job, record_from_note(job, note))
             elif kind == "rejected" and job is not None:
-                yield "record", (job, rejected_record(job, str(note.get("reason") or "rejected by its worker")))
+                yield "record", (job, failed_record(job, str(note.get("reason") or "rejected by its worker")))
             elif kind == "started" and job is not None:
                 ctx.events.job_started(job, bool(note.get("warmup")))
             elif kind == "staging":
@@ -186,8 +186,3 @@ def job_bound_s(experiment: ExperimentSpec) -> float:
     included) may use ``timeout_s`` for each of its two timed windows.
     """
     return (experiment.warmup + 1 + experiment.rerun_throttled) * 2 * experiment.timeout_s
-
-
-def rejected_record(job: Job, reason: str) -> dict[str, Any]:
-    """A failed record made here, for a job a worker could not even identify."""
-    return failed_record(job, reason)
