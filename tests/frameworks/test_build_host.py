@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 def test_host_build_has_binaries_and_provenance(llamacpp_build):
     b = llamacpp_build
-    assert set(b.binaries) == {"llama-bench", "llama-completion", "llama-server", "llama-quantize"}
+    assert set(b.binaries) == {"llama-bench", "llama-completion", "llama-server", "llama-perplexity",
+                              "llama-quantize"}
     for path in b.binaries.values():
         assert path.parent == b.bin_dir
         assert path.stat().st_mode & stat.S_IXUSR

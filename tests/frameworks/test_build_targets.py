@@ -111,4 +111,5 @@ def test_every_profile_can_build_what_its_jobs_run():
         prof = recipe.profile(name)
         assert needed <= set(prof.targets), name
         assert "llama-server" not in recipe.default_targets(name)
-    assert set(recipe.default_targets("host")) == {"llama-bench", "llama-completion", "llama-quantize"}
+    assert set(recipe.default_targets("host")) == {"llama-bench", "llama-completion", "llama-perplexity",
+                                                        "llama-quantize"}

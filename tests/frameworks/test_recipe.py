@@ -23,7 +23,8 @@ def test_recipe_profiles_and_host_flags():
     assert flags["CMAKE_BUILD_TYPE"] == "Release"
     assert flags["LLAMA_BUILD_TESTS"] == "OFF" and flags["LLAMA_BUILD_SERVER"] == "ON"
     host = recipe.profile("host")
-    assert set(host.targets) == {"llama-bench", "llama-completion", "llama-server", "llama-quantize"}
+    assert set(host.targets) == {"llama-bench", "llama-completion", "llama-server", "llama-perplexity",
+                                 "llama-quantize"}
     assert recipe.source.default == "pypi" and recipe.source.pypi.subdir == "vendor/llama.cpp"
     patches = recipe.patch_paths()
     assert [p.name[:4] for p in patches] == ["0001", "0002"] and all(p.is_file() for p in patches)
@@ -50,7 +51,8 @@ def test_phone_profiles_are_static_portable_and_march_explicit():
         assert flags["GGML_NATIVE"] == "OFF" and flags["GGML_CPU_ARM_ARCH"] == march
         assert recipe.profile(name).abi == "arm64-v8a"
         # models are quantized on the host: a device build leaves llama-quantize out
-        assert set(recipe.profile(name).targets) == {"llama-bench", "llama-completion", "llama-server"}
+        assert set(recipe.profile(name).targets) == {"llama-bench", "llama-completion", "llama-server",
+                                                          "llama-perplexity"}
     assert recipe.flags_for("arm64")["CMAKE_EXE_LINKER_FLAGS"] == "-static"
     assert recipe.flags_for("arm64-baseline")["CMAKE_EXE_LINKER_FLAGS"] == "-static"
 
