@@ -14,7 +14,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from melt.analysis.frames import jobs_frame
-from melt.analysis.metrics import DEFAULT_COMPARED, DEFAULT_FLOOR, direction
+from melt.analysis.metrics import (DEFAULT_COMPARED, DEFAULT_FLOOR, QUALITY_METRICS, direction,
+                                   uncertainty_column)
 from melt.analysis.regress import ALPHA, Comparison, check_metric_names, compare_frames
 from melt.analysis.steps import detect_steps
 from melt.errors import ResultsError
@@ -137,7 +138,8 @@ def compare_history(store: ResultsStore, current_ref: str, last_n: int, *,
     cells = list(dict.fromkeys(jc["cell_id"])) if not jc.empty else []
     if names:  # the history frame holds only the asked metrics: check against the run's own
         check_metric_names(names, jc)
-    hist = index_jobs(store, cell_ids=cells, metrics=list(metrics))
+    asked = list(metrics) + [uncertainty_column(m) for m in metrics if m in QUALITY_METRICS]
+    hist = index_jobs(store, cell_ids=cells, metrics=asked)  # a quality figure comes with its ±
     if not hist.empty:
         created = cur.manifest.get("created_at") or ""
         hist = hist[(hist["run_id"] != cur.run_id) & (hist["created_at"] < created)]

@@ -15,6 +15,18 @@ NO_DIRECTION = 0
 #: Default minimum relative effect for a regression (0.05 = 5 %).
 DEFAULT_FLOOR = 0.05
 
+#: What a ``quality`` job measures (llama-perplexity): one evaluation each, with its own
+#: 95 % half-width in ``<metric>_u95`` when llama-perplexity prints one.
+QUALITY_METRICS = (
+    "perplexity",
+    "kld_mean",
+    "kld_median",
+    "kld_p99",
+    "same_top_p",
+    "delta_p_rms",
+    "ppl_ratio",
+)
+
 #: Metrics compared by ``melt compare`` when none are named.
 DEFAULT_COMPARED = (
     "prefill_tps",
@@ -25,6 +37,7 @@ DEFAULT_COMPARED = (
     "energy_per_token_prefill_j",
     "energy_per_token_decode_j",
     "peak_rss_bytes",
+    *QUALITY_METRICS,
 )
 
 #: Metrics shown in the report's summary table, in this order.
@@ -58,10 +71,19 @@ _EXACT: dict[str, int] = {
     "decode_tps_sustained_ratio": HIGHER_IS_BETTER,
     "time_to_first_throttle_s": HIGHER_IS_BETTER,
     "peak_rss_bytes": LOWER_IS_BETTER,
+    "scored_tokens": NO_DIRECTION,
+    "perplexity": LOWER_IS_BETTER,
+    "kld_mean": LOWER_IS_BETTER,
+    "kld_median": LOWER_IS_BETTER,
+    "kld_p99": LOWER_IS_BETTER,
+    "delta_p_rms": LOWER_IS_BETTER,
+    "ppl_ratio": LOWER_IS_BETTER,  # quantized / reference: 1 is no loss
+    "same_top_p": HIGHER_IS_BETTER,  # % of tokens whose top choice matches the reference
 }
 
 # (prefix or suffix, direction), first match wins.
 _SUFFIXES: tuple[tuple[str, int], ...] = (
+    ("_u95", NO_DIRECTION),  # a figure's uncertainty, judged with its figure
     ("_tps_stddev", NO_DIRECTION),
     ("_tps", HIGHER_IS_BETTER),
     ("_ms", LOWER_IS_BETTER),
@@ -94,6 +116,14 @@ _LABELS: dict[str, str] = {
     "peak_rss_bytes": "peak memory",
     "temp_max_c": "max temp °C",
     "avg_power_w": "avg power W",
+    "perplexity": "perplexity",
+    "kld_mean": "KLD mean",
+    "kld_median": "KLD median",
+    "kld_p99": "KLD p99",
+    "same_top_p": "same top token %",
+    "delta_p_rms": "RMS Δp",
+    "ppl_ratio": "PPL ratio",
+    "scored_tokens": "scored tokens",
 }
 
 
@@ -108,6 +138,11 @@ def direction(metric: str) -> int:
         if metric.endswith(suffix):
             return d
     return NO_DIRECTION
+
+
+def uncertainty_column(metric: str) -> str:
+    """The column holding ``metric``'s own 95 % half-width (``kld_mean`` -> ``kld_mean_u95``)."""
+    return f"{metric}_u95"
 
 
 def is_known_metric(metric: str) -> bool:

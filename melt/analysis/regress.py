@@ -8,6 +8,13 @@ A metric of a cell regressed when both hold:
 - the relative change of the median is beyond the metric's floor
   (default 5 %), in the metric's bad direction (:mod:`melt.analysis.metrics`).
 
+A figure that is one evaluation with its own 95 % half-width (a quality
+job's ``perplexity`` and ``perplexity_u95``, ``kld_mean`` and
+``kld_mean_u95``, ...) has no repetitions to test: its change is
+significant when it exceeds the combined half-widths
+``sqrt(u_baseline**2 + u_current**2)`` (test ``u95``), and the same floor
+applies.
+
 Pure functions over DataFrames and sequences; reading runs and the index is
 the caller's business (:mod:`melt.analysis.history`).
 """
@@ -22,7 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from melt.analysis.metrics import DEFAULT_COMPARED, DEFAULT_FLOOR, MetricRule, rules
+from melt.analysis.metrics import (DEFAULT_COMPARED, DEFAULT_FLOOR, MetricRule, rules,
+                                   uncertainty_column)
 from melt.labels import parse_labels
 
 #: Significance level of the one-sided tests.
@@ -32,6 +40,8 @@ REGRESSION, IMPROVEMENT, UNCHANGED, INCONCLUSIVE, MISSING = (
     "regression", "improvement", "unchanged", "inconclusive", "missing")
 
 TESTS = ("mannwhitney", "welch")
+#: The test of a figure judged by its own half-width rather than by repetitions.
+U95_TEST = "u95"
 
 
 @dataclass(frozen=True)
@@ -174,11 +184,54 @@ def one_sided_p(baseline: Sequence[float], current: Sequence[float], worse_is_lo
     raise ValueError(f"unknown test {test!r}; use one of {', '.join(TESTS)}")
 
 
+def judge_u95(baseline: Sequence[float], current: Sequence[float], baseline_u95: Sequence[float],
+              current_u95: Sequence[float], rule: MetricRule) -> MetricVerdict:
+    """The verdict on a figure that carries its own 95 % half-width (one evaluation per job).
+
+    Each side is its median value with the median of its half-widths (a history
+    window of such evaluations keeps the typical half-width, not a shrunk one).
+    The change is significant when ``|current - baseline|`` exceeds
+    ``sqrt(u_b**2 + u_c**2)``; it is a regression when it is also beyond the
+    floor in the bad direction.
+    """
+    b, c = np.asarray(baseline, float), np.asarray(current, float)
+    bm, cm = float(np.median(b)), float(np.median(c))
+    ub, uc = float(np.median(np.asarray(baseline_u95, float))), float(np.median(np.asarray(current_u95, float)))
+    combined = math.hypot(ub, uc)
+    change = (cm - bm) / abs(bm) if bm != 0 else (0.0 if cm == bm else math.copysign(math.inf, cm - bm))
+    signed = change * rule.direction
+    significant = abs(cm - bm) > combined
+    verdict, note = UNCHANGED, ""
+    within = f"|{cm - bm:.3g}| vs ±{combined:.3g} combined"
+    if abs(signed) > rule.floor:
+        if significant:
+            verdict = REGRESSION if signed < 0 else IMPROVEMENT
+            note = f"beyond the combined half-widths ({within})"
+        elif signed < 0:
+            verdict, note = INCONCLUSIVE, f"within the combined half-widths ({within})"
+        else:
+            note = f"better by more than the floor, but within the combined half-widths ({within})"
+    elif significant:
+        note = f"beyond the combined half-widths, but within the {rule.floor:.0%} floor"
+    return MetricVerdict(metric=rule.name, direction=rule.direction, floor=rule.floor,
+                         baseline_n=len(b), baseline_median=bm, current_n=len(c), current_median=cm,
+                         change=change, p_value=None, test=U95_TEST, verdict=verdict, note=note)
+
+
 def judge(baseline: Sequence[float], current: Sequence[float], rule: MetricRule, *,
-          alpha: float = ALPHA, test: str = "mannwhitney") -> MetricVerdict:
-    """The verdict on one metric of one cell, from the two samples (in the metric's unit)."""
+          alpha: float = ALPHA, test: str = "mannwhitney",
+          baseline_u95: Sequence[float] = (), current_u95: Sequence[float] = ()) -> MetricVerdict:
+    """The verdict on one metric of one cell, from the two samples (in the metric's unit).
+
+    When both sides give the figure's own half-widths (``*_u95``, one per
+    value), :func:`judge_u95` decides instead of the repetition test.
+    """
     b = np.asarray([v for v in baseline if v == v], float)
     c = np.asarray([v for v in current if v == v], float)
+    ub = [u for u in baseline_u95 if u == u and u >= 0]
+    uc = [u for u in current_u95 if u == u and u >= 0]
+    if len(b) and len(c) and ub and uc:
+        return judge_u95(b, c, ub, uc, rule)
     base = dict(metric=rule.name, direction=rule.direction, floor=rule.floor, baseline_n=len(b),
                 current_n=len(c), test=test)
     if len(b) == 0 or len(c) == 0:
@@ -260,6 +313,16 @@ def same_execution(baseline: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.Da
     return baseline[keep], f"left out {int((~keep).sum())} baseline jobs that ran {other}"
 
 
+def _u95_of(jobs: pd.DataFrame, metric: str) -> list[float]:
+    """The half-widths beside the measured values of ``metric`` (empty when the jobs give none)."""
+    col = uncertainty_column(metric)
+    if metric not in jobs.columns or col not in jobs.columns:
+        return []
+    rows = jobs[jobs[metric].notna()]
+    u = pd.to_numeric(rows[col], errors="coerce")
+    return u.tolist() if u.notna().all() else []  # a value without its ± is judged by repetitions
+
+
 def check_metric_names(names: Sequence[str], *frames: pd.DataFrame) -> None:
     """Raise :class:`~melt.errors.UnknownNameError` for a name no frame has a metric column for."""
     from melt.errors import UnknownNameError
@@ -324,7 +387,8 @@ def compare_frames(baseline: pd.DataFrame, current: pd.DataFrame, *,
             vc = gc[rule.name].dropna().tolist() if rule.name in gc.columns else []
             if not vb and not vc:
                 continue
-            verdicts.append(judge(vb, vc, rule, alpha=alpha, test=test))
+            verdicts.append(judge(vb, vc, rule, alpha=alpha, test=test,
+                                  baseline_u95=_u95_of(gb, rule.name), current_u95=_u95_of(gc, rule.name)))
         cells.append(CellVerdict(cell, identity, "compared", verdicts, note=note,
                                  baseline_labels=frame_labels(gb), current_labels=frame_labels(gc)))
     return Comparison(baseline_label, current_label, mode, test, alpha, cells)

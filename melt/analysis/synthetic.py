@@ -37,6 +37,10 @@ class Cell:
     prefill_tps: float = 200.0  # tokens/s
     decode_tps: float = 20.0  # tokens/s
     power_w: float = 4.0  # W while decoding
+    # What a ``quality`` cell measures (kind="quality"): one evaluation per job, each with its ±.
+    perplexity: float = 18.0
+    kld_mean: float | None = 0.02  # None: no reference model, perplexity alone
+    same_top_p: float = 95.0  # %
 
     def definition(self) -> dict[str, Any]:
         return {"device": self.device, "framework": self.framework, "framework_source": None,
@@ -102,6 +106,22 @@ def trace_bytes(cell: Cell, *, samples: int, rng: np.random.Generator, load_s: f
     return buf.getvalue()
 
 
+def quality_metrics(cell: Cell, rng: np.random.Generator, noise: float) -> dict[str, Any]:
+    """A quality job's figures, each with a 95 % half-width, as llama-perplexity would give them."""
+    ppl = cell.perplexity * (1 + rng.normal(0, noise))
+    out: dict[str, Any] = {"perplexity": round(ppl, 4), "perplexity_u95": round(0.03 * ppl, 4),
+                           "scored_tokens": 4 * 127}
+    if cell.kld_mean is not None:
+        kld = cell.kld_mean * (1 + rng.normal(0, noise))
+        top = min(100.0, cell.same_top_p * (1 + rng.normal(0, noise / 10)))
+        out.update(kld_mean=round(kld, 6), kld_mean_u95=round(0.06 * kld, 6),
+                   kld_median=round(0.6 * kld, 6), kld_p99=round(8 * kld, 6),
+                   same_top_p=round(top, 3), same_top_p_u95=0.8,
+                   delta_p_rms=round(2.0 * np.sqrt(kld), 4),
+                   ppl_ratio=round(1 + kld, 5), ppl_ratio_u95=round(0.2 * kld, 5))
+    return out
+
+
 def job_record(cell: Cell, repetition: int, *, rng: np.random.Generator, noise: float,
                factor: float, started: datetime, failed_reason: str | None = None,
                with_trace: bool = False, emulated: bool = False) -> dict[str, Any]:
@@ -113,7 +133,9 @@ def job_record(cell: Cell, repetition: int, *, rng: np.random.Generator, noise: 
     power = cell.power_w * (1 + rng.normal(0, noise))
     throttled = bool(with_trace and rng.random() < 0.3)
     metrics: dict[str, Any] = {}
-    if failed_reason is None:
+    if failed_reason is None and cell.kind == "quality":
+        metrics = quality_metrics(cell, rng, noise)
+    elif failed_reason is None:
         e_pre, e_dec = power * 1.5 * prefill_s, power * decode_s
         metrics = {
             "prefill_tps": round(pre, 4), "decode_tps": round(dec, 4),
@@ -151,7 +173,8 @@ def job_record(cell: Cell, repetition: int, *, rng: np.random.Generator, noise: 
                       "sha256": definition["model_sha256"], "size_bytes": 700_000_000,
                       "quantization": cell.quantization},
             "host": {"hostname": "synthetic"},
-            "command": f"llama-bench -m {cell.model}.gguf -p {n_prompt} -n {n_gen}",
+            "command": (f"llama-perplexity -m {cell.model}.gguf" if cell.kind == "quality"
+                        else f"llama-bench -m {cell.model}.gguf -p {n_prompt} -n {n_gen}"),
             "env": {},
             "synthetic": SYNTHETIC_NOTE,
         },
