@@ -50,6 +50,9 @@ SUMMARY_METRICS = (
     "energy_per_token_decode_j",
     "peak_rss_bytes",
     "temp_max_c",
+    "perplexity",
+    "kld_mean",
+    "same_top_p",
 )
 
 # Exact names whose direction the suffix rules below would get wrong, or miss.

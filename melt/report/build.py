@@ -1,7 +1,8 @@
 """Build the HTML report: one self-contained file (Plotly inlined) for one run or many.
 
 Sections: notices of labelled jobs (simulated, emulated, stand-in), summary
-table (median and 95 % bootstrap CI per cell), comparison charts, sustained runs (tok/s and temperature over
+table (median and 95 % bootstrap CI per cell), comparison charts, speed against
+quality per device (:mod:`melt.report.tradeoff`), sustained runs (tok/s and temperature over
 time, throttling shaded), conversations turn by turn, failed jobs with reasons, every job with its
 provenance and its downsampled trace (rendered when opened), and the shared
 provenance blocks. Every user string is escaped by the template (autoescape)
@@ -26,10 +27,11 @@ from markupsafe import Markup
 from melt import __version__
 from melt.analysis.frames import TRACE_FILE, jobs_frame, quantization_of, read_trace
 from melt.analysis.history import params_text
-from melt.analysis.metrics import SUMMARY_METRICS, format_value, label
+from melt.analysis.metrics import QUALITY_METRICS, SUMMARY_METRICS, format_value, label
 from melt.analysis.stats import cell_stats, summary_table
 from melt.labels import EMULATED, SIMULATED, STAND_IN, SYNTHETIC, count_labels, job_labels, parse_labels
 from melt.report.figures import bar_chart, text, trace_data
+from melt.report.tradeoff import tradeoff_views
 from melt.report.workloads import sustained_charts, turn_tables
 from melt.store.runs import Run
 
@@ -139,8 +141,8 @@ def _summary_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
             values.append({
                 "metric": m, "value": float(v) if ok else None, "text": format_value(m, v) if ok else "–",
                 "ci": (f"{format_value(m, r.get(f'{m}_ci_low'))} – {format_value(m, r.get(f'{m}_ci_high'))}"
-                       + (f"; sensor ± {format_value(m, u)}" if (u := r.get(f"{m}_u95")) is not None
-                          and u == u else "") if ok else ""),
+                       + (f"; {'evaluation' if m in QUALITY_METRICS else 'sensor'} ± {format_value(m, u)}"
+                          if (u := r.get(f"{m}_u95")) is not None and u == u else "") if ok else ""),
                 "flags": flags if ok and isinstance(flags := r.get(f"{m}_flags"), str) else "",
             })
         rows.append({"run_id": r["run_id"], "cell_id": r["cell_id"], "device": r["device"],
@@ -229,6 +231,7 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     t1 = time.perf_counter()
     table, n_cells = _summary(jobs, multi_run, n_boot) if not jobs.empty else (pd.DataFrame(), 0)
     charts = _charts(table)
+    tradeoffs, front_sentences = tradeoff_views(table) if n_cells else ([], [])
     summary_rows = _summary_rows(table) if n_cells else []
     timings["analysis_s"] = time.perf_counter() - t1
 
@@ -290,7 +293,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
                "jobs": len(records[r.run_id])} for r in runs],
         metric_labels=[label(m) for m in SUMMARY_METRICS],
         summary=summary_rows, multi_run=multi_run, charts=charts,
-        charts_json=_json({c["id"]: c["figure"] for c in (*charts, *sustained)}),
+        charts_json=_json({c["id"]: c["figure"] for c in (*charts, *sustained, *tradeoffs)}),
+        tradeoffs=tradeoffs, front_sentences=front_sentences,
         sustained=sustained, turns=turns,
         failed=failed, jobs=job_rows, traces={k: _json(v) for k, v in traces.items()},
         provenance=list(book.blocks.values()), labelled=labelled,
@@ -302,7 +306,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     output.write_text(html_text, encoding="utf-8")
     timings["render_s"] = time.perf_counter() - t3
     return ReportInfo(path=output, size_bytes=output.stat().st_size, jobs=len(job_rows),
-                      failed=len(failed), cells=n_cells, charts=len(charts) + len(sustained),
+                      failed=len(failed), cells=n_cells,
+                      charts=len(charts) + len(sustained) + len(tradeoffs),
                       traces=len(traces),
                       trace_samples=total_samples, trace_points=total_points,
                       seconds=time.perf_counter() - t0, plotly_js=js_path,
