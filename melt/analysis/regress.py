@@ -202,17 +202,17 @@ def judge_u95(baseline: Sequence[float], current: Sequence[float], baseline_u95:
     signed = change * rule.direction
     significant = abs(cm - bm) > combined
     verdict, note = UNCHANGED, ""
-    within = f"|{cm - bm:.3g}| vs ±{combined:.3g} combined"
+    within = f"±{combined:.3g} combined"
     if abs(signed) > rule.floor:
         if significant:
             verdict = REGRESSION if signed < 0 else IMPROVEMENT
-            note = f"beyond the combined half-widths ({within})"
+            note = f"beyond {within}"
         elif signed < 0:
-            verdict, note = INCONCLUSIVE, f"within the combined half-widths ({within})"
+            verdict, note = INCONCLUSIVE, f"within {within}"
         else:
-            note = f"better by more than the floor, but within the combined half-widths ({within})"
+            note = f"better by more than the floor, but within {within}"
     elif significant:
-        note = f"beyond the combined half-widths, but within the {rule.floor:.0%} floor"
+        note = f"beyond {within}, but within the {rule.floor:.0%} floor"
     return MetricVerdict(metric=rule.name, direction=rule.direction, floor=rule.floor,
                          baseline_n=len(b), baseline_median=bm, current_n=len(c), current_median=cm,
                          change=change, p_value=None, test=U95_TEST, verdict=verdict, note=note)
