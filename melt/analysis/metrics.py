@@ -79,6 +79,8 @@ _EXACT: dict[str, int] = {
     "kld_mean": LOWER_IS_BETTER,
     "kld_median": LOWER_IS_BETTER,
     "kld_p99": LOWER_IS_BETTER,
+    "kld_max": LOWER_IS_BETTER,  # judged on request only: one token decides it
+    "reference_perplexity": NO_DIRECTION,  # the reference's, not the variant's
     "delta_p_rms": LOWER_IS_BETTER,
     "ppl_ratio": LOWER_IS_BETTER,  # quantized / reference: 1 is no loss
     "same_top_p": HIGHER_IS_BETTER,  # % of tokens whose top choice matches the reference

@@ -117,7 +117,7 @@ def quality_metrics(cell: Cell, rng: np.random.Generator, noise: float) -> dict[
         out.update(kld_mean=round(kld, 6), kld_mean_u95=round(0.06 * kld, 6),
                    kld_median=round(0.6 * kld, 6), kld_p99=round(8 * kld, 6),
                    same_top_p=round(top, 3), same_top_p_u95=0.8,
-                   delta_p_rms=round(2.0 * np.sqrt(kld), 4),
+                   delta_p_rms=round(2.0 * np.sqrt(kld), 4), delta_p_rms_u95=round(0.1 * np.sqrt(kld), 4),
                    ppl_ratio=round(1 + kld, 5), ppl_ratio_u95=round(0.2 * kld, 5))
     return out
 
