@@ -16,7 +16,7 @@ import pandas as pd
 from melt.analysis.frames import jobs_frame
 from melt.analysis.metrics import (DEFAULT_COMPARED, DEFAULT_FLOOR, QUALITY_METRICS, direction,
                                    uncertainty_column)
-from melt.analysis.regress import ALPHA, Comparison, check_metric_names, compare_frames
+from melt.analysis.regress import ALPHA, Comparison, check_metric_names, compare_frames, quality_keyed
 from melt.analysis.steps import detect_steps
 from melt.errors import ResultsError
 from melt.labels import EMULATED, SIMULATED, parse_labels
@@ -108,10 +108,12 @@ def compare_runs(store: ResultsStore, baseline_ref: str, current_ref: str, *,
                  names: Sequence[str] = ()) -> Comparison:
     """Compare two runs cell by cell with Mann-Whitney U on the repetitions.
 
+    Quality jobs meet by model name, not by file (:func:`~melt.analysis.regress.quality_keyed`).
+
     Raises ``ResultsError`` for an unknown run, or when the runs share no cell.
     """
     base, cur = store.open_run(baseline_ref), store.open_run(current_ref)
-    jb, jc = jobs_frame([base]), jobs_frame([cur])
+    jb, jc = quality_keyed(jobs_frame([base])), quality_keyed(jobs_frame([cur]))
     if not jb.empty and not jc.empty and not set(jb["cell_id"]) & set(jc["cell_id"]):
         raise ResultsError(
             f"runs {base.run_id} and {cur.run_id} have no job definition (cell) in common: "

@@ -323,6 +323,32 @@ def _u95_of(jobs: pd.DataFrame, metric: str) -> list[float]:
     return u.tolist() if u.notna().all() else []  # a value without its ± is judged by repetitions
 
 
+QUALITY_KIND = "quality"
+
+
+def quality_keyed(jobs: pd.DataFrame) -> pd.DataFrame:
+    """``jobs`` with each quality job's ``cell_id`` replaced by a key without the model file's hash.
+
+    A quality cell is the device, framework, model name, workload and its
+    parameters (the reference among them): a file swapped under the same
+    name (requantized, damaged) is what a quality comparison exists to
+    catch, so it must meet its baseline instead of becoming a new cell. The
+    key is ``q`` and 15 hex digits; other jobs keep their ``cell_id``.
+    """
+    if jobs.empty or "kind" not in jobs.columns or not (jobs["kind"] == QUALITY_KIND).any():
+        return jobs
+    import hashlib
+    import json
+
+    out = jobs.copy()
+    mask = out["kind"] == QUALITY_KIND
+    cols = [c for c in ("device", "framework", "model", "workload", "params") if c in out.columns]
+    out.loc[mask, "cell_id"] = [
+        "q" + hashlib.sha256(json.dumps([str(v) for v in row], separators=(",", ":")).encode())
+        .hexdigest()[:15] for row in out.loc[mask, cols].itertuples(index=False)]
+    return out
+
+
 def check_metric_names(names: Sequence[str], *frames: pd.DataFrame) -> None:
     """Raise :class:`~melt.errors.UnknownNameError` for a name no frame has a metric column for."""
     from melt.errors import UnknownNameError

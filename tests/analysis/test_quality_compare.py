@@ -124,3 +124,17 @@ def test_history_mode_uses_the_half_widths_too(store):
     (cell,) = result.cells
     (m,) = cell.metrics
     assert m.verdict == REGRESSION and m.test == "u95" and m.baseline_n == len(runs)
+
+
+def test_a_file_swapped_under_the_same_name_meets_its_baseline(store):
+    good = quality_cell(kld_mean=0.02)
+    swapped = quality_cell(quantization="Q2_K", kld_mean=0.4, same_top_p=75.0)
+    assert good.cell_id != swapped.cell_id  # another file: another cell for speed
+    a = syn.make_run(store, [good, syn.Cell(device="pixel-8")], repetitions=1, seed=1)
+    b = syn.make_run(store, [swapped, syn.Cell(device="pixel-8")], repetitions=1, seed=2)
+    result = compare_runs(store, a.run_id, b.run_id, metrics=["kld_mean", "decode_tps"])
+    quality = [c for c in result.cells if c.identity["kind"] == "quality"]
+    assert len(quality) == 1 and quality[0].status == "compared" and quality[0].cell_id.startswith("q")
+    assert [m.verdict for m in quality[0].metrics] == [REGRESSION]
+    bench = [c for c in result.cells if c.identity["kind"] == "bench"]
+    assert [c.cell_id for c in bench] == [syn.Cell(device="pixel-8").cell_id]  # speed cells keep theirs
