@@ -57,11 +57,15 @@ _SIGNATURES: dict[str, list[tuple[re.Pattern[str], int]]] = {
         (re.compile(r"thermal_zone\d+(?:/(?:temp|type))?\s*[:\t ]\s*\S"), 15),
         (re.compile(r"thermal_zone[\d*]+/(?:temp|type)"), 12),
         (re.compile(r"^\s*[\w-]*(?:-therm|thermal|tsens_tz_sensor\d+)[\w-]*\s*$", re.M | re.I), 3),
+        # a bare `cat .../thermal_zone*/temp`: nothing but millidegree integers, two or more
+        (re.compile(r"\A\s*(?:-?\d{4,6}[ \t]*\r?\n\s*)+-?\d{4,6}\s*\Z"), 6),
     ],
     "toybox-top": [
         (re.compile(r"^\W*PID\s+USER\s+.*(?:%CPU|CPU%)", re.M), 20),
         (re.compile(r"^\s*(?:PID|TID)\b.*(?:%CPU|CPU%).*\b(?:RES|RSS)\b", re.M), 18),
         (re.compile(r"^\s*Tasks:\s*\d+ total", re.M), 5),
+        (re.compile(r"^\s*Threads:\s*\d+ total", re.M), 5),
+        (re.compile(r"^\s*TID\s+USER\b.*(?:%CPU|CPU%)", re.M), 20),
     ],
     "dumpsys-meminfo": [
         (re.compile(r"\*\*\s*MEMINFO in pid"), 25),

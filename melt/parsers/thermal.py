@@ -8,7 +8,10 @@ capture them: ``cat`` with a glob (one value per line, zones in order; the
 record per zone: ``zone`` (index), ``type``, ``temp_c``; plus ``mode`` when a
 listing prints it. Temperatures are normalised: a magnitude of 1000 or more
 is millidegrees, 150 to 999 is tenths (no zone reads 150 °C), the rest degrees;
--256 °C (Tegra's "sensor offline") is reported as missing.
+-256 °C (Tegra's "sensor offline") is reported as missing. A bare ``cat
+/sys/class/thermal/thermal_zone*/temp`` (integers only, no names) gives zones
+numbered by position with a ``note`` saying what it cannot know: the types,
+and the real zone numbers (the glob sorts thermal_zone10 before thermal_zone2).
 
 ``parse_dumpsys_thermalservice`` (kind ``dumpsys-thermalservice``) returns
 ``{"throttling_status": int | None, "sensors": [...], "cooling_devices": [...]}``:
@@ -38,6 +41,8 @@ _TEMP_OBJ = re.compile(r"Temperature\{(?P<body>[^}]*)\}")
 _COOL_OBJ = re.compile(r"CoolingDevice\{(?P<body>[^}]*)\}")
 _FIELD = re.compile(r"m(?P<k>\w+)\s*=\s*(?P<v>[^,}]*)")
 _STATUS = re.compile(r"^\s*Thermal Status:\s*(-?\d+)", re.MULTILINE)
+_BARE_NOTE = ("bare temp listing: the zone type is unknown, and the index is the shell glob's "
+              "order (thermal_zone10 sorts before thermal_zone2), not the zone number")
 TYPE_NAMES = {-1: "unknown", 0: "cpu", 1: "gpu", 2: "battery", 3: "skin", 4: "usb_port",
               5: "power_amplifier", 6: "bcl_voltage", 7: "bcl_current", 8: "bcl_percentage",
               9: "npu", 10: "tpu", 11: "display", 12: "modem", 13: "soc", 14: "wifi", 15: "camera",
@@ -100,7 +105,10 @@ def parse_thermal_zones(text: str) -> list[dict[str, Any]]:
     for i, zone_type in enumerate(bare_types):
         zones.setdefault(i, {"zone": i}).setdefault("type", zone_type)
     for i, temp in enumerate(bare_temps):
-        zones.setdefault(i, {"zone": i}).setdefault("temp_c", normalise_temp_c(temp))
+        zone = zones.setdefault(i, {"zone": i})
+        zone.setdefault("temp_c", normalise_temp_c(temp))
+        if "type" not in zone:
+            zone["note"] = _BARE_NOTE
     return [{k: v for k, v in zones[z].items() if v is not None} for z in sorted(zones)]
 
 

@@ -1,9 +1,10 @@
 """Android ``top`` (toybox, and the older toolbox layout) (``toybox-top``).
 
 One record per process (or thread, with ``top -H``) row: ``pid``, ``user``,
-``cpu_pct``, ``res_bytes``, ``name``; plus ``tid`` and ``thread`` for thread
-listings, ``state`` when printed, and ``sample`` (0, 1, ...) when the capture
-holds several refreshes (``top -n 3``).
+``cpu_pct``, ``res_bytes``, ``name``; plus ``tid``, ``thread`` and ``row:
+"thread"`` for thread listings (``top -H``, whose header says ``Threads:``),
+``state`` when printed, and ``sample`` (0, 1, ...) when the capture holds
+several refreshes (``top -n 3``).
 
 The header row decides the columns, so custom column sets (``top -o
 PID,USER,%CPU,RES,NAME``) and narrow terminals work. Toybox marks the sort
@@ -82,6 +83,7 @@ def parse_top(text: str) -> list[dict[str, Any]]:
         if "TID" in row:
             rec["tid"] = to_int(row["TID"])
             rec.setdefault("pid", None)
+            rec["row"] = "thread"  # top -H: one row per thread, so CPU and RES are per thread
         rec["user"] = row.get("USER") or row.get("UID")
         cpu = row.get("%CPU", row.get("CPU%"))
         rec["cpu_pct"] = to_float(cpu.rstrip("%")) if cpu is not None else None

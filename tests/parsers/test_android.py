@@ -190,7 +190,7 @@ def test_toybox_top() -> None:
 def test_top_threads_and_old_toolbox_layout() -> None:
     threads = parse_top("  TID USER PR NI VIRT RES SHR S[%CPU] %MEM TIME+ THREAD PROCESS\n"
                         " 4321 u0_a1 10 -10 2.0G 150M 90M R 55.0 2.5 0:10.00 Jit thread pool com.app\n")
-    assert threads == [{"tid": 4321, "user": "u0_a1", "cpu_pct": 55.0, "res_bytes": 150 * 2**20,
+    assert threads == [{"tid": 4321, "row": "thread", "user": "u0_a1", "cpu_pct": 55.0, "res_bytes": 150 * 2**20,
                         "thread": "Jit thread pool", "name": "com.app", "state": "R"}]
     old = parse_top("  PID PR CPU% S  #THR     VSS     RSS PCY UID      Name\n"
                     "    2  0   0% S     1      0K      0K     root     kthreadd\n"

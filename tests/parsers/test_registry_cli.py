@@ -24,6 +24,7 @@ EXPECTED_KIND = {
     "mlc_": "mlc-stats",
     "tegrastats_": "tegrastats",
     "thermal_zone": "thermal-zones",
+    "toybox_top": "toybox-top",
 }
 
 
