@@ -20,13 +20,15 @@ class ProgressEvents:
     """
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from melt.cli.progress_columns import CountColumn
 
         self.console = stderr_console()
         self.progress = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
-            MofNCompleteColumn(),
+            CountColumn(),
             TimeElapsedColumn(),
             TextColumn("{task.fields[job]}", markup=False),
             console=self.console,
@@ -70,7 +72,8 @@ class ProgressEvents:
         self._start()
         task = self.transfers.get(name)
         if task is None:
-            task = self.transfers[name] = self.progress.add_task(f"push {name}", total=total, job="")
+            task = self.transfers[name] = self.progress.add_task(f"push {name}", total=total, job="",
+                                                                  bytes=True)
         self.progress.update(task, completed=done)
 
     def job_started(self, job: Any, warmup: bool) -> None:
