@@ -68,7 +68,10 @@ def get(name: str) -> None:
             task = bar.add_task("download", total=entry.size_bytes)
             path = ensure_model(name, progress=lambda done, total: bar.update(task, completed=done))
     else:
-        path = ensure_model(name)
+        from melt.cli.progress_columns import PlainProgress
+
+        lines = PlainProgress("download", lambda line: console.print(line, markup=False, soft_wrap=True))
+        path = ensure_model(name, progress=lines)
     console.print(f"Verified sha256 {entry.sha256[:16]}..; licence notice in {path.parent}", markup=False)
     click.echo(path)
 

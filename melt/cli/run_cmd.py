@@ -69,6 +69,14 @@ class ProgressEvents:
         """Progress of a push to a device (large models take a while)."""
         if total < (8 << 20):
             return
+        if not self.console.is_terminal:  # a log or pipe: plain lines, not a redrawn row
+            from melt.cli.progress_columns import PlainProgress
+
+            lines = self.transfers.get(name)
+            if lines is None:
+                lines = self.transfers[name] = PlainProgress(f"push {name}", lambda line: self._print((line, "")))
+            lines(done, total)
+            return
         self._start()
         task = self.transfers.get(name)
         if task is None:

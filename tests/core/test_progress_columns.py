@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 from rich.progress import Progress
 
-from melt.cli.progress_columns import CountColumn, describe_transfer
+from melt.cli.progress_columns import CountColumn, PlainProgress, describe_transfer
 
 
 class FakeClock:
@@ -40,3 +40,18 @@ def test_a_push_row_shows_sizes_rate_and_time_left() -> None:
 
 def test_an_unknown_rate_is_left_out_not_zero() -> None:
     assert describe_transfer(11_401_752, 93_000_000, None, None) == "11.4 MB/93.0 MB"
+
+
+def test_plain_progress_prints_readable_lines_now_and_then() -> None:
+    clock = FakeClock()
+    lines: list[str] = []
+    plain = PlainProgress("push model", lines.append, every_s=5.0, clock=clock)
+    total = 50_000_000
+    for second in range(0, 26):
+        clock.now = float(second)
+        plain(second * 2_000_000, total)
+    # at 0 s, every 5 s after, and the completion at 25 s (which is also a 5 s mark)
+    assert len(lines) == 6, lines
+    assert lines[1] == "push model 10.0 MB/50.0 MB 2.0 MB/s 0:20 left", lines
+    assert lines[-1].startswith("push model 50.0 MB/50.0 MB"), lines
+    assert not any(ch.isdigit() and len(tok) > 6 for tok in " ".join(lines).split() for ch in tok[:1])
