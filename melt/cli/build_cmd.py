@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import click
 
+from melt.cli.build_progress import build_step, step_bar
 from melt.cli.common import echo_json, is_interactive, json_option, stderr_console
 
-_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
 
 
 @click.command()
@@ -60,10 +58,10 @@ def build(framework_name: str, profile: str, source: str | None, force: bool, ta
         with console.status(f"building {framework_name} ({profile})") as status:
 
             def on_output(line: str) -> None:
-                step = _STEP.match(line)
+                step = build_step(line)
                 if step:
                     status.update(f"building {framework_name} ({profile}) "
-                                  f"{step.group(1)}/{step.group(2)}")
+                                  f"{step_bar(step.percent)} {step.doing}")
                 elif line.startswith(("cmake ", "downloading", "unpacking", "fetching", "copying",
                                       "hashing", "patch ")):
                     status.update(f"{framework_name} ({profile}): {line}")
@@ -71,7 +69,19 @@ def build(framework_name: str, profile: str, source: str | None, force: bool, ta
             result = framework.build(profile, source=source, force=force, on_output=on_output,
                                      targets=wanted)
     else:
-        result = framework.build(profile, source=source, force=force, targets=wanted)
+        console = stderr_console()
+        shown = [-10.0]
+
+        def plain_output(line: str) -> None:
+            # a log or pipe: one plain line per tenth of the build, not a redrawn bar
+            step = build_step(line)
+            if step and step.percent is not None and step.percent >= shown[0] + 10:
+                shown[0] = step.percent
+                console.print(f"building {framework_name} ({profile}) {step.percent:.0f}% {step.doing}",
+                              markup=False, soft_wrap=True)
+
+        result = framework.build(profile, source=source, force=force, on_output=plain_output,
+                                 targets=wanted)
 
     prov = result.provenance
     if as_json:
