@@ -26,6 +26,7 @@ kind                       function
 ``odpm-energy``            :func:`melt.parsers.odpm.parse_odpm`
 ``dumpsys-power``          :func:`melt.parsers.power.parse_dumpsys_power`
 ``melt-marks``             :func:`melt.parsers.marks.parse_marks`
+``llama-perplexity``       :func:`melt.parsers.perplexity.parse_perplexity`
 =========================  ====================================================
 """
 
@@ -45,6 +46,7 @@ from melt.parsers.mlc import parse_mlc_stats
 from melt.parsers.odpm import parse_odpm
 from melt.parsers.tegrastats import parse_tegrastats
 from melt.parsers.thermal import parse_thermal_zones, thermalservice_records
+from melt.parsers.perplexity import parse_perplexity
 from melt.parsers.power import parse_dumpsys_power
 from melt.parsers.top import parse_top
 
@@ -76,6 +78,7 @@ KINDS: dict[str, Callable[[str], Records]] = {
     "odpm-energy": parse_odpm,
     "dumpsys-power": _one(parse_dumpsys_power),
     "melt-marks": parse_marks,
+    "llama-perplexity": _one(parse_perplexity),
 }
 
 

@@ -19,6 +19,12 @@ _SIGNATURES: dict[str, list[tuple[re.Pattern[str], int]]] = {
         (re.compile(r"INSERT INTO\s+\w+\s*\(\s*build_commit", re.I), 20),
         (re.compile(r"CREATE TABLE IF NOT EXISTS \w+\s*\(\s*build_commit", re.I), 10),
     ],
+    "llama-perplexity": [
+        (re.compile(r"Final estimate:\s*PPL\s*="), 30),
+        (re.compile(r"^={4,} (?:Perplexity|KL divergence|Token probability) statistics ={4,}", re.M), 30),
+        (re.compile(r"^\s*Mean PPL\(Q\)\s*:", re.M), 10),
+        (re.compile(r"(?:calculating perplexity|kl_divergence: computing) over \d+ chunks"), 10),
+    ],
     "melt-marks": [
         (re.compile(r"^melt-mark [a-z_]+ realtime=\d+\.\d+", re.M), 8),
     ],

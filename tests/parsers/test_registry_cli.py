@@ -15,6 +15,7 @@ from tests.parsers.conftest import DATA, captures, read
 
 EXPECTED_KIND = {
     "android_dumpsys_meminfo": "dumpsys-meminfo",
+    "perplexity_": "llama-perplexity",
     "android_getprop": "getprop",
     "android_odpm": "odpm-energy",
     "llamabench_": "llama-bench",
