@@ -401,8 +401,28 @@ class SustainedWorkload(_ServedWorkload):
     window_s: PositiveFloat = Field(5.0, description="width of the tok/s windows")
 
 
+class QualityWorkload(Spec):
+    """llama-perplexity on the device: perplexity over a text, and KL divergence against a reference."""
+
+    kind: Literal["quality"]
+    name: NonEmptyStr
+    text: NonEmptyStr = Field("kjv-genesis", description="a shipped text's name or a file (relative to the "
+                                                         "experiment)")
+    ctx: PositiveInt = Field(512, description="tokens per chunk; the second half of each is scored")
+    chunks: PositiveInt | None = Field(None, description="chunks to evaluate; default: as many as "
+                                                         "max_scored_tokens allows")
+    max_scored_tokens: PositiveInt = Field(
+        512, description="bound on scored tokens: base logits take about 0.5 MB per scored token for a "
+                         "262k vocabulary (266 MB at 512 for Gemma 3)")
+    reference: NonEmptyStr | None = Field(
+        None, description="'host' (this model on this machine's build) or another model of the experiment: "
+                          "adds KL divergence and same-top-token figures")
+    threads: IntList | None = None
+
+
 Workload = Annotated[
-    Union[BenchWorkload, GenerateWorkload, ServeWorkload, ConversationWorkload, SustainedWorkload],
+    Union[BenchWorkload, GenerateWorkload, ServeWorkload, ConversationWorkload, SustainedWorkload,
+          QualityWorkload],
     Field(discriminator="kind"),
 ]
 

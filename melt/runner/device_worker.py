@@ -318,7 +318,10 @@ class DeviceWorker:
     def _measure(self, prepared: Prepared, job: Job, executor: Executor):
         """Run ``job`` once; returns (what ran, as a command line; its env; the execution)."""
         device = self._open()
-        kw = {"bin_dir": prepared.bin_dir, "model_path": prepared.models[job.model.name]}
+        kw: dict[str, Any] = {"bin_dir": prepared.bin_dir, "model_path": prepared.models[job.model.name]}
+        inputs = self._stage_inputs(prepared, job)
+        if inputs:
+            kw["inputs"] = inputs
         cap = self.experiment.timeout_s
         if isinstance(executor, PlainExecutor) or not hasattr(prepared.framework, "phased_invocations"):
             inv = prepared.framework.invocation(job.kind, job.params, **kw)
@@ -329,6 +332,20 @@ class DeviceWorker:
         command = " ; ".join(shlex.join(inv.argv) for _, inv in steps)
         what = steps[0][1] if [p for p, _ in steps] == ["run"] else steps
         return command, dict(steps[0][1].env), executor.execute(device, what)
+
+    def _stage_inputs(self, prepared: Prepared, job: Job) -> dict[str, str]:
+        """Stage the files a job needs besides binaries and model (a quality job's text or
+        reference logits), content-addressed like models; their device paths by role."""
+        wanted = getattr(prepared.framework, "job_inputs", None)
+        if wanted is None:
+            return {}
+        files = wanted(job.kind, job.params, model_file=Path(self.models[job.model.name].path),
+                       model_files={name: Path(m.path) for name, m in self.models.items()},
+                       base_dir=self.base_dir, say=self.events.stage)
+        if not files:
+            return {}
+        device = self._open()
+        return {role: device.stage(Path(path), category="inputs") for role, path in files.items()}
 
     def _attempt(self, prepared: Prepared, job: Job, executor: Executor, attempt: int) -> dict[str, Any]:
         self.events.job_started(job, False)

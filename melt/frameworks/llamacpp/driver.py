@@ -110,12 +110,21 @@ PARAMS["sustained"] = {
     "duration_s": (float, 60.0, _at_least(1), "a number of seconds >= 1"),
     "window_s": (float, 5.0, _at_least(0.1), "a number of seconds >= 0.1"),
 }
+PARAMS["quality"] = {
+    "text": (str, "kjv-genesis", lambda v: v != "", "a shipped text's name or a file path"),
+    "ctx": (int, 512, _at_least(16), "an integer >= 16"),
+    "chunks": (int, None, _at_least(1), "an integer >= 1"),
+    "max_scored_tokens": (int, 512, _at_least(1), "an integer >= 1"),
+    "reference": (str, None, lambda v: v != "", "'host' or a model name of the experiment"),
+    "threads": (int, None, _at_least(1), "an integer >= 1"),
+    "timeout_s": (float, 1800.0, _at_least(1), "a number of seconds >= 1"),
+}
 #: kinds that run llama-server and a host-side client
 SERVED_KINDS = ("serve", "conversation", "sustained")
 
 BINARIES: dict[str, tuple[str, ...]] = {
     "bench": ("llama-bench",), "generate": ("llama-completion",),
-    **{kind: ("llama-server",) for kind in SERVED_KINDS},
+    **{kind: ("llama-server",) for kind in SERVED_KINDS}, "quality": ("llama-perplexity",),
 }
 
 
@@ -123,7 +132,7 @@ class LlamaCpp:
     """Driver for llama.cpp (``llama-bench``, ``llama-completion``, ``llama-server``)."""
 
     name = "llama.cpp"
-    workload_kinds = ("bench", "generate", *SERVED_KINDS)
+    workload_kinds = ("bench", "generate", *SERVED_KINDS, "quality")
 
     # -- building -------------------------------------------------------------
 
@@ -213,6 +222,10 @@ class LlamaCpp:
                 problems.append(f"{key}: must be {rule}, got {params[key]!r}")
             else:
                 out[key] = value
+        if kind == "quality" and not problems:
+            from melt.frameworks.llamacpp.quality import chunk_count
+
+            chunk_count(out)
         if kind == "bench" and not problems and out["n_prompt"] == 0 and out["n_gen"] == 0:
             problems.append("n_prompt, n_gen: at least one must be > 0")
         if kind == "conversation" and not problems:
@@ -228,11 +241,47 @@ class LlamaCpp:
             raise ConfigError(f"llama.cpp {kind} params", problems)
         return out
 
-    def invocation(
-        self, kind: str, params: Mapping[str, Any], *, bin_dir: str, model_path: str
-    ) -> Invocation:
-        """The command for one job; ``bin_dir`` and ``model_path`` are device paths."""
+    def job_inputs(self, kind: str, params: Mapping[str, Any], *, model_file: Path,
+                   model_files: Mapping[str, Path], base_dir: Path,
+                   say: Callable[[str], None] | None = None) -> dict[str, Path]:
+        """Host files a job needs on the device besides binaries and model, by role.
+
+        A quality job needs its text, or with a reference the reference's base
+        logits (computed on this machine, see :mod:`melt.frameworks.llamacpp.quality`).
+        ``model_files`` maps the experiment's model names to their files.
+        """
+        if kind != "quality":
+            return {}
+        from melt.frameworks.llamacpp import quality
+
         p = self.validate_params(kind, params)
+        text = quality.resolve_text(p["text"], base_dir)
+        chunks = quality.chunk_count(p)
+        if p["reference"] is None:
+            return {"text": text}
+        if p["reference"] == "host":
+            reference = model_file
+        elif p["reference"] in model_files:
+            reference = Path(model_files[p["reference"]])
+        else:
+            raise ConfigError("quality workload", [f"reference: '{p['reference']}' is neither 'host' nor a "
+                                                   f"model of the experiment ({', '.join(model_files)})"])
+        build = self.build("host", targets=["llama-perplexity"])
+        base = quality.base_logits(reference, text, p["ctx"], chunks, build_bin=build.binaries["llama-perplexity"],
+                                   build_key=str(build.provenance.get("key")), say=say)
+        return {"base": base}
+
+    def invocation(
+        self, kind: str, params: Mapping[str, Any], *, bin_dir: str, model_path: str,
+        inputs: Mapping[str, str] | None = None,
+    ) -> Invocation:
+        """The command for one job; ``bin_dir``, ``model_path`` and ``inputs`` are device paths."""
+        p = self.validate_params(kind, params)
+        if kind == "quality":
+            from melt.frameworks.llamacpp.quality import device_argv
+
+            argv = device_argv(p, bin_dir=bin_dir, model_path=model_path, inputs=inputs or {})
+            return Invocation(argv=tuple(argv), env={"LD_LIBRARY_PATH": bin_dir}, timeout_s=float(p["timeout_s"]))
         if kind in SERVED_KINDS:
             return self._served_invocation(kind, p, bin_dir=bin_dir, model_path=model_path)
         if kind == "bench":
@@ -298,7 +347,8 @@ class LlamaCpp:
         )
 
     def phased_invocations(
-        self, kind: str, params: Mapping[str, Any], *, bin_dir: str, model_path: str
+        self, kind: str, params: Mapping[str, Any], *, bin_dir: str, model_path: str,
+        inputs: Mapping[str, str] | None = None,
     ) -> list[tuple[str, Invocation]]:
         """The job for on-device telemetry: one process (``"run"``) for both kinds.
 
@@ -307,7 +357,7 @@ class LlamaCpp:
         both phases' windows and the model is loaded once; without marks the
         telemetry falls back to walking back from the process's exit.
         """
-        return [("run", self.invocation(kind, params, bin_dir=bin_dir, model_path=model_path))]
+        return [("run", self.invocation(kind, params, bin_dir=bin_dir, model_path=model_path, inputs=inputs))]
 
     # -- metrics --------------------------------------------------------------
 
@@ -328,6 +378,10 @@ class LlamaCpp:
             raise JobFailed(f"{tool} {_exit_text(returncode)}: {_cause_line(stderr, stdout)}")
         if kind == "bench":
             return _bench_metrics(p, stdout, stderr)
+        if kind == "quality":
+            from melt.frameworks.llamacpp.quality import metrics
+
+            return metrics(stdout, stderr)
         return _generate_metrics(stdout, stderr)
 
     def _check_kind(self, kind: str) -> None:

@@ -1,0 +1,73 @@
+"""Quality jobs on the virtual phone with Gemma: llama-perplexity through melt run, checked by hand.
+
+The phone runs the host build (build_profile: host), so its figures must
+match llama-perplexity run directly on this machine on the same file and text.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from melt.errors import ConfigError
+from melt.frameworks.llamacpp.driver import LlamaCpp
+from melt.parsers.perplexity import parse_perplexity
+from melt.runner.engine import run_experiment
+from melt.texts import text_path
+from tests.android.test_served_workloads import phone_yaml
+
+CTX, CHUNKS = 256, 2  # 256 scored tokens: the KLD statistics need 100; base logits are ~133 MB
+
+
+@pytest.fixture(scope="module")
+def host_build():
+    from melt.frameworks.llamacpp.build import host_build
+
+    return host_build(targets=["llama-perplexity"])
+
+
+def test_quality_on_the_phone_matches_llama_perplexity_by_hand_and_itself(
+        tmp_path, adb_server, adb_serial, virtual_phone, host_build, gemma_model):
+    exp = tmp_path / "e.yaml"
+    exp.write_text(f"""
+name: quality
+devices: [{phone_yaml(tmp_path, virtual_phone, adb_server)}]
+models: [{{name: gemma, path: {gemma_model}}}]
+workloads:
+  - {{name: ppl, kind: quality, ctx: {CTX}, chunks: {CHUNKS}, threads: 2}}
+  - {{name: self, kind: quality, ctx: {CTX}, chunks: {CHUNKS}, reference: host, threads: 2}}
+repetitions: 1
+warmup: 0
+""")
+    jobs = {j["workload"]: j for j in run_experiment(exp, results_dir=tmp_path / "r").jobs()}
+    assert all(j["status"] == "ok" for j in jobs.values()), {k: j["reason"] for k, j in jobs.items()}
+    by_hand = subprocess.run(
+        [str(host_build.binaries["llama-perplexity"]), "-m", str(gemma_model), "-f",
+         str(text_path("kjv-genesis")), "-c", str(CTX), "--chunks", str(CHUNKS), "-t", "2"],
+        capture_output=True, text=True, timeout=600, check=True)
+    expected = parse_perplexity(by_hand.stdout + by_hand.stderr)
+    m = jobs["ppl"]["metrics"]
+    assert m["scored_tokens"] == expected["scored_tokens"] == CHUNKS * (CTX // 2)
+    assert abs(m["perplexity"] - expected["perplexity"]) <= m["perplexity_u95"], (m, expected)
+    # the model against its own logits from this machine's build
+    s = jobs["self"]["metrics"]
+    assert s["kld_mean"] < 1e-3 and s["same_top_p"] > 99.0, s
+    assert abs(s["ppl_ratio"] - 1.0) < 1e-3 and abs(s["perplexity"] - expected["perplexity"]) <= s["perplexity_u95"]
+    assert "kld_mean" not in m  # no reference, no KLD: absent, not zero
+
+
+@pytest.mark.parametrize("params, problem", [
+    ({"ctx": 256, "chunks": 8}, "over max_scored_tokens 512"),
+    ({"ctx": 64, "chunks": 2, "reference": "host"}, "only from 100"),
+    ({"ctx": 2048, "max_scored_tokens": 512}, "less than one chunk"),
+])
+def test_the_scored_tokens_are_bounded(params, problem):
+    with pytest.raises(ConfigError, match=problem):
+        LlamaCpp().validate_params("quality", params)
+
+
+def test_a_reference_that_is_no_model_is_one_line(tmp_path, gemma_model):
+    with pytest.raises(ConfigError, match="neither 'host' nor a model"):
+        LlamaCpp().job_inputs("quality", {"ctx": 256, "reference": "gemma-q9"}, model_file=gemma_model,
+                              model_files={"gemma": gemma_model}, base_dir=tmp_path)
