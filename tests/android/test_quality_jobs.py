@@ -6,7 +6,10 @@ match llama-perplexity run directly on this machine on the same file and text.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +74,48 @@ def test_a_reference_that_is_no_model_is_one_line(tmp_path, gemma_model):
     with pytest.raises(ConfigError, match="neither 'host' nor a model"):
         LlamaCpp().job_inputs("quality", {"ctx": 256, "reference": "gemma-q9"}, model_file=gemma_model,
                               model_files={"gemma": gemma_model}, base_dir=tmp_path)
+
+
+def _ladder_experiment(tmp_path, phone, adb_server, source, variant, name):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""
+name: ladder-{name}
+devices: [{phone_yaml(tmp_path, phone, adb_server)}]
+models: [{{name: source, path: {source}}}, {{name: variant, path: {variant}}}]
+workloads:
+  - {{name: vs-source, kind: quality, ctx: {CTX}, chunks: {CHUNKS}, reference: source, threads: 2}}
+repetitions: 1
+warmup: 0
+""")
+    return path
+
+
+def test_a_lower_quantization_is_worse_against_the_source_and_compare_exits_2(
+        tmp_path, adb_server, adb_serial, virtual_phone, host_build, gemma_model):
+    from melt.frameworks.llamacpp.build import host_build as build_for_quantize
+    from melt.frameworks.llamacpp.quantize import quantize_model
+
+    quantizer = build_for_quantize(targets=["llama-quantize"])
+    q8, q2 = tmp_path / "gemma-q8_0.gguf", tmp_path / "gemma-q2_k.gguf"
+    assert quantize_model(gemma_model, q8, "Q8_0", build=quantizer)["requantized_from"] == "Q4_K_M"
+    quantize_model(gemma_model, q2, "Q2_K", build=quantizer)
+    results = tmp_path / "r"
+    good = run_experiment(_ladder_experiment(tmp_path, virtual_phone, adb_server, gemma_model, q8, "q8"),
+                          results_dir=results)
+    bad = run_experiment(_ladder_experiment(tmp_path, virtual_phone, adb_server, gemma_model, q2, "q2"),
+                         results_dir=results)
+    kld = {}
+    for run, label in ((good, "Q8_0"), (bad, "Q2_K")):
+        jobs = {j["model"]: j for j in run.jobs()}
+        assert all(j["status"] == "ok" for j in jobs.values()), {k: j["reason"] for k, j in jobs.items()}
+        assert jobs["source"]["metrics"]["kld_mean"] < 1e-3  # the source against its own logits
+        kld[label] = jobs["variant"]["metrics"]
+    assert kld["Q2_K"]["kld_mean"] - kld["Q8_0"]["kld_mean"] > kld["Q2_K"]["kld_mean_u95"] + kld["Q8_0"]["kld_mean_u95"]
+    assert kld["Q2_K"]["same_top_p"] < kld["Q8_0"]["same_top_p"]
+    proc = subprocess.run([str(Path(sys.executable).parent / "melt"), "compare", good.run_id, bad.run_id, "--json",
+                           "--results", str(results)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    cells = {c["model"]: c for c in json.loads(proc.stdout)["cells"]}
+    verdicts = {m["metric"]: m["verdict"] for m in cells["variant"]["metrics"]}
+    assert verdicts["kld_mean"] == "regression" and verdicts["same_top_p"] == "regression", verdicts
+    assert not cells["source"]["regressed"]  # the unchanged source is not blamed
