@@ -50,6 +50,12 @@ _KLD_LINES: dict[str, tuple[str, bool]] = {
 }
 
 
+def evaluated_tokens(text: str) -> float | None:
+    """Tokens llama-perplexity ran through the model (chunks x n_ctx, context included), or ``None``."""
+    found = list(_CHUNKS.finditer(str(text)))
+    return float(int(found[-1].group("n")) * int(found[-1].group("c"))) if found else None
+
+
 def parse_perplexity(text: str) -> dict[str, float]:
     """Metrics of one llama-perplexity run (stdout and stderr together).
 

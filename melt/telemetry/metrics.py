@@ -176,7 +176,10 @@ def _energy_metrics(out: MetricsResult, frame: pd.DataFrame, plan: PhasePlan,
         m["idle_power_w"], m["idle_power_w_u95"] = idle_w.value, idle_w.u95
     else:
         missing["idle_power_w"] = "no idle baseline was sampled (telemetry.idle_s is 0)"
-    for name in ENERGY_PHASES:
+    # a job of one unmarked process that says how many tokens it ran (a quality
+    # job) gets the energy of that whole run, per evaluated token
+    whole_run = ("run",) if "run" in plan.tokens and any(ph.name == "run" for ph in phases) else ()
+    for name in ENERGY_PHASES + whole_run:
         chosen = [ph for ph in phases if ph.name == name]
         if not chosen:
             missing[f"energy_{name}_j"] = f"the job has no {name} phase"

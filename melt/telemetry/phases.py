@@ -25,6 +25,7 @@ from typing import Any
 from melt.parsers.llama_bench import parse_llama_bench
 from melt.parsers.llamacpp import parse_timings
 from melt.parsers.marks import mark_windows, parse_marks
+from melt.parsers.perplexity import evaluated_tokens
 
 PHASE_NAMES = ("idle", "load", "prefill", "decode")
 
@@ -227,6 +228,9 @@ def derive_phases(idle: tuple[float, float] | None, steps: list[StepResult], *,
         else:
             used.add("runner-marks")
             phases.append(Phase("run", step.start_s, step.end_s, "marks"))
+            evaluated = evaluated_tokens(step.stderr) or evaluated_tokens(step.stdout)
+            if evaluated:  # a quality job: every token of every chunk went through the model
+                add_tokens({"run": evaluated})
     # the weakest way any step's windows were found names the job's method
     method = next((m for m in ("walk-back", "runner-marks", "process-marks") if m in used), "runner-marks")
     return PhasePlan([p for p in phases if p.end_s >= p.start_s], tokens, method)

@@ -58,6 +58,9 @@ warmup: 0
     assert s["kld_mean"] < 1e-3 and s["same_top_p"] > 99.0, s
     assert abs(s["ppl_ratio"] - 1.0) < 1e-3 and abs(s["perplexity"] - expected["perplexity"]) <= s["perplexity_u95"]
     assert "kld_mean" not in m  # no reference, no KLD: absent, not zero
+    # telemetry as for any job: the run's energy per evaluated token (every token of every chunk)
+    assert m["energy_run_j"] > 0 and m["energy_run_j_u95"] > 0
+    assert m["energy_per_token_run_j"] == pytest.approx(m["energy_run_j"] / (CHUNKS * CTX))
 
 
 @pytest.mark.parametrize("params, problem", [

@@ -70,31 +70,33 @@ def test_default_build_leaves_llama_server_for_when_it_is_needed(fake, tmp_path)
     recipe, src, log = fake
     assert recipe.on_demand == ("llama-server",)
     first = build_llamacpp("host", source=str(src), recipe=recipe, cache=tmp_path / "cache")
-    assert sorted(first.binaries) == ["llama-bench", "llama-completion", "llama-quantize"]
-    assert sorted(compiled(log)) == ["llama-bench", "llama-completion", "llama-quantize"]
+    assert sorted(first.binaries) == ["llama-bench", "llama-completion", "llama-perplexity", "llama-quantize"]
+    assert sorted(compiled(log)) == ["llama-bench", "llama-completion", "llama-perplexity", "llama-quantize"]
     work = tmp_path / "cache" / "builds" / "llama.cpp" / ".work" / first.dir.name
     assert (work / "cmake").is_dir()  # kept: llama-server can still be added
     bench_inode = (first.dir / "bin" / "llama-bench").stat().st_ino
 
     again = build_llamacpp("host", source=str(src), recipe=recipe, cache=tmp_path / "cache",
                            targets=["llama-bench", "llama-completion"])
-    assert again.cached and len(compiled(log)) == 3  # nothing more compiled
+    assert again.cached and len(compiled(log)) == 4  # nothing more compiled
 
     added = build_llamacpp("host", source=str(src), recipe=recipe, cache=tmp_path / "cache",
                            targets=["llama-bench", "llama-server"])
     assert added.dir == first.dir and not added.cached
-    assert compiled(log)[3:] == ["llama-server"]  # only the missing one
-    assert sorted(added.binaries) == ["llama-bench", "llama-completion", "llama-quantize", "llama-server"]
+    assert compiled(log)[4:] == ["llama-server"]  # only the missing one
+    assert sorted(added.binaries) == ["llama-bench", "llama-completion", "llama-perplexity", "llama-quantize",
+                                      "llama-server"]
     assert (first.dir / "bin" / "llama-bench").stat().st_ino == bench_inode  # untouched for readers
     info = json.loads((first.dir / "build.json").read_text())
-    assert info["targets"] == ["llama-bench", "llama-completion", "llama-server", "llama-quantize"]
+    assert info["targets"] == ["llama-bench", "llama-completion", "llama-server", "llama-perplexity",
+                               "llama-quantize"]
     assert [a["targets"] for a in info["added"]] == [["llama-server"]]
     assert set(info["binaries"]) == set(added.binaries)
     assert not work.exists()  # every target published: the CMake folder has nothing left to add
 
     hit = build_llamacpp("host", source=str(src), recipe=recipe, cache=tmp_path / "cache",
                          targets=["llama-server"])
-    assert hit.cached and len(compiled(log)) == 4
+    assert hit.cached and len(compiled(log)) == 5
 
 
 def test_a_target_the_profile_does_not_build_is_a_clear_error(fake, tmp_path):
