@@ -6,11 +6,12 @@ VENV   ?= .venv
 MELT   := $(VENV)/bin/melt
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test bench deps venv clean help
+.PHONY: demo demo-quality test bench deps venv clean help
 
 help:
 	@echo "make demo   run Gemma 3 270M on this machine and on the virtual phone (about 10 min)"
 	@echo "            (PHONE_ABI=arm64-v8a: the phone runs the arm64 build under qemu-user)"
+	@echo "make demo-quality   speed, energy and quality of Gemma at Q8_0, Q4_K_M and Q2_K on the virtual phone"
 	@echo "make test   run the tests (installs what they need)"
 	@echo "make bench  benchmarks of melt itself (figures: docs/benchmarks.md)"
 
@@ -35,6 +36,10 @@ deps:
 models/gemma3-270m-q8_0.gguf: $(VENV)/.installed
 	$(MELT) model get gemma3-270m
 	$(MELT) model quantize gemma3-270m --type Q8_0 -o $@
+
+models/gemma3-270m-q2_k.gguf: $(VENV)/.installed
+	$(MELT) model get gemma3-270m
+	$(MELT) model quantize gemma3-270m --type Q2_K -o $@
 
 PHONE := 127.0.0.1:15555
 JETSON := 127.0.0.1:15022
@@ -71,6 +76,17 @@ demo: venv deps
 	$(MELT) report $$($(MELT) results list --json | $(PY) -c 'import json,sys; print(" ".join(r["run_id"] for r in json.load(sys.stdin)[-3:]))') -o results/report.html
 	@echo
 	@echo "Results are in ./results/ (melt results list); the report: results/report.html"
+
+# optional, after `make demo`: the quantization ladder with quality jobs (a few minutes)
+demo-quality: venv deps models/gemma3-270m-q8_0.gguf models/gemma3-270m-q2_k.gguf
+	$(MELT) build
+	$(MELT) virtual stop $(PHONE) >/dev/null 2>&1 || true
+	$(MELT) virtual start android --port 15555 --detach
+	$(MELT) run experiments/quality-android.yaml || { $(MELT) virtual stop $(PHONE); exit 1; }
+	$(MELT) virtual stop $(PHONE)
+	-@adb disconnect $(PHONE) >/dev/null 2>&1
+	$(MELT) results show latest
+	$(MELT) report latest -o results/quality-report.html
 
 test: $(VENV)/.installed-test deps
 	$(VENV)/bin/pytest -q

@@ -469,3 +469,13 @@ class ExperimentSpec(Spec):
         if dupes:
             raise ValueError(f"workload names must be unique: {', '.join(dupes)}")
         return v
+
+    @model_validator(mode="after")
+    def _references_are_models(self) -> "ExperimentSpec":
+        models = [m.name for m in self.models]
+        for w in self.workloads:
+            ref = getattr(w, "reference", None)
+            if w.kind == "quality" and ref is not None and ref != "host" and ref not in models:
+                raise ValueError(f"workload '{w.name}': reference '{ref}' is neither 'host' nor a model of "
+                                 f"this experiment ({', '.join(models)})")
+        return self

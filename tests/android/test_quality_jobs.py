@@ -122,3 +122,17 @@ def test_a_lower_quantization_is_worse_against_the_source_and_compare_exits_2(
     verdicts = {m["metric"]: m["verdict"] for m in cells["variant"]["metrics"]}
     assert verdicts["kld_mean"] == "regression" and verdicts["same_top_p"] == "regression", verdicts
     assert not cells["source"]["regressed"]  # the unchanged source is not blamed
+
+
+def test_an_experiment_whose_reference_is_no_model_is_refused_when_loaded(tmp_path, gemma_model):
+    from melt.config.loader import load_experiment
+
+    exp = tmp_path / "e.yaml"
+    exp.write_text(f"""
+name: q
+devices: [local]
+models: [{{name: gemma, path: {gemma_model}}}]
+workloads: [{{name: q, kind: quality, reference: gemma-source}}]
+""")
+    with pytest.raises(ConfigError, match="reference 'gemma-source' is neither 'host' nor a model"):
+        load_experiment(exp)
