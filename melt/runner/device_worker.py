@@ -333,6 +333,21 @@ class DeviceWorker:
         what = steps[0][1] if [p for p, _ in steps] == ["run"] else steps
         return command, dict(steps[0][1].env), executor.execute(device, what)
 
+    def _reference_provenance(self, job: Job) -> dict[str, Any] | None:
+        """What a job's quality figures were measured against, and whether that is the original weights."""
+        ref = job.params.get("reference")
+        source = self.models.get(job.model.name if ref == "host" else ref) if isinstance(ref, str) else None
+        if source is None:
+            return None
+        ftype = source.facts.file_type if source.facts else None
+        out: dict[str, Any] = {"reference": ref, "model": source.ref.name, "sha256": source.sha256,
+                               "file_type": ftype, "logits_from": "this host's llama.cpp build"}
+        if ftype and ftype not in ("F32", "F16", "BF16"):
+            made = (self.models[job.model.name].extra or {}).get("requantized_from")
+            out["note"] = (f"requantized from {made}; " if made else "") + \
+                f"the reference ({ftype}) is not the original weights"
+        return out
+
     def _stage_inputs(self, prepared: Prepared, job: Job) -> dict[str, str]:
         """Stage the files a job needs besides binaries and model (a quality job's text or
         reference logits), content-addressed like models; their device paths by role."""
@@ -360,6 +375,9 @@ class DeviceWorker:
             "device_state": self._state_dict,
             "attempt": attempt,
         }
+        reference = self._reference_provenance(job)
+        if reference:
+            provenance["quality_reference"] = reference
         extra: dict[str, Any] = {}
         files: dict[str, bytes] = {}
         metrics: dict[str, Any] = {}

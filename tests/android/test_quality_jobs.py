@@ -113,6 +113,9 @@ def test_a_lower_quantization_is_worse_against_the_source_and_compare_exits_2(
         assert all(j["status"] == "ok" for j in jobs.values()), {k: j["reason"] for k, j in jobs.items()}
         assert jobs["source"]["metrics"]["kld_mean"] < 1e-3  # the source against its own logits
         kld[label] = jobs["variant"]["metrics"]
+        ref = jobs["variant"]["provenance"]["quality_reference"]
+        assert ref["model"] == "source" and ref["file_type"] == "Q4_K_M"
+        assert ref["note"] == "requantized from Q4_K_M; the reference (Q4_K_M) is not the original weights"
     assert kld["Q2_K"]["kld_mean"] - kld["Q8_0"]["kld_mean"] > kld["Q2_K"]["kld_mean_u95"] + kld["Q8_0"]["kld_mean_u95"]
     assert kld["Q2_K"]["same_top_p"] < kld["Q8_0"]["same_top_p"]
     proc = subprocess.run([str(Path(sys.executable).parent / "melt"), "compare", good.run_id, bad.run_id, "--json",
