@@ -81,7 +81,7 @@ demo: venv deps
 demo-quality: venv deps models/gemma3-270m-q8_0.gguf models/gemma3-270m-q2_k.gguf
 	$(MELT) build
 	$(MELT) virtual stop $(PHONE) >/dev/null 2>&1 || true
-	$(MELT) virtual start android --port 15555 --detach
+	$(MELT) virtual start android --port 15555 --abi $(PHONE_ABI) --detach
 	$(MELT) run experiments/quality-android.yaml || { $(MELT) virtual stop $(PHONE); exit 1; }
 	$(MELT) virtual stop $(PHONE)
 	-@adb disconnect $(PHONE) >/dev/null 2>&1
