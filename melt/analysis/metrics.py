@@ -116,6 +116,7 @@ _LABELS: dict[str, str] = {
     "load_ms": "load ms",
     "energy_per_token_decode_j": "decode J/token",
     "energy_per_token_prefill_j": "prefill J/token",
+    "energy_per_token_run_j": "J/evaluated token",
     "energy_per_token_decode_j_net": "decode J/token (net of idle)",
     "energy_per_token_prefill_j_net": "prefill J/token (net of idle)",
     "peak_rss_bytes": "peak memory",

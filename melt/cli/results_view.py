@@ -26,7 +26,8 @@ from melt.labels import job_labels
 
 #: Metrics shown per job, in this order, when a job of the cell has them.
 SHOWN_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "itl_ms_p50", "load_ms",
-                 "energy_per_token_decode_j", "peak_rss_bytes", "temp_max_c")
+                 "perplexity", "kld_mean", "same_top_p",
+                 "energy_per_token_decode_j", "energy_per_token_run_j", "peak_rss_bytes", "temp_max_c")
 
 INDENT = "  "
 GAP = "  "
