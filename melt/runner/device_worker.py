@@ -342,7 +342,12 @@ class DeviceWorker:
         ftype = source.facts.file_type if source.facts else None
         out: dict[str, Any] = {"reference": ref, "model": source.ref.name, "sha256": source.sha256,
                                "file_type": ftype, "logits_from": "this host's llama.cpp build"}
-        if ftype and ftype not in ("F32", "F16", "BF16"):
+        from melt.frameworks.llamacpp.quality import other_tokenizer
+
+        apart = other_tokenizer(Path(self.models[job.model.name].path), Path(source.path))
+        if apart:
+            out["note"] = apart
+        elif ftype and ftype not in ("F32", "F16", "BF16"):
             made = (self.models[job.model.name].extra or {}).get("requantized_from")
             out["note"] = (f"requantized from {made}; " if made else "") + \
                 f"the reference ({ftype}) is not the original weights"

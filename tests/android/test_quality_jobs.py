@@ -139,3 +139,16 @@ workloads: [{{name: q, kind: quality, reference: gemma-source}}]
 """)
     with pytest.raises(ConfigError, match="reference 'gemma-source' is neither 'host' nor a model"):
         load_experiment(exp)
+
+
+def test_a_reference_with_another_tokenizer_gives_perplexity_only_and_says_why(tmp_path, gemma_model):
+    from melt.frameworks.llamacpp.quality import other_tokenizer
+    from melt.models.tiny import write_tiny_model
+
+    tiny = write_tiny_model(tmp_path / "tiny.gguf", seed=0)
+    why = other_tokenizer(tiny, gemma_model)
+    assert why and why.startswith("KL divergence not measured") and "gemma3" in why
+    inputs = LlamaCpp().job_inputs("quality", {"ctx": 256, "chunks": 2, "reference": "gemma"}, model_file=tiny,
+                                   model_files={"gemma": gemma_model, "tiny": tiny}, base_dir=tmp_path)
+    assert set(inputs) == {"text"}  # scored on the text: no base logits computed or pushed
+    assert other_tokenizer(gemma_model, gemma_model) is None

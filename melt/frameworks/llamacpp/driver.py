@@ -266,6 +266,8 @@ class LlamaCpp:
         else:
             raise ConfigError("quality workload", [f"reference: '{p['reference']}' is neither 'host' nor a "
                                                    f"model of the experiment ({', '.join(model_files)})"])
+        if quality.other_tokenizer(model_file, reference):
+            return {"text": text}
         build = self.build("host", targets=["llama-perplexity"])
         base = quality.base_logits(reference, text, p["ctx"], chunks, build_bin=build.binaries["llama-perplexity"],
                                    build_key=str(build.provenance.get("key")), say=say)

@@ -78,6 +78,23 @@ def resolve_text(text: str, base_dir: Path) -> Path:
     return path
 
 
+def other_tokenizer(model: Path, reference: Path) -> str | None:
+    """Why ``model`` cannot be scored against ``reference``'s logits (another vocabulary), or ``None``.
+
+    KL divergence compares two distributions over the same tokens; across
+    tokenizers there is no such thing, so such a job reports perplexity only.
+    """
+    from melt.models.gguf_facts import gguf_facts
+
+    a, b = gguf_facts(model), gguf_facts(reference)
+    if a is None or b is None:
+        return None  # llama-perplexity checks the vocabulary itself and fails with its reason
+    if (a.architecture, a.vocab_size) != (b.architecture, b.vocab_size):
+        return (f"KL divergence not measured: the reference is {b.architecture} with {b.vocab_size} tokens, "
+                f"this model {a.architecture} with {a.vocab_size}; perplexity only")
+    return None
+
+
 def device_argv(p: Mapping[str, Any], *, bin_dir: str, model_path: str,
                 inputs: Mapping[str, str]) -> list[str]:
     """The device's command: scoring the text, or against the staged base logits."""
