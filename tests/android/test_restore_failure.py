@@ -36,8 +36,8 @@ def test_a_failed_restore_is_stored_shown_and_fixable_by_hand(tmp_path, request,
         "virtual: {}\ntelemetry: {enabled: false}\nstate: {brightness: 7}\n")
     (tmp_path / "e.yaml").write_text(
         f"name: restore\ndevices: [{tmp_path / 'phone.yaml'}]\nmodels: [{{name: t, path: {model}}}]\n"
-        "workloads: [{name: g, kind: generate, prompt: hi, n_predict: 4, threads: 1}]\n"
-        "repetitions: 3\nwarmup: 0\n")
+        "workloads: [{name: g, kind: generate, prompt: hi, n_predict: 256, threads: 1}]\n"
+        "repetitions: 8\nwarmup: 0\n")  # long enough to break the store before the end
     results = tmp_path / "r"
     proc = melt_child("run", str(tmp_path / "e.yaml"), "--results", str(results))
     wait_for_journal(results, 1, proc=proc)
