@@ -35,8 +35,9 @@ def list_models(as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
+    width = max((len(r["name"]) for r in rows), default=0)
     for r in rows:
-        click.echo(f"{r['name']:<14} {r['size_bytes'] / 1e6:>5.0f} MB  {r['quantization']:<7} "
+        click.echo(f"{r['name']:<{width}} {r['size_bytes'] / 1e6:>5.0f} MB  {r['quantization']:<7} "
                    f"{'cached' if r['cached'] else 'not fetched':<12} {r['licence']}  ({r['source']})")
 
 

