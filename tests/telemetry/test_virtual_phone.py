@@ -3,7 +3,7 @@
 One phone serves the module (it shares the machine's cores: the jobs are short).
 Its fuel gauge is the default one, the shipped phone's (4 refreshes a second,
 2 mA of noise, a 0.4% gain error): the energy test checks the truth lies
-inside melt's interval. The realistic case (a
+near melt's interval. The realistic case (a
 slow mA gauge, a real model) is tests/telemetry/test_energy_real.py.
 """
 
@@ -61,7 +61,12 @@ def test_energy_per_phase_holds_the_truth_in_its_interval(phone, adb_server):
         measured, true, u95 = m[f"energy_{phase}_j"], m[f"true_energy_{phase}_j"], m[f"energy_{phase}_j_u95"]
         print(f"{phase}: measured {measured:.4f} +- {u95:.4f} J, true {true:.4f} J, "
               f"error {100 * (measured - true) / true:+.2f}%")
-        assert abs(measured - true) <= u95 < 0.08 * true, (phase, measured, true, u95)
+        # one draw of a 95% interval misses one time in twenty, and this test takes two: the
+        # interval's coverage is checked over 40 phases in test_uncertainty.py. Here the error
+        # must stay inside 1.5 times the interval (past 2.9 sigma of its random part), and the
+        # interval itself narrow.
+        assert abs(measured - true) <= 1.5 * u95, (phase, measured, true, u95)
+        assert u95 < 0.08 * true, (phase, u95, true)
     assert m["energy_decode_j_net"] < m["energy_decode_j"]
     # the achieved rate and the sampler's CPU depend on this machine's load: their targets
     # (>= 50 Hz at <= 2% of a core) are in bench/bench_sampler.py. Here: what is reported is
