@@ -25,12 +25,14 @@ def describe_transfer(done: float, total: float | None, speed: float | None, rem
 
 class CountColumn(ProgressColumn):
     """``done/total`` for job rows; for rows added with ``bytes=True`` the sizes in
-    human units, the transfer rate and the time left."""
+    human units, the transfer rate and the time left; ``percent=True``: the share done."""
 
     def render(self, task: Task) -> Text:
         """Render one row's count (see the class doc)."""
         if task.fields.get("bytes"):
             return Text(describe_transfer(task.completed, task.total, task.speed, task.time_remaining))
+        if task.fields.get("percent"):
+            return Text(f"{task.completed:3.0f}%")
         total = int(task.total) if task.total is not None else "?"
         return Text(f"{int(task.completed)}/{total}")
 

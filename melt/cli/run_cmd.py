@@ -37,6 +37,7 @@ class ProgressEvents:
         self.task = None
         self.devices: dict[str, Any] = {}
         self.transfers: dict[str, Any] = {}
+        self.builds: dict[str, Any] = {}  # a Rich task id, or the last percent printed to a log
         self.failed = 0
         self.started = False
 
@@ -83,6 +84,25 @@ class ProgressEvents:
             task = self.transfers[name] = self.progress.add_task(f"push {name}", total=total, job="",
                                                                   bytes=True)
         self.progress.update(task, completed=done)
+
+    def build_output(self, label: str, line: str) -> None:
+        """A line of a framework build that this run started: a bar with what it is doing."""
+        from melt.cli.build_progress import build_step
+
+        step = build_step(line)
+        if step is None or step.percent is None:
+            return
+        shown = self.builds.get(label)
+        if not self.console.is_terminal:  # a log or pipe: one plain line per tenth, and the end
+            if shown is None or step.percent >= shown + 10 or (step.percent >= 100 > shown):
+                self.builds[label] = step.percent
+                self._print((f"building {label} {step.percent:.0f}% {step.doing}", ""))
+            return
+        self._start()
+        if shown is None:
+            shown = self.builds[label] = self.progress.add_task(f"build {label}", total=100, job="",
+                                                                 percent=True)
+        self.progress.update(shown, completed=step.percent, job=step.doing)
 
     def job_started(self, job: Any, warmup: bool) -> None:
         label = f"{job.workload} #{job.repetition}" + (" (warm-up)" if warmup else "")

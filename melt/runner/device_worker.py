@@ -278,7 +278,10 @@ class DeviceWorker:
 
         def make() -> Any:
             self.events.stage(f"building {framework.name} ({profile})")
-            return framework.build(profile, source=fw_ref.source, targets=names)
+            show = getattr(self.events, "build_output", None)  # a display that reads the build's lines
+            label = f"{framework.name} ({profile})"
+            on_output = (lambda line: show(label, line)) if show else None
+            return framework.build(profile, source=fw_ref.source, targets=names, on_output=on_output)
 
         key = ("build", fw_ref.name, fw_ref.source, profile, tuple(names))
         return self.builds.get(key, make), f"'{profile}'"
