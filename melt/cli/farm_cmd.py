@@ -17,7 +17,12 @@ def farm() -> None:
     """Run devices of many hosts as one farm (Celery workers, Redis broker).
 
     \b
-    Once, then copy the key file to every farm host (or set $MELT_FARM_KEY):
+    On one machine (redis-server on loopback, a worker per running virtual device):
+      melt farm up
+      melt run experiments/quickstart-android.yaml --farm
+      melt farm down
+    \b
+    Across hosts: once, then copy the key file to every farm host (or set $MELT_FARM_KEY):
       melt farm key new
     On each host with devices attached:
       melt farm worker --broker redis://HOST:6379/0 --device pixel8 --device orin
@@ -27,6 +32,7 @@ def farm() -> None:
 
     Job messages and results are signed with the farm key (not the broker
     password); a host without it can neither give work nor send results.
+    Needs the farm extra (pip install -e '.[farm]' in melt's source folder).
     """
 
 
@@ -68,6 +74,9 @@ def worker(broker: str, devices: tuple[str, ...], configs: Path, interval: float
     ones, never a message's prebuilt binaries, and takes path: models from
     --models by sha256.
     """
+    from melt.extras import require
+
+    require("farm", "melt farm worker")
     from melt.config.loader import read_yaml, validate
     from melt.config.specs import DeviceSpec
     from melt.farm.app import VISIBILITY_TIMEOUT_S, ping, safe_url
@@ -113,17 +122,23 @@ def worker(broker: str, devices: tuple[str, ...], configs: Path, interval: float
 
 
 @farm.command()
-@click.option("--broker", envvar="MELT_FARM_BROKER", required=True, metavar="URL", help=BROKER_HELP)
+@click.option("--broker", envvar="MELT_FARM_BROKER", default=None, metavar="URL",
+              help=BROKER_HELP[:-1] + "; default: the farm `melt farm up` started).")
 @json_option
-def status(broker: str, as_json: bool) -> None:
+def status(broker: str | None, as_json: bool) -> None:
     """List the farm's devices: host, health, queued jobs, the job running now."""
     from rich.table import Table
     from rich.text import Text
 
+    from melt.extras import require
+
+    require("farm", "melt farm status")
     from melt.farm.app import hide_password_in_title, ping, redis_client
+    from melt.farm.local import resolve_broker
     from melt.farm.registry import farm_status
 
     hide_password_in_title()
+    broker = resolve_broker(broker)
     ping(broker)
     entries = farm_status(redis_client(broker))
     if as_json:
@@ -144,6 +159,79 @@ def status(broker: str, as_json: bool) -> None:
                       f"{bat:.0f}%" if isinstance(bat, (int, float)) else "-",
                       f"{temp:.1f} °C" if isinstance(temp, (int, float)) else "-", Text(e.detail))
     console.print(table)
+
+
+@farm.command()
+@click.option("--local", "local", is_flag=True, default=True,
+              help="On this machine (the only farm `up` starts; the flag may be left out).")
+@click.option("--device", "devices", multiple=True, metavar="NAME",
+              help="A device to serve (repeat for more); default: every config in --configs whose "
+                   "virtual device runs now (melt virtual list).")
+@click.option("--configs", type=click.Path(file_okay=False, path_type=Path), default=Path("device_configs"),
+              show_default=True, help="Folder of device configs.")
+@click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The workers' folder of model files for path: models, found by their sha256 "
+                   "(default ~/.cache/melt/farm/models).")
+@click.option("--interval", type=click.FloatRange(0.5), default=5.0, show_default=True,
+              help="Seconds between health probes of each device.")
+@click.option("--wait", "wait_s", type=click.FloatRange(0), default=90.0, show_default=True,
+              help="Seconds to wait for every device to be online (0: do not wait).")
+def up(local: bool, devices: tuple[str, ...], configs: Path, models_dir: Path | None, interval: float,
+       wait_s: float) -> None:
+    """Start a farm on this machine: a private redis-server, the farm key, a worker per device.
+
+    \b
+    redis-server listens on 127.0.0.1 (a free port) with a random password;
+    a farm key is written if this host has none (`melt farm key new`); one
+    `melt farm worker` per device runs in the background. What was started
+    is recorded in a private folder ($MELT_FARM_STATE_DIR or
+    ~/.local/state/melt/farm-local, mode 700), where `melt run --farm`
+    (no URL) and `melt farm status` find the broker. Already up: says so.
+
+    \b
+      melt virtual start android --abi host --detach
+      melt farm up
+      melt run experiments/quickstart-android.yaml --farm
+      melt farm down
+    """
+    from melt.extras import require
+
+    require("farm", "melt farm up")
+    from melt.farm.local import state_dir, up as start_farm, wait_online, worker_alive
+
+    farm, started = start_farm(list(devices), configs, models=models_dir, interval_s=interval,
+                               log=lambda line: click.echo(line))
+    folder = state_dir()
+    if not started:
+        alive = ", ".join(f"{w.device} (pid {w.pid}{'' if worker_alive(w) else ', exited'})"
+                          for w in farm.workers)
+        click.echo(f"the local farm is already up: broker {farm.safe_broker}, workers: {alive}; "
+                   "`melt farm down` stops it")
+        return
+    health = wait_online(farm, wait_s) if wait_s else {}
+    for w in farm.workers:
+        click.echo(f"worker of {w.device} (pid {w.pid}): {health.get(w.device, 'starting')}, log {w.log}")
+    late = [d for d, h in health.items() if h != "online"]
+    if late:
+        click.echo(f"not online yet: {', '.join(late)}; their jobs wait in their queues "
+                   "(melt farm status shows when they are)")
+    click.echo(f"the local farm is up: broker {farm.safe_broker}, farm key {farm.key_file}, "
+               f"state in {folder}")
+    click.echo("`melt run EXPERIMENT --farm` sends jobs to it; `melt farm down` stops it")
+
+
+@farm.command()
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=120.0, show_default=True,
+              help="Seconds each worker has to end the job it runs before it is killed.")
+def down(timeout_s: float) -> None:
+    """Stop the farm `melt farm up` started: its workers (after the job in flight), then redis-server."""
+    from melt.farm.local import down as stop_farm
+
+    stopped = stop_farm(timeout_s=timeout_s, log=lambda line: click.echo(line, err=True))
+    if not stopped:
+        click.echo("the local farm is not up; nothing to stop")
+    for line in stopped:
+        click.echo(line)
 
 
 @farm.group()

@@ -75,6 +75,15 @@ def main(argv: list[str] | None = None) -> None:
     except MeltError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:  # an optional extra (melt/extras.py) that is not installed
+        from melt.extras import MissingExtra, command_of, extra_of
+
+        extra = extra_of(exc.name)
+        if extra is None:
+            raise
+        args = sys.argv[1:] if argv is None else argv
+        click.echo(f"Error: {MissingExtra(extra, exc.name or extra, command_of(args))}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -142,10 +142,11 @@ def _check_experiment(path: Path) -> None:
 @click.command()
 @click.argument("experiment", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--resume", "resume", metavar="RUN_ID", help="Finish the missing and failed jobs of an earlier run.")
-@click.option("--farm", "farm", metavar="URL", default=None,
-              help="Run on a device farm through this Redis broker (redis://[:PASSWORD@]HOST:6379/0): "
-                   "each job goes to its device's queue, records come back here. Needs the farm key "
-                   "($MELT_FARM_KEY, or `melt farm key new`).")
+@click.option("--farm", "farm", metavar="[URL]", default=None, is_flag=False, flag_value="local",
+              help="Run on a device farm through this Redis broker (redis://[:PASSWORD@]HOST:6379/0; "
+                   "alone or `local`: the farm `melt farm up` started): each job goes to its device's "
+                   "queue, records come back here. Needs the farm key ($MELT_FARM_KEY, or `melt farm key "
+                   "new`) and the farm extra.")
 @results_option
 def run(experiment: Path | None, resume: str | None, farm: str | None, results_dir: Path | None) -> None:
     """Run EXPERIMENT (a YAML file) and store every job under the results folder.
@@ -166,6 +167,7 @@ def run(experiment: Path | None, resume: str | None, farm: str | None, results_d
       melt run experiments/quickstart.yaml
       melt run --resume 20261122-193000-a1b2
       melt run experiments/sweep.yaml --farm redis://farm-host:6379/0
+      melt run experiments/quickstart-android.yaml --farm    (after `melt farm up`)
 
     Prints the run id on stdout when done. Exit codes: 0 every job ok,
     3 the run finished but some jobs failed (their reasons are stored),
@@ -174,17 +176,24 @@ def run(experiment: Path | None, resume: str | None, farm: str | None, results_d
     """
     from melt.runner.engine import resume_run, run_experiment
 
+    if farm is not None and farm != "local" and "://" not in farm:
+        raise click.UsageError(f"--farm {farm}: give a broker URL (redis://...) or local; a bare --farm "
+                               "goes after EXPERIMENT")
     if (experiment is None) == (resume is None):
         raise click.UsageError("give an EXPERIMENT file or --resume RUN_ID (one of them)")
     if experiment is not None:
         _check_experiment(experiment)
     pool = None
-    if farm:
+    if farm is not None:
+        from melt.extras import require
+
+        require("farm", "melt run --farm")
         from melt.farm.app import hide_password_in_title
+        from melt.farm.local import resolve_broker
         from melt.farm.submit import FarmPool
 
         hide_password_in_title()
-        pool = FarmPool(farm)
+        pool = FarmPool(resolve_broker(farm))
     events = ProgressEvents()
     try:
         if resume:
