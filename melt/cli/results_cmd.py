@@ -113,12 +113,15 @@ def _print_stops(out: Any, data: dict[str, Any]) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "json", "parquet", "llama-bench-json", "llama-bench-jsonl", "llama-bench-sql"]),
+    type=click.Choice(["csv", "json", "parquet", "llama-bench-json", "llama-bench-jsonl", "llama-bench-sql",
+                       "perfetto"]),
     default="csv",
     show_default=True,
     help="llama-bench-* write what `llama-bench -o json|jsonl|sql` wrote for each bench job, as it "
     "printed it (reconstructed from the record for runs whose output lacks it), plus melt_* fields; "
-    "llama.cpp's scripts/compare-llama-bench.py reads them.",
+    "llama.cpp's scripts/compare-llama-bench.py reads them. perfetto writes a Chrome/Perfetto JSON "
+    "trace: a process per job with telemetry, its phases as slices and a counter track per channel, "
+    "on the device's clock (open it in ui.perfetto.dev).",
 )
 @click.option(
     "--build-commit",
@@ -126,18 +129,23 @@ def _print_stops(out: Any, data: dict[str, Any]) -> None:
     help="llama-bench-* only: write this as build_commit instead of the build's commit; `run` writes "
     "each run's id, so compare-llama-bench.py -b RUN_A -c RUN_B compares two runs of one build.",
 )
+@click.option("--job", "job_id", metavar="JOB_ID",
+              help="perfetto only: export this job alone (its id or a unique prefix; default: every job "
+              "with telemetry, one process each).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout; parquet needs a file).")
 @results_option
-def export(run_ids: tuple[str, ...], fmt: str, build_commit: str | None, output: Path | None,
-           results_dir: Path | None) -> None:
+def export(run_ids: tuple[str, ...], fmt: str, build_commit: str | None, job_id: str | None,
+           output: Path | None, results_dir: Path | None) -> None:
     """Export the jobs of RUN_IDS as one flat table (a row per job, a column per metric).
 
     The llama-bench-* formats give llama-bench's test rows instead: one per
     test (pp, tg) of each successful bench job; repetitions stay separate rows.
+    The perfetto format gives each job's telemetry and phases as a trace.
 
     \b
     Examples:
       melt results export latest --format csv -o runs.csv
+      melt results export latest --format perfetto --job 3f2a -o job.json
       melt results export latest --format llama-bench-sql | sqlite3 llama-bench.sqlite
       melt results export RUN_A RUN_B --format llama-bench-jsonl --build-commit run -o both.jsonl
       python3 scripts/compare-llama-bench.py -t llama-bench -i both.jsonl -b RUN_A -c RUN_B
@@ -146,6 +154,11 @@ def export(run_ids: tuple[str, ...], fmt: str, build_commit: str | None, output:
 
     store = ResultsStore(results_path(results_dir))
     runs = [store.open_run(r) for r in run_ids]
+    if job_id is not None and fmt != "perfetto":
+        raise click.UsageError("--job applies to --format perfetto only")
+    if fmt == "perfetto":
+        _export_perfetto(runs, job_id, build_commit, output)
+        return
     if fmt.startswith("llama-bench-"):
         from melt.analysis.export import bench_jobs, llama_bench_rows, render
 
@@ -175,6 +188,26 @@ def export(run_ids: tuple[str, ...], fmt: str, build_commit: str | None, output:
         output.write_text(text + "\n") if output else click.echo(text)
     if output:
         click.echo(f"wrote {len(frame)} jobs to {output}", err=True)
+
+
+def _export_perfetto(runs: list[Any], job_id: str | None, build_commit: str | None,
+                     output: Path | None) -> None:
+    import sys
+
+    from melt.analysis.perfetto import trace_jobs, write_trace
+
+    if build_commit is not None:
+        raise click.UsageError("--build-commit applies to the llama-bench-* formats only")
+    jobs = trace_jobs(runs, job_id)
+    if output is None:
+        write_trace(jobs, sys.stdout)
+        return
+    try:
+        with output.open("w", encoding="utf-8") as f:
+            n = write_trace(jobs, f)
+    except OSError as exc:
+        raise click.ClickException(f"could not write {output}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {len(jobs)} jobs ({n} trace events) to {output}", err=True)
 
 
 @results.command("reindex")
