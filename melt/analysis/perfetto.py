@@ -270,3 +270,18 @@ def _samples(run: Any, record: dict[str, Any]) -> pd.DataFrame | None:
         return read_trace(run, str(record.get("job_id")))
     except UnsafePathError:  # an id melt did not make: it has no folder to read
         return None
+
+
+def job_file_name(run_id: str, job_id: str) -> str:
+    """``<run_id>-<job_id>.json``, with anything but letters, digits, ``_`` and ``-`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{run_id}-{job_id}")[:200] + ".json"
+
+
+def write_job_file(run: Any, record: dict[str, Any], path: Any) -> int:
+    """Write one job's trace (a file of its own) to ``path``; returns the number of events.
+
+    Raises ``OSError`` when the file cannot be written.
+    """
+    job = TraceJob(run.run_id, record, load=lambda: _samples(run, record))
+    with open(path, "w", encoding="utf-8") as f:
+        return write_trace([job], f)

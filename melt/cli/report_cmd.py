@@ -19,9 +19,12 @@ from melt.store.runs import ResultsStore
               help="inline: one self-contained file; beside: plotly.min.js written once next to it.")
 @click.option("--trace-values", type=click.IntRange(min=0), default=None,
               help="Budget of trace values embedded in the whole report (default 300000, ~1.6 MB).")
+@click.option("--perfetto-traces", is_flag=True,
+              help="Also write each job's full telemetry and phases as a Chrome/Perfetto JSON trace in "
+              "REPORT-traces/ beside the report, linked from the job's trace.")
 @results_option
 def report(run_ids: tuple[str, ...], output: Path, title: str | None, plotly_js: str,
-           trace_values: int | None, results_dir: Path | None) -> None:
+           trace_values: int | None, perfetto_traces: bool, results_dir: Path | None) -> None:
     """Write an HTML report of RUN_IDS (ids, unique prefixes, `latest` or run folders).
 
     The page works offline: summary with confidence intervals, comparison
@@ -31,9 +34,15 @@ def report(run_ids: tuple[str, ...], output: Path, title: str | None, plotly_js:
 
     store = ResultsStore(results_path(results_dir))
     runs = [store.open_run(r) for r in run_ids]
-    info = build_report(runs, output, title=title, plotly_js=plotly_js,
-                        trace_values=TRACE_VALUES if trace_values is None else trace_values)
+    try:
+        info = build_report(runs, output, title=title, plotly_js=plotly_js,
+                            trace_values=TRACE_VALUES if trace_values is None else trace_values,
+                            perfetto=perfetto_traces)
+    except OSError as exc:
+        raise click.ClickException(f"could not write the report: {exc}") from None
     extra = f" (+ {info.plotly_js})" if info.plotly_js else ""
+    if info.perfetto_dir is not None:
+        extra += f" (+ {info.perfetto_traces} Perfetto traces in {info.perfetto_dir})"
     click.echo(f"wrote {info.path}{extra}: {info.size_bytes / 1e6:.1f} MB, {info.jobs} jobs "
                f"({info.failed} failed), {info.cells} cells, {info.charts} charts, {info.traces} traces "
                f"in {info.seconds:.1f} s", err=True)

@@ -62,6 +62,8 @@ class ReportInfo:
     simulated_jobs: int = 0
     labelled_jobs: dict[str, int] = field(default_factory=dict)  # label -> jobs that carry it
     timings: dict[str, float] = field(default_factory=dict)
+    perfetto_dir: Path | None = None  # where the jobs' Perfetto traces were written, when asked
+    perfetto_traces: int = 0
 
 
 def _json(obj: Any) -> Markup:
@@ -204,17 +206,34 @@ def _job_rows(runs: Sequence[Run], records: dict[str, list[dict]], book: _Proven
     return rows
 
 
+def _perfetto_link(row: dict[str, Any], run: Run, folder: Path | None) -> None:
+    """The job's Perfetto trace: written to ``folder`` and linked, or the command that exports it."""
+    from urllib.parse import quote
+
+    from melt.analysis.perfetto import job_file_name, write_job_file
+
+    row["perfetto_command"] = f"melt results export {run.run_id} --format perfetto --job {row['job_id']}"
+    if folder is not None:
+        name = job_file_name(run.run_id, str(row["job_id"]))
+        write_job_file(run, row["record"], folder / name)
+        row["perfetto"] = f"{quote(folder.name)}/{quote(name)}"
+
+
 def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None = None,
                  plotly_js: str = "inline", trace_values: int = TRACE_VALUES,
-                 n_boot: int = 1000) -> ReportInfo:
+                 n_boot: int = 1000, perfetto: bool = False) -> ReportInfo:
     """Write the HTML report of ``runs`` to ``output`` and return what was written.
 
     ``plotly_js`` is ``"inline"`` (one file that works offline) or
     ``"beside"`` (``plotly.min.js`` written once next to the report, still
     offline). ``trace_values`` bounds the trace data embedded in the whole
     report (float32 values); each trace gets an equal share, between
-    :data:`MIN_POINTS` and :data:`MAX_POINTS` points per channel. Raises
-    ``ValueError`` for an unknown ``plotly_js`` mode.
+    :data:`MIN_POINTS` and :data:`MAX_POINTS` points per channel.
+    ``perfetto``: write each drawn job's full telemetry as a Chrome/Perfetto
+    trace in ``<report stem>-traces/`` beside the report and link it from the
+    job's trace (:mod:`melt.analysis.perfetto`); without it, the trace shows
+    the command that exports it. Raises ``ValueError`` for an unknown
+    ``plotly_js`` mode, ``OSError`` when a file cannot be written.
     """
     if plotly_js not in ("inline", "beside"):
         raise ValueError("plotly_js must be 'inline' or 'beside'")
@@ -241,6 +260,9 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     run_by_id = {r.run_id: r for r in runs}
     with_trace = [r for r in job_rows if r["has_trace"] and r["status"] == "ok"]
     share = trace_values // max(1, len(with_trace))
+    perfetto_dir = output.parent / f"{output.stem}-traces" if perfetto else None
+    if perfetto_dir is not None:
+        perfetto_dir.mkdir(exist_ok=True)
     traces: dict[str, Any] = {}
     total_samples = total_points = 0
     for i, row in enumerate(with_trace):
@@ -257,6 +279,7 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
         data["title"] = text(f"{row['device']} · {row['model']} · {row['workload']} · rep {row['repetition']}")
         traces[key] = data
         row["trace"] = key
+        _perfetto_link(row, run_by_id[row["run_id"]], perfetto_dir)
         total_samples += data["samples"]
         total_points += data["points"]
     timings["traces_s"] = time.perf_counter() - t2
@@ -311,4 +334,6 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
                       traces=len(traces),
                       trace_samples=total_samples, trace_points=total_points,
                       seconds=time.perf_counter() - t0, plotly_js=js_path,
-                      simulated_jobs=simulated, labelled_jobs=labelled, timings=timings)
+                      simulated_jobs=simulated, labelled_jobs=labelled, timings=timings,
+                      perfetto_dir=perfetto_dir,
+                      perfetto_traces=sum(1 for r in job_rows if r.get("perfetto")))
