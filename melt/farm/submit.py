@@ -10,6 +10,10 @@ record that arrives twice is stored once. A run interrupted here is resumed
 with ``melt run --resume RUN_ID --farm URL``: records that arrived while no
 one was listening are read from the list first, and only the jobs still
 missing are sent again.
+
+A job whose worker host dies mid-job is recorded as failed, "worker lost",
+within :data:`~melt.farm.heartbeat.LOST_BOUND_S` of its last heartbeat,
+not after the broker's visibility timeout (:mod:`melt.farm.heartbeat`).
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from melt.config.specs import ExperimentSpec
 from melt.errors import ConfigError
 from melt.farm.app import (TASK_NAME, FarmError, make_app, mask_secrets, ping, queue_name, redis_client,
                            safe_url)
+from melt.farm.heartbeat import CHECK_INTERVAL_S, LOST_AFTER_S, LostJobs, read_beats
 from melt.farm.notes import TooLarge, bounded_pop, open_note, record_from_note
 from melt.farm.registry import done_key, events_key, farm_status
 from melt.farm.signing import FarmKeys, load_keys, sign
-from melt.farm.task import MAX_NOTE_BYTES
+from melt.farm.task import EVENTS_TTL_S, MAX_NOTE_BYTES
 from melt.runner.matrix import Job
 from melt.runner.records import failed_record
 
@@ -36,9 +41,12 @@ class FarmPool:
     name = "farm"
     remote = True  # device configs live with the workers
 
-    def __init__(self, url: str, *, poll_s: float = 1.0, keys: FarmKeys | None = None):
+    def __init__(self, url: str, *, poll_s: float = 1.0, keys: FarmKeys | None = None,
+                 check_s: float = CHECK_INTERVAL_S, lost_after_s: float = LOST_AFTER_S):
         self.url = url
         self.poll_s = poll_s
+        self.check_s = check_s  # how often heartbeats are read
+        self.lost_after_s = lost_after_s  # a started job silent this long is lost
         self.keys = keys
         self._refused = 0  # notes refused so far (the first few are shown)
 
@@ -108,6 +116,8 @@ class FarmPool:
                               queue=queue_name(job.device), routing_key=queue_name(job.device),
                               connection=conn)
         ctx.events.stage(f"{len(pending)} jobs sent to the farm ({safe_url(self.url)})")
+        lost = LostJobs(self.lost_after_s)
+        next_check = 0.0
         while pending:
             for kind, payload in self._drain(raw, run_id, by_id, ctx, block=True):
                 if kind == "record":
@@ -115,6 +125,27 @@ class FarmPool:
                         continue  # a duplicate: recorded once
                     pending.discard(payload[0].job_id)
                 yield kind, payload
+            if pending and time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.check_s
+                for job_id, reason in self._lost(raw, client, run_id, pending, lost).items():
+                    pending.discard(job_id)
+                    yield "record", (by_id[job_id], failed_record(by_id[job_id], reason))
+
+    def _lost(self, raw: Any, client: Any, run_id: str, pending: set[str], lost: LostJobs) -> dict[str, str]:
+        """The started jobs whose worker stopped beating, with the reason (:mod:`melt.farm.heartbeat`).
+
+        Each is marked done for the run, so its message, delivered again
+        once the visibility timeout ends, runs nothing; a late record from
+        its first host arrives for a job no longer pending and is dropped.
+        """
+        beats = read_beats(raw, self._keys(), run_id, sorted(pending))
+        found = lost.observe(beats, pending, time.monotonic())
+        if found:
+            pipe = client.pipeline()
+            pipe.sadd(done_key(run_id), *found)
+            pipe.expire(done_key(run_id), EVENTS_TTL_S)
+            pipe.execute()
+        return found
 
     def _drain(self, client: Any, run_id: str, by_id: dict[str, Job], ctx: Any,
                *, block: bool) -> Iterator[tuple[str, Any]]:

@@ -8,11 +8,18 @@ the device stops answering, the worker is stopped (warm shutdown: the job in
 flight finishes or fails, nothing more is taken, queued jobs wait in the
 queue); when it answers again, a new worker starts. A worker process that
 exits on its own is started again.
+
+A thread of its own keeps the heartbeat of each running job fresh
+(:mod:`melt.farm.heartbeat`): every ``BEAT_INTERVAL_S``, for each device
+whose Celery worker process is alive and runs a job (the ``running`` entry
+its task wrote, naming this host and that process). When this host dies,
+the heartbeats stop and the submitter records the jobs as lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -26,7 +33,13 @@ from typing import Any, Callable
 
 from melt.farm.app import BROKER_ENV, redis_client
 from melt.farm.policy import ALLOWED_SOURCES_ENV, MODELS_DIR_ENV
-from melt.farm.registry import advertise, withdraw
+from melt.farm.heartbeat import BEAT_INTERVAL_S, beat
+from melt.farm.registry import RUNNING_KEY, advertise, withdraw
+from melt.farm.signing import FarmKeys, load_keys
+from melt.farm.task import JOB_ID, RUN_ID
+
+#: The largest ``running`` entry the heartbeat thread reads (bytes).
+MAX_RUNNING_BYTES = 4096
 
 
 @dataclass
@@ -153,10 +166,53 @@ class Supervisor:
                 next_probe = time.monotonic() + self.interval_s
             self.stop.wait(0.2)
 
+    # ----------------------------------------------------------------- heartbeats
+
+    def running_job(self, slot: DeviceSlot) -> tuple[str, str] | None:
+        """(run id, job id) of the job ``slot``'s live worker process runs now, else ``None``.
+
+        The entry is read from the broker, so it is bounded and parsed
+        strictly: it must name this host and this slot's worker process.
+        """
+        proc = slot.proc
+        if proc is None or proc.poll() is not None:
+            return None
+        if int(self.client.hstrlen(RUNNING_KEY, slot.name) or 0) > MAX_RUNNING_BYTES:
+            return None
+        raw = self.client.hget(RUNNING_KEY, slot.name)
+        try:
+            entry = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        if not isinstance(entry, dict) or entry.get("host") != self.host or entry.get("worker_pid") != proc.pid:
+            return None
+        run_id, job_id = entry.get("run_id"), entry.get("job_id")
+        if not (isinstance(run_id, str) and RUN_ID.match(run_id) and isinstance(job_id, str)
+                and JOB_ID.match(job_id)):
+            return None
+        return run_id, job_id
+
+    def _beat_once(self, keys: FarmKeys) -> None:
+        for slot in self.slots:
+            running = self.running_job(slot)
+            if running is not None:
+                beat(self.client, keys, *running, slot.name, host=self.host)
+
+    def _beat_loop(self) -> None:
+        keys: FarmKeys | None = None
+        while not self.stop.is_set():
+            with contextlib.suppress(Exception):  # a key file being rotated: the last good keys sign
+                keys = load_keys(self.url)
+            if keys is not None:
+                with contextlib.suppress(Exception):  # the broker may be restarting: try again next beat
+                    self._beat_once(keys)
+            self.stop.wait(BEAT_INTERVAL_S)
+
     def run(self) -> None:
         """Supervise until :attr:`stop` is set (or SIGTERM/SIGINT); then stop every worker."""
         threads = [threading.Thread(target=self._watch, args=(s,), name=f"farm-{s.name}", daemon=True)
                    for s in self.slots]
+        threads.append(threading.Thread(target=self._beat_loop, name="farm-heartbeats", daemon=True))
         for t in threads:
             t.start()
         try:

@@ -17,6 +17,8 @@ function a local run calls. Around it:
 - a delivery counter per message: the first redelivery (the worker process
   died mid-job) runs the job again, a second one gives up with a failed record;
 - a job already finished for this run (a stale duplicate message) is skipped;
+- while the job runs its heartbeat is kept fresh (:mod:`melt.farm.heartbeat`):
+  written here when the job is taken, then by this host's supervisor;
 - the record and its files (zlib, base64) go to the run's Redis list
   ``melt:farm:run:<run_id>`` in signed notes, with "started" and "staging"
   notes, where the submitter (or a later ``melt run --resume``) reads them.
@@ -37,6 +39,7 @@ from typing import Any
 
 from melt.errors import MeltError, OutputTooLargeError
 from melt.farm.app import BROKER_ENV, TASK_NAME, FarmError, env_url, mask_secrets, redis_client
+from melt.farm.heartbeat import alive_key, beat
 from melt.farm.registry import RUNNING_KEY, done_key, events_key
 from melt.farm.signing import MAX_JOB_MESSAGE_BYTES, FarmKeys, MessageRefused, load_keys, sign, verify
 from melt.store.paths import MAX_JOB_FILE_BYTES
@@ -209,6 +212,7 @@ def _reject(notes: _Notes, client: Any, job_id: str, reason: str) -> None:
     notes.push({"kind": "rejected", "job_id": job_id, "reason": reason}, pipe=pipe)
     pipe.sadd(done_key(notes.run_id), job_id)
     pipe.expire(done_key(notes.run_id), EVENTS_TTL_S)
+    pipe.delete(alive_key(notes.run_id, job_id))
     pipe.execute()
 
 
@@ -241,17 +245,26 @@ def _execute(body: dict[str, Any], notes: _Notes, spec: Any, client: Any, task_i
                 f"worker on {socket.gethostname()} finds no job {job_id} in the experiment "
                 f"(melt {body.get('melt_version')} submitted it; this worker runs another)")
         return "rejected: unknown job id"
+    # the supervisor keeps the heartbeat fresh while this entry names the job (melt.farm.heartbeat)
     client.hset(RUNNING_KEY, spec.name, json.dumps({
-        "run_id": run_id, "job_id": job_id, "pid": os.getpid(), "host": socket.gethostname(),
-        "since": time.time(), "delivery": deliveries}))
+        "run_id": run_id, "job_id": job_id, "pid": os.getpid(), "worker_pid": os.getppid(),
+        "host": socket.gethostname(), "since": time.time(), "delivery": deliveries}))
     try:
-        if deliveries > MAX_DELIVERIES:
-            record = worker.failed_record(job, f"the worker running this job died {deliveries - 1} times; "
-                                               "it is not delivered again")
-        else:
-            record = _run(worker, job, run_id, models_dir)
+        beat(client, notes.keys, run_id, job_id, spec.name)
+        return _finish(worker, job, body, notes, spec, client, task_id, deliveries, models_dir)
     finally:
         client.hdel(RUNNING_KEY, spec.name)
+
+
+def _finish(worker: Any, job: Any, body: dict[str, Any], notes: _Notes, spec: Any, client: Any, task_id: str,
+            deliveries: int, models_dir: Path) -> str:
+    """Run ``job`` (or give it up) and send its record, with the heartbeat's key deleted."""
+    run_id, job_id = body["run_id"], body["job_id"]
+    if deliveries > MAX_DELIVERIES:
+        record = worker.failed_record(job, f"the worker running this job died {deliveries - 1} times; "
+                                           "it is not delivered again")
+    else:
+        record = _run(worker, job, run_id, models_dir)
     files = record.pop("_files", {}) or {}
     record.setdefault("provenance", {})["farm"] = {"host": socket.gethostname(), "queue": f"device.{spec.name}",
                                                    "delivery": deliveries, "task_id": task_id}
@@ -265,6 +278,7 @@ def _execute(body: dict[str, Any], notes: _Notes, spec: Any, client: Any, task_i
     notes.push(note, pipe=pipe)
     pipe.sadd(done_key(run_id), job_id)
     pipe.expire(done_key(run_id), EVENTS_TTL_S)
+    pipe.delete(alive_key(run_id, job_id))
     pipe.execute()
     return f"{record['status']}: {job.workload} #{job.repetition}"
 
