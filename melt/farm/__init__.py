@@ -12,5 +12,6 @@
 - :mod:`melt.farm.signing` the farm key and the signed envelope of every message and note;
 - :mod:`melt.farm.replay` the message ids a worker host ran (replays refused, redeliveries counted);
 - :mod:`melt.farm.policy` what a worker's host agrees to build and run;
-- :mod:`melt.farm.notes` the submitter's bounded, verified reading of what workers send back.
+- :mod:`melt.farm.notes` the submitter's bounded, verified reading of what workers send back;
+- :mod:`melt.farm.heartbeat` heartbeats of running jobs: a dead host's job fails within 30 s.
 """

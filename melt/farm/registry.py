@@ -9,7 +9,9 @@ Keys (all under ``melt:farm:``):
   heartbeat is older than three intervals is shown as ``gone``.
 - ``running`` hash, field ``<device>``: the job a device is running now.
 - ``run:<run_id>`` list: a run's notes and records, oldest first.
-- ``done:<run_id>`` set: job ids whose record was sent.
+- ``done:<run_id>`` set: job ids whose record was sent (or that the submitter gave up as lost).
+- ``alive:<run_id>:<job_id>``: the signed heartbeat of a running job, expiring
+  unless its host refreshes it (:mod:`melt.farm.heartbeat`).
 
 Queue depths are the lengths of the broker's ``device.<name>`` lists.
 """
