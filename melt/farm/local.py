@@ -286,7 +286,8 @@ def wait_online(farm: LocalFarm, timeout_s: float) -> dict[str, str]:
     while True:
         for w in farm.workers:
             if not worker_alive(w):
-                raise FarmError(f"the worker of {w.device} exited: {_last_line(w.log) or 'see ' + w.log}")
+                raise FarmError(f"the worker of {w.device} exited: {_last_line(w.log) or 'see ' + w.log} "
+                                "(`melt farm down` stops the rest)")
         entries = {e.device: e for e in farm_status(client)}
         health = {w.device: entries[w.device].health if w.device in entries else "starting"
                   for w in farm.workers}
