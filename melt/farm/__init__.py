@@ -8,6 +8,7 @@
   to its device's queue and stores each record as it arrives;
 - :mod:`melt.farm.supervisor` ``melt farm worker``: one Celery worker process
   per attached device, started and stopped with the device's health;
+- :mod:`melt.farm.local` ``melt farm up`` / ``down``: redis-server and a worker per device on this machine;
 - :mod:`melt.farm.registry` what workers advertise, queue depths (``melt farm status``);
 - :mod:`melt.farm.signing` the farm key and the signed envelope of every message and note;
 - :mod:`melt.farm.replay` the message ids a worker host ran (replays refused, redeliveries counted);
