@@ -1,6 +1,7 @@
 """Build the HTML report: one self-contained file (Plotly inlined) for one run or many.
 
-Sections: notices of labelled jobs (simulated, emulated, stand-in), summary
+Sections: notices of labelled jobs (simulated, emulated, stand-in), the best
+configuration per criterion with the Pareto sets (:mod:`melt.report.best`), summary
 table (median and 95 % bootstrap CI per cell), comparison charts, speed against
 quality per device (:mod:`melt.report.tradeoff`), sustained runs (tok/s and temperature over
 time, throttling shaded), conversations turn by turn, failed jobs with reasons, every job with its
@@ -30,6 +31,7 @@ from melt.analysis.history import params_text
 from melt.analysis.metrics import QUALITY_METRICS, SUMMARY_METRICS, format_value, label
 from melt.analysis.stats import cell_stats, summary_table
 from melt.labels import EMULATED, SIMULATED, STAND_IN, SYNTHETIC, count_labels, job_labels, parse_labels
+from melt.report.best import best_per_criterion
 from melt.report.figures import bar_chart, text, trace_data
 from melt.report.tradeoff import tradeoff_views
 from melt.report.workloads import sustained_charts, turn_tables
@@ -91,10 +93,30 @@ def _summary(jobs: pd.DataFrame, multi_run: bool, n_boot: int) -> tuple[pd.DataF
         return pd.DataFrame(), 0
     table = pd.concat(parts, ignore_index=True)
     table["device_label"] = [_device_label(d, t) for d, t in zip(table["device"], table["labels"])]
-    table["workload_label"] = [f"{w} ({params_text(p)})" for w, p in zip(table["workload"], table["params"])]
+    table["workload_short"] = _workload_short(table)
     table["quantization"] = table["quantization"].fillna("")
     table["run_label"] = table["run_id"] if multi_run else ""
     return table, len(table)
+
+
+def _params(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {"params": value}
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _workload_short(table: pd.DataFrame) -> list[str]:
+    """A workload named with only the parameters that differ between its cells: ``bench (n_gen=32)``."""
+    params = [_params(p) for p in table["params"]]
+    out = []
+    for w, p in zip(table["workload"], params):
+        same = [q for w2, q in zip(table["workload"], params) if w2 == w]
+        differ = {k: v for k, v in p.items() if any(q.get(k) != v for q in same)}
+        out.append(f"{w} ({params_text(differ)})" if differ else str(w))
+    return out
 
 
 def _add_measurement_intervals(table: pd.DataFrame, jobs: pd.DataFrame) -> None:
@@ -116,7 +138,7 @@ def _charts(table: pd.DataFrame) -> list[dict[str, Any]]:
     if table.empty:
         return []
     charts = []
-    base_series = ["run_label", "framework", "model", "quantization", "workload_label"]
+    base_series = ["run_label", "framework", "model", "quantization", "workload_short"]
     for metric in SUMMARY_METRICS:
         fig = bar_chart(table, metric, "device_label", base_series, f"{label(metric)} by device")
         if fig:
@@ -124,7 +146,7 @@ def _charts(table: pd.DataFrame) -> list[dict[str, Any]]:
     for key, name in (("framework", "framework"), ("quantization", "quantization")):
         if table[key].nunique() > 1:
             series = ["run_label", "device_label"] + [k for k in ("framework", "model", "quantization")
-                                                       if k != key] + ["workload_label"]
+                                                       if k != key] + ["workload_short"]
             for metric in ("decode_tps", "energy_per_token_decode_j"):
                 fig = bar_chart(table, metric, key, series, f"{label(metric)} by {name}")
                 if fig:
@@ -252,6 +274,7 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     charts = _charts(table)
     tradeoffs, front_sentences = tradeoff_views(table) if n_cells else ([], [])
     summary_rows = _summary_rows(table) if n_cells else []
+    best = best_per_criterion(table, tradeoffs) if n_cells else []
     timings["analysis_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -315,7 +338,7 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
                "status": r.manifest.get("status"), "created_at": r.manifest.get("created_at"),
                "jobs": len(records[r.run_id])} for r in runs],
         metric_labels=[label(m) for m in SUMMARY_METRICS],
-        summary=summary_rows, multi_run=multi_run, charts=charts,
+        summary=summary_rows, multi_run=multi_run, charts=charts, best=best,
         charts_json=_json({c["id"]: c["figure"] for c in (*charts, *sustained, *tradeoffs)}),
         tradeoffs=tradeoffs, front_sentences=front_sentences,
         sustained=sustained, turns=turns,

@@ -28,6 +28,47 @@ def text(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=False)
 
 
+#: Longest legend entry and longest part of one, in characters; longer names are cut in the
+#: middle (the full name is on hover).
+LEGEND_CHARS, PART_CHARS = 72, 32
+
+#: A legend laid out in rows below the plot, from the chart's left edge; rows wrap at its width.
+LEGEND_BELOW = {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.18, "yanchor": "top",
+                "font": {"size": 11}}
+
+
+def shorten(name: str, limit: int = LEGEND_CHARS) -> str:
+    """``name`` cut in the middle to at most ``limit`` characters: ``gemma-3-270m-i…-Q4_K_M``.
+
+    Both ends are kept, since names of variants often differ only at the end.
+    """
+    if len(name) <= limit:
+        return name
+    keep = limit - 1
+    head = (keep + 1) // 2
+    return name[:head] + "…" + name[len(name) - (keep - head):]
+
+
+def series_name(parts: Sequence[Any]) -> str:
+    """A legend entry from the parts that tell series apart, each cut to :data:`PART_CHARS` or
+    less, so the entry fits :data:`LEGEND_CHARS`."""
+    parts = [str(p) for p in parts if p is not None and p == p and str(p)]
+    if not parts:
+        return "all"
+    for limit in range(PART_CHARS, 7, -4):  # the longest parts give way first
+        name = " · ".join(shorten(p, limit) for p in parts)
+        if len(name) <= LEGEND_CHARS:
+            return name
+    return shorten(name)
+
+
+def tick_label(value: Any) -> str:
+    """An axis category as Plotly markup: the name cut to :data:`PART_CHARS`, its labels on a
+    second line (``pixel-8<br>(simulated)``), so ticks stay level instead of slanting."""
+    name, sep, tags = str(value).partition(" (")
+    return text(shorten(name, PART_CHARS)) + ("<br>" + text(sep.strip() + tags) if sep else "")
+
+
 def typed(values: np.ndarray, dtype: str = "f4") -> dict[str, str]:
     """A Plotly typed-array spec: base64 of little-endian ``dtype`` values (4 bytes a float)."""
     arr = np.ascontiguousarray(np.asarray(values, dtype="<" + dtype))
@@ -63,17 +104,24 @@ def bar_chart(table: pd.DataFrame, metric: str, x_key: str, series_keys: Sequenc
     ``table`` is a summary table (one row per cell; ``<metric>``,
     ``<metric>_ci_low``, ``<metric>_ci_high`` columns, plus the ``x_key`` and
     ``series_keys`` label columns, already display strings). None when the
-    metric is absent.
+    metric is absent. A series is named by the keys that differ between
+    series (cut to :data:`LEGEND_CHARS` in the legend, whole on hover); the
+    keys every bar shares are named once under the title.
     """
     if metric not in table.columns or table[metric].isna().all():
         return None
     scale, unit = _scale(metric)
     rows = table.dropna(subset=[metric])
-    data = []
-    series = rows.groupby(list(series_keys), sort=True, dropna=False)
+    # what every bar shares goes under the title once, so the legend names what differs
+    varying = [k for k in series_keys if rows[k].astype(str).nunique() > 1]
+    shared = [str(v) for k in series_keys if k not in varying
+              for v in rows[k].iloc[:1] if v is not None and v == v and str(v)]
+    data, categories = [], {}
+    series = rows.groupby(varying, sort=True, dropna=False) if varying else [((), rows)]
     for key, g in series:
         key = key if isinstance(key, tuple) else (key,)
-        name = " · ".join(str(k) for k in key if k is not None and k == k and str(k))
+        name = " · ".join(str(k) for k in key if k is not None and k == k and str(k)) or "all"
+        categories.update((text(x), tick_label(x)) for x in g[x_key])
         med = g[metric].astype(float) / scale
         lo = g[f"{metric}_ci_low"].astype(float) / scale
         hi = g[f"{metric}_ci_high"].astype(float) / scale
@@ -82,21 +130,23 @@ def bar_chart(table: pd.DataFrame, metric: str, x_key: str, series_keys: Sequenc
             lo = np.minimum(lo, med - u95)
             hi = np.maximum(hi, med + u95)
         data.append({
-            "type": "bar", "name": text(name), "x": [text(x) for x in g[x_key]],
+            "type": "bar", "name": text(series_name(key)), "x": [text(x) for x in g[x_key]],
             "y": [_num(v) for v in med],
             "error_y": {"type": "data", "symmetric": False,
                         "array": [_num(v) for v in (hi - med).clip(lower=0)],
                         "arrayminus": [_num(v) for v in (med - lo).clip(lower=0)]},
-            "customdata": [[_num(a), _num(b)] for a, b in zip(lo, hi)],
-            "hovertemplate": (f"%{{x}}<br>%{{fullData.name}}<br>{label(metric)}: %{{y:.4g}} {unit}"
+            "customdata": [[_num(a), _num(b), text(name)] for a, b in zip(lo, hi)],
+            "hovertemplate": (f"%{{x}}<br>%{{customdata[2]}}<br>{label(metric)}: %{{y:.4g}} {unit}"
                               "<br>95% interval [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra></extra>"),
         })
+    subtitle = f"<br><sub>{text(shorten(' · '.join(shared), 90))}</sub>" if shared else ""
     layout = {
-        "title": {"text": text(title)}, "barmode": "group", "height": 420,
-        "margin": {"l": 60, "r": 20, "t": 50, "b": 80},
+        "title": {"text": text(title) + subtitle}, "barmode": "group", "height": 420,
+        "margin": {"l": 60, "r": 20, "t": 60 if shared else 50, "b": 40},
         "yaxis": {"title": {"text": f"{label(metric)} ({unit})" if unit else label(metric)}},
-        "xaxis": {"type": "category"},
-        "legend": {"orientation": "h", "y": -0.25}, "showlegend": len(data) > 1,
+        "xaxis": {"type": "category", "automargin": True, "tickvals": list(categories),
+                  "ticktext": list(categories.values())},
+        "legend": dict(LEGEND_BELOW), "showlegend": len(data) > 1,
     }
     return {"data": data, "layout": layout}
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from melt.analysis.metrics import direction, label
-from melt.report.figures import _num, text
+from melt.report.figures import LEGEND_BELOW, _num, shorten, text
 
 #: Quality axes, first choice first (lower is better for both).
 QUALITY_AXES = ("kld_mean", "perplexity")
@@ -116,7 +116,7 @@ def tradeoff_views(table: pd.DataFrame) -> tuple[list[dict[str, Any]], list[str]
             title = f"{label(metric)} against {label(qm)} on {where}"
             ident = f"tradeoff-{part}-{len(charts)}"
             charts.append({"id": ident, "title": title, "front": front,
-                           "figure": _figure(have, on, metric, qm, title)})
+                           "figure": _figure(have, on, metric, qm, where)})
             better = "faster" if direction(metric) > 0 else "more frugal"
             sentences.append(f"{where}, {label(metric)} against {label(qm)}: "
                              f"{', '.join(front)} {'is' if len(front) == 1 else 'are'} on the front "
@@ -126,13 +126,17 @@ def tradeoff_views(table: pd.DataFrame) -> tuple[list[dict[str, Any]], list[str]
 
 
 def _figure(variants: list[dict[str, Any]], on: list[bool], metric: str, qm: str,
-            title: str) -> dict[str, Any]:
+            where: str) -> dict[str, Any]:
+    # a point's name is written towards the middle of the chart, so the edges do not cut it
+    middle = (min(v["quality"] for v in variants) + max(v["quality"] for v in variants)) / 2
+
     def trace(points: list[dict[str, Any]], name: str, color: str, symbol: str) -> dict[str, Any]:
         speed = [p["speed"][metric] for p in points]
         return {
             "type": "scatter", "mode": "markers+text", "name": name,
             "x": [p["quality"] for p in points], "y": [s["median"] for s in speed],
-            "text": [text(p["name"]) for p in points], "textposition": "top center",
+            "text": [text(p["name"]) for p in points],
+            "textposition": ["top right" if p["quality"] < middle else "top left" for p in points],
             "marker": {"color": color, "symbol": symbol, "size": 10},
             "error_x": {"type": "data", "array": [_num(p["u95"]) or 0.0 for p in points]},
             "error_y": {"type": "data", "symmetric": False,
@@ -151,9 +155,11 @@ def _figure(variants: list[dict[str, Any]], on: list[bool], metric: str, qm: str
                  "line": {"color": FRONT_COLOR, "dash": "dot", "width": 1}})
     unit = "J/token" if metric.endswith("_j") else "tokens/s"
     return {"data": data, "layout": {
-        "title": {"text": text(title)}, "height": 420, "margin": {"l": 60, "r": 20, "t": 50, "b": 80},
+        "title": {"text": f"{text(label(metric))} against {text(label(qm))}"
+                          f"<br><sub>{text(shorten(where, 80))}</sub>"},
+        "height": 420, "margin": {"l": 60, "r": 20, "t": 60, "b": 40},
         "xaxis": {"title": {"text": f"{label(qm)} (lower is closer to the reference)"}},
         "yaxis": {"title": {"text": f"{label(metric)} ({unit})"}},
-        "legend": {"orientation": "h", "y": -0.25, "font": {"size": 10}}, "showlegend": True,
+        "legend": dict(LEGEND_BELOW), "showlegend": True,
     }}
 

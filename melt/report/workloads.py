@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from melt.analysis.metrics import format_value
-from melt.report.figures import THROTTLE_COLOR, _num, text
+from melt.report.figures import LEGEND_BELOW, THROTTLE_COLOR, _num, shorten, text
 
 #: (column in a turn row, header, metric name used for formatting)
 TURN_COLUMNS = (
@@ -98,11 +98,11 @@ def sustained_charts(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             if "decode_tps_sustained" in m else "",
             "throttled (shaded)" if shapes else "not throttled") if x)
         title = f"{j['device']} · {j['model']} · {j['workload']} · rep {j['repetition']}"
-        layout = {"title": {"text": text(title) + "<br><sub>" + text(subtitle) + "</sub>"},
+        layout = {"title": {"text": text(shorten(title, 80)) + "<br><sub>" + text(subtitle) + "</sub>"},
                   "height": 380, "margin": {"l": 60, "r": 60, "t": 70, "b": 50},
                   "xaxis": {"title": {"text": "time since the first request (s)"}},
                   "yaxis": {"title": {"text": "tokens/s"}, "rangemode": "tozero"},
                   "yaxis2": {"title": {"text": "temperature (°C)"}, "overlaying": "y", "side": "right"},
-                  "shapes": shapes, "legend": {"orientation": "h", "y": -0.2}}
+                  "shapes": shapes, "legend": dict(LEGEND_BELOW)}
         charts.append({"id": f"sustained-{len(charts)}", "title": title, "figure": {"data": data, "layout": layout}})
     return charts

@@ -1,0 +1,74 @@
+"""The report's lead: the best cell per criterion with its interval, the cells not told apart, the fronts."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from melt.analysis import synthetic as syn
+from melt.report import build_report
+from melt.report.best import best_per_criterion, interval
+from melt.store.runs import ResultsStore
+
+
+def row(name: str, tps: float, lo: float, hi: float, **more) -> dict:
+    return {"run_id": "r1", "cell_id": name, "run_label": "", "device": "pixel-8", "framework": "llama.cpp",
+            "model": name, "quantization": "", "workload_short": "bench", "labels": "simulated",
+            "decode_tps": tps, "decode_tps_ci_low": lo, "decode_tps_ci_high": hi, **more}
+
+
+def test_the_best_is_named_with_the_cells_it_is_not_told_apart_from():
+    table = pd.DataFrame([row("slow", 10.0, 9.5, 10.5), row("fast", 20.0, 19.0, 21.0),
+                          row("near", 19.5, 18.8, 20.2), row("apart", 17.0, 16.5, 18.5)])
+    (fastest,) = best_per_criterion(table)
+    assert fastest["criterion"] == "Fastest" and fastest["metric"] == "decode tok/s"
+    assert fastest["best"]["name"] == "pixel-8 · llama.cpp · fast · bench"
+    assert fastest["best"]["value"] == "20.0" and fastest["best"]["interval"] == "19.0 – 21.0"
+    assert fastest["best"]["labels"] == ("simulated",)
+    assert [c["name"].split(" · ")[2] for c in fastest["close"]] == ["near"]  # 18.5 < 19.0: apart
+
+
+def test_lower_is_better_for_energy_and_the_sensor_interval_counts():
+    j = "energy_per_token_decode_j"
+    table = pd.DataFrame([
+        {**row("a", 10, 9, 11), j: 0.050, f"{j}_ci_low": 0.049, f"{j}_ci_high": 0.051, f"{j}_u95": 0.004},
+        {**row("b", 12, 11, 13), j: 0.056, f"{j}_ci_low": 0.055, f"{j}_ci_high": 0.057},
+        {**row("c", 8, 7, 9), j: 0.040, f"{j}_ci_low": 0.039, f"{j}_ci_high": 0.041, f"{j}_u95": 0.001},
+    ])
+    fastest, frugal = best_per_criterion(table)
+    assert fastest["best"]["name"].endswith("b · bench")
+    assert frugal["criterion"] == "Least energy per token" and frugal["best"]["name"].endswith("c · bench")
+    assert "sensor's ± 0.001" in frugal["best"]["interval"]
+    assert interval(table.iloc[0], j) == pytest.approx((0.046, 0.054))  # the sensor reaches further
+    assert frugal["close"] == []  # a reaches down to 0.046, c up to 0.041
+    table.loc[0, f"{j}_u95"] = 0.012
+    assert [c["name"][-9:] for c in best_per_criterion(table)[1]["close"]] == ["a · bench"]
+
+
+def test_no_criterion_without_its_metric():
+    assert best_per_criterion(pd.DataFrame([{"run_id": "r", "cell_id": "c", "decode_tps": float("nan")}])) == []
+
+
+def test_the_report_leads_with_the_best_per_criterion(tmp_path):
+    ladder = (("Q8_0", 30.0, 4.2, 0.004), ("Q4_K_M", 42.0, 4.0, 0.03), ("Q2_K", 45.0, 3.0, 0.40))
+    cells = []
+    for quant, tps, power, kld in ladder:
+        bench = syn.Cell(device="virtual-phone", model="gemma-3-270m", quantization=quant, decode_tps=tps,
+                         power_w=power)
+        cells += [bench, syn.renamed(bench, workload="quality", kind="quality", kld_mean=kld,
+                                     params={"quality_reference": "source", "n_ctx": 128, "chunks": 4})]
+    run = syn.make_run(ResultsStore(tmp_path / "results"), cells, repetitions=3, noise=0.002, seed=5)
+    html = build_report([run], tmp_path / "r.html").path.read_text(encoding="utf-8")
+    assert html.index('id="best"') < html.index('id="summary"')
+    body = re.search(r'<table id="best-table">.*?</table>', html, re.S).group(0)
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr data-criterion="([^"]+)">(.*?)</tr>', body, re.S)}
+    assert set(rows) == {"Fastest", "Least energy per token", "Best quality", "Pareto set"}
+    assert "gemma-3-270m Q2_K · bench" in rows["Fastest"]  # 45 tok/s
+    assert "gemma-3-270m Q2_K · bench" in rows["Least energy per token"]  # 3 W / 45 tok/s
+    assert "gemma-3-270m Q8_0 · quality" in rows["Best quality"]  # KLD 0.004
+    assert "evaluation&#39;s ±" in rows["Best quality"]
+    assert all('<span class="sim">simulated</span>' in r for c, r in rows.items() if c != "Pareto set")
+    # the front of speed against KLD: each variant is faster or closer than the others
+    assert "gemma-3-270m Q8_0" in rows["Pareto set"] and "gemma-3-270m Q2_K" in rows["Pareto set"]
