@@ -114,12 +114,16 @@ def process_name(record: dict[str, Any]) -> str:
 
 
 def _windows(items: Any) -> Iterator[tuple[dict[str, Any], float, float]]:
-    """``(item, start_s, end_s)`` of each well-formed window in a record's list."""
+    """``(item, start_s, end_s)`` of each well-formed window in a record's list.
+
+    Well-formed: both edges finite numbers, the end not before the start,
+    and its edges and length finite in microseconds too.
+    """
     for item in items if isinstance(items, list) else ():
         if not isinstance(item, dict):
             continue
         start, end = _finite(item.get("start_s")), _finite(item.get("end_s"))
-        if start is not None and end is not None and end >= start:
+        if start is not None and end is not None and end >= start and math.isfinite(_dur(start, end)):
             yield item, start, end
 
 
@@ -143,9 +147,10 @@ def slice_events(record: dict[str, Any], pid: int) -> list[dict[str, Any]]:
 
 
 def channels(samples: pd.DataFrame) -> list[str]:
-    """The trace's channel columns that are exported: numeric, named as melt names them, not ``t_s``."""
+    """The trace's channel columns that are exported: numeric, named as melt names them, once, not ``t_s``."""
+    twice = set(samples.columns[samples.columns.duplicated()])  # which of two is the channel: neither
     return [str(c) for c in samples.columns
-            if c != "t_s" and isinstance(c, str) and _CHANNEL.fullmatch(c)
+            if c != "t_s" and isinstance(c, str) and c not in twice and _CHANNEL.fullmatch(c)
             and pd.api.types.is_numeric_dtype(samples[c]) and not pd.api.types.is_bool_dtype(samples[c])]
 
 
@@ -157,8 +162,9 @@ def counter_events(samples: pd.DataFrame, pid: int) -> Iterator[dict[str, Any]]:
     """
     if "t_s" not in samples.columns:
         return
-    t = pd.to_numeric(samples["t_s"], errors="coerce").to_numpy(dtype=float)
-    keep = np.isfinite(t)
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = pd.to_numeric(samples["t_s"], errors="coerce").to_numpy(dtype=float)
+        keep = np.isfinite(t * 1e6)  # a time that is no number, or none in microseconds
     order = np.argsort(t[keep], kind="stable")
     ts = t[keep][order]
     for name in channels(samples):
