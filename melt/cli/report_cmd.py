@@ -27,8 +27,10 @@ def report(run_ids: tuple[str, ...], output: Path, title: str | None, plotly_js:
            trace_values: int | None, perfetto_traces: bool, results_dir: Path | None) -> None:
     """Write an HTML report of RUN_IDS (ids, unique prefixes, `latest` or run folders).
 
-    The page works offline: summary with confidence intervals, comparison
-    charts, failed jobs with reasons, per-job traces and provenance.
+    The page works offline: the best configuration per criterion (fastest,
+    least energy per token, best quality, Pareto sets), summary with
+    confidence intervals, comparison charts, failed jobs with reasons,
+    per-job traces and provenance.
     """
     from melt.report.build import TRACE_VALUES, build_report
 
