@@ -50,6 +50,7 @@ class DeviceSlot:
     config: Path
     spec: Any  # DeviceSpec
     proc: subprocess.Popen | None = None
+    stopping: subprocess.Popen | None = None  # a worker process ending its job in a warm shutdown
     health: str = "starting"
     detail: str = ""
     info: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +99,7 @@ class Supervisor:
         self.log_dir = log_dir
         self.host = socket.gethostname()
         self.stop = threading.Event()
+        self.beats_stop = threading.Event()  # set last: jobs ending in a warm shutdown keep beating
         self.client = redis_client(url)
 
     # ----------------------------------------------------------------- processes
@@ -126,12 +128,15 @@ class Supervisor:
         proc, slot.proc = slot.proc, None
         if proc is None or proc.poll() is not None:
             return
+        slot.stopping = proc
         proc.send_signal(signal.SIGTERM)  # warm shutdown: no new job, the one in flight ends
         try:
             proc.wait(grace_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        finally:
+            slot.stopping = None
 
     # ----------------------------------------------------------------- the loop
 
@@ -174,7 +179,7 @@ class Supervisor:
         The entry is read from the broker, so it is bounded and parsed
         strictly: it must name this host and this slot's worker process.
         """
-        proc = slot.proc
+        proc = slot.proc or slot.stopping
         if proc is None or proc.poll() is not None:
             return None
         if int(self.client.hstrlen(RUNNING_KEY, slot.name) or 0) > MAX_RUNNING_BYTES:
@@ -200,20 +205,20 @@ class Supervisor:
 
     def _beat_loop(self) -> None:
         keys: FarmKeys | None = None
-        while not self.stop.is_set():
+        while not self.beats_stop.is_set():
             with contextlib.suppress(Exception):  # a key file being rotated: the last good keys sign
                 keys = load_keys(self.url)
             if keys is not None:
                 with contextlib.suppress(Exception):  # the broker may be restarting: try again next beat
                     self._beat_once(keys)
-            self.stop.wait(BEAT_INTERVAL_S)
+            self.beats_stop.wait(BEAT_INTERVAL_S)
 
     def run(self) -> None:
         """Supervise until :attr:`stop` is set (or SIGTERM/SIGINT); then stop every worker."""
         threads = [threading.Thread(target=self._watch, args=(s,), name=f"farm-{s.name}", daemon=True)
                    for s in self.slots]
-        threads.append(threading.Thread(target=self._beat_loop, name="farm-heartbeats", daemon=True))
-        for t in threads:
+        beats = threading.Thread(target=self._beat_loop, name="farm-heartbeats", daemon=True)
+        for t in [*threads, beats]:
             t.start()
         try:
             while not self.stop.is_set():
@@ -226,3 +231,5 @@ class Supervisor:
                 self._stop_proc(slot)
                 with contextlib.suppress(Exception):
                     withdraw(self.client, slot.name, self.host)
+            self.beats_stop.set()
+            beats.join(timeout=30)

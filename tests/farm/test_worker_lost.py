@@ -126,7 +126,7 @@ def test_hostile_heartbeats_are_not_beats(redis_url):
 
 EXPERIMENT = """
 name: lost
-devices: [phone-x, phone-y]
+devices: [phone-x, phone-y, phone-z]
 models: [{name: tiny, tiny_seed: 7}]
 workloads:
   - {name: gen, kind: generate, prompt: "Hello", n_predict: 4, threads: 1}
@@ -139,7 +139,7 @@ SLOW_S = 40
 
 @pytest.fixture(scope="module")
 def lost_farm(redis_url, adb_server, tmp_path_factory):  # noqa: F811
-    """Two hosts, one virtual phone each, whose jobs take over SLOW_S s."""
+    """Three hosts, one virtual phone each, whose jobs take over SLOW_S s."""
     from melt.devices.abi import host_abi
     from melt.frameworks.llamacpp.build import host_build
     from melt.virtual.config import VirtualPhoneConfig
@@ -151,7 +151,7 @@ def lost_farm(redis_url, adb_server, tmp_path_factory):  # noqa: F811
     configs.mkdir()
     with contextlib.ExitStack() as stack:
         phones = {}
-        for name in ("phone-x", "phone-y"):
+        for name in ("phone-x", "phone-y", "phone-z"):
             phone = stack.enter_context(virtual_phone(VirtualPhoneConfig(abi=host_abi()),
                                                       state_dir=tmp / f"state-{name}"))
             adb_server.connect(phone.address)
@@ -162,8 +162,9 @@ def lost_farm(redis_url, adb_server, tmp_path_factory):  # noqa: F811
         farm = Farm(redis_url, configs, phones, tmp / "models", adb=adb_server)
         farm.start_host(["phone-x"], tmp)
         farm.start_host(["phone-y"], tmp)
+        farm.start_host(["phone-z"], tmp)
         try:
-            farm.wait_online(["phone-x", "phone-y"])
+            farm.wait_online(["phone-x", "phone-y", "phone-z"])
             yield farm
         finally:
             for host in farm.hosts:
@@ -184,7 +185,7 @@ def group_members(pgid: int) -> list[int]:
 @pytest.mark.redis
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_killed_host_job_fails_as_worker_lost_within_the_bound_and_a_slow_live_job_does_not(lost_farm, tmp_path):
+def test_killed_host_job_fails_as_worker_lost_within_the_bound_and_slow_live_jobs_do_not(lost_farm, tmp_path):
     from melt.farm.app import redis_client
     from melt.farm.registry import RUNNING_KEY, farm_status
 
@@ -199,7 +200,7 @@ def test_killed_host_job_fails_as_worker_lost_within_the_bound_and_a_slow_live_j
     try:
         running = {}
         deadline = time.monotonic() + 120
-        while not {"phone-x", "phone-y"} <= set(running):
+        while not {"phone-x", "phone-y", "phone-z"} <= set(running):
             assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
             running = {d: json.loads(v) for d, v in client.hgetall(RUNNING_KEY).items()}
             time.sleep(0.1)
@@ -208,6 +209,7 @@ def test_killed_host_job_fails_as_worker_lost_within_the_bound_and_a_slow_live_j
         assert client.exists(alive_key(victim["run_id"], victim["job_id"]))
         os.killpg(victim_host.proc.pid, signal.SIGKILL)  # the whole host: supervisor, worker, job process
         killed_at = time.monotonic()
+        lost_farm.hosts[2].proc.send_signal(signal.SIGTERM)  # stopped with care: phone-z's job ends first
         victim_host.proc.wait(10)
         deadline = time.monotonic() + 5
         while group_members(victim_host.proc.pid):
@@ -228,6 +230,7 @@ def test_killed_host_job_fails_as_worker_lost_within_the_bound_and_a_slow_live_j
             proc.kill()
             proc.wait()
     assert proc.returncode == 3, err  # finished, one job failed
+    assert err.count("worker lost") == 1, err
     assert recorded_after <= LOST_BOUND_S, recorded_after
     assert recorded_after >= LOST_AFTER_S - 10, recorded_after  # by the silence, not by anything sooner
     jobs = {j["device"]: j for j in show(victim["run_id"], results)["jobs"]}
@@ -241,6 +244,10 @@ def test_killed_host_job_fails_as_worker_lost_within_the_bound_and_a_slow_live_j
 
     took = (datetime.fromisoformat(live["finished_at"]) - datetime.fromisoformat(live["started_at"])).total_seconds()
     assert took > SLOW_S > BEAT_TTL_S + 10, took
+    # so did the job of the host told to stop, which its worker finished before stopping
+    stopped = jobs["phone-z"]
+    assert stopped["status"] == "ok", stopped["reason"]
+    assert lost_farm.hosts[2].proc.wait(30) == 0
     # the lost job is marked done for the run: its message, if it is ever delivered again, runs nothing
     from melt.farm.registry import done_key
 
