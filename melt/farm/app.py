@@ -6,7 +6,9 @@ process that dies mid-job gives its message back
 (``task_reject_on_worker_lost``), each worker reserves one message at a time
 (``worker_prefetch_multiplier=1``, concurrency 1), and Redis keeps an
 unacknowledged message invisible for longer than any job may take
-(``visibility_timeout``), after which it is delivered again.
+(``visibility_timeout``), after which it is delivered again. A job whose
+host died is not left waiting for that: its heartbeat stops and the
+submitter records it as lost within seconds (:mod:`melt.farm.heartbeat`).
 
 No result backend: each job's record travels back through a Redis list of
 its run (:mod:`melt.farm.task`), which a resumed run can still read.
