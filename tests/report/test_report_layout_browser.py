@@ -149,3 +149,22 @@ def test_long_names_are_shortened_with_the_full_name_on_hover(page):
         .filter(td => td.textContent.trim() === 'gemma-3-270m').map(td => {
             const e = td.querySelector('[title]') || td; return e.scrollWidth <= e.clientWidth; })""")
     assert short and all(short)  # a short name is shown whole
+
+
+def test_the_layout_holds_after_the_window_shrinks(browser_context, report):
+    page = browser_context.new_page()
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.goto(report.path.as_uri())
+    page.wait_for_selector("body[data-charts-rendered]", timeout=30_000)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.wait_for_timeout(1500)  # Plotly's own resize, then the legends' fit
+    try:
+        for c in page.evaluate(CHART_BOXES):
+            assert c["chart"]["right"] <= 1366, c
+            if c["legend"]:
+                legend, plot = c["legend"], c["plot"]
+                assert plot["height"] >= 200 and legend["width"] * legend["height"] < plot["width"] * plot["height"], c
+                assert legend["right"] <= c["chart"]["right"] + 1, c
+        assert page.evaluate("() => document.scrollingElement.scrollWidth") <= 1366
+    finally:
+        page.close()
