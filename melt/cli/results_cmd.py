@@ -77,19 +77,17 @@ def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
-    from melt.cli.results_view import print_jobs
+    from melt.cli.results_view import print_jobs, provenance_line
 
     out = console()
     out.print(f"run {data['run_id']} ({data['experiment']}, {data['status']}) in {run.dir}")
     print_jobs(out, data["jobs"])
-    if data["jobs"]:
-        prov = data["jobs"][0].get("provenance") or {}
-        build = prov.get("framework_build") or {}
+    line = provenance_line(data["jobs"], data.get("melt_version"))
+    if line:
+        from rich.text import Text
+
         out.print()
-        out.print(f"provenance of the first job: melt {prov.get('melt_version')}, "
-                  f"llama.cpp {(build.get('llama_cpp_commit') or '?')[:12]} ({build.get('profile', '?')}), "
-                  f"model sha256 {((prov.get('model') or {}).get('sha256') or '?')[:12]}…, "
-                  f"command: {prov.get('command', '?')}", style="dim")
+        out.print(Text(line), style="dim")
     _print_stops(out, data)
 
 

@@ -188,3 +188,53 @@ def print_runs(console: Console, rows: list[dict[str, Any]]) -> None:
         table.add_row(r["run_id"], r["experiment"] or "", *created, status,
                       f"{r['jobs_ok']}/{r['jobs_total'] or '?'}")
     console.print(table)
+
+
+def provenance_line(jobs: list[dict], melt_version: str | None = None) -> str | None:
+    """What produced a run, from its first job that ran ok (else its first job): one line.
+
+    ``provenance of the first job: melt 0.1.0, llama.cpp 0c1e57098bba (host),
+    model sha256 5f2b…, command: ...``. Only what the record holds is said: a
+    job that failed before its build was staged has no build, no command,
+    and says so, never ``None`` or ``?``. ``melt_version`` (the run's) stands
+    in for a record without one. ``None`` when there are no jobs.
+    """
+    if not jobs:
+        return None
+    job = next((j for j in jobs if j.get("status") == "ok"), jobs[0])
+    prov = job.get("provenance") or {}
+    parts = []
+    version = prov.get("melt_version") or melt_version
+    if version:
+        parts.append(f"melt {version}")
+    parts.append(build_text(prov.get("framework_build"), job.get("framework")))
+    sha = (prov.get("model") or {}).get("sha256")
+    if sha:
+        parts.append(f"model sha256 {str(sha)[:12]}…")
+    if prov.get("command"):
+        parts.append(f"command: {prov['command']}")
+    which = "the first job" if job is jobs[0] else "the first job that ran"
+    failed = "" if job.get("status") == "ok" else f" ({job.get('status') or 'not ok'})"
+    return f"provenance of {which}{failed}: " + ", ".join(p for p in parts if p)
+
+
+def build_text(build: dict | None, framework: str | None = None) -> str:
+    """A framework build in a few words: ``llama.cpp 0c1e57098bba (arm64)``.
+
+    MLC's stand-in says what does its work (``mlc-llm stand-in, on llama.cpp
+    0c1e57098bba (arm64)``); a prebuilt folder says ``(prebuilt)``; unknown
+    parts are left out, and a job with no build says ``no build recorded``.
+    """
+    name = str((build or {}).get("framework") or framework or "framework")
+    if not build:
+        return f"{name}: no build recorded"
+    if build.get("stand_in"):
+        inner = build.get("llama.cpp")
+        return f"{name} stand-in" + (f", on {build_text(inner, 'llama.cpp')}" if isinstance(inner, dict) else "")
+    text = name
+    commit = build.get("llama_cpp_commit") or build.get("commit")
+    if commit:
+        text += f" {str(commit)[:12]}"
+    if build.get("profile"):
+        text += f" ({build['profile']})"
+    return text
