@@ -92,3 +92,27 @@ def test_stand_in_prints_mlc_format_with_llama_cpp_rates(tmp_path, llamacpp_buil
     # the same job through llama-completion directly runs at a comparable rate
     assert metrics["decode_tps"] > 0 and metrics["prefill_tps"] > 0
     assert all(len(str(v).split(".")[-1]) <= 1 for v in metrics.values())  # MLC prints one decimal
+
+
+@pytest.mark.parametrize("kind, abi, build_profile, expected", [
+    ("android", "arm64-v8a", "auto", "stand-in/arm64"),     # the virtual phone's ABI: the arm64 cross build
+    ("android", "x86_64", "auto", "stand-in/host"),         # a phone of this machine's ABI
+    ("local", None, "auto", "stand-in/host"),
+    ("android", "arm64-v8a", "arm64-baseline", "stand-in/arm64-baseline"),  # the device config names it
+])
+def test_the_stand_in_follows_the_device(kind, abi, build_profile, expected, monkeypatch):
+    monkeypatch.delenv("ANDROID_NDK", raising=False)
+    monkeypatch.delenv("ANDROID_NDK_HOME", raising=False)
+    monkeypatch.setattr("melt.devices.abi.host_abi", lambda: "x86_64")
+    assert MlcLlm().device_profile("stand-in", kind, abi, build_profile) == expected
+
+
+def test_named_and_real_profiles_are_left_as_they_are():
+    mlc = MlcLlm()
+    assert mlc.device_profile("stand-in/host", "android", "arm64-v8a") == "stand-in/host"
+    assert mlc.device_profile("android", "android", "arm64-v8a") == "android"
+
+
+def test_only_a_stand_in_takes_a_llama_cpp_profile():
+    with pytest.raises(BuildError, match=r"only a stand-in profile names a llama.cpp profile"):
+        MlcLlm().build("cuda/arm64")

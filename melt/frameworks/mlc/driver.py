@@ -17,6 +17,11 @@ not on PyPI, so on most machines only the ``stand-in`` profile builds: a
 stand-in chat CLI that prints MLC's real output format with rates from real
 work (llama.cpp's ``llama-completion``). Its builds say ``stand_in: true``
 in their provenance and the runner marks their results simulated.
+
+The stand-in's llama.cpp build follows the device it runs on
+(:meth:`MlcLlm.device_profile`): ``stand-in`` becomes ``stand-in/arm64`` for
+an arm64-v8a phone, ``stand-in/host`` for this machine. ``stand-in/PROFILE``
+names a llama.cpp profile directly.
 """
 
 from __future__ import annotations
@@ -69,8 +74,12 @@ class MlcLlm:
         from melt.frameworks.mlc.recipe import load_recipe
 
         recipe = load_recipe()
-        prof = recipe.profile(profile)
-        problems = recipe.problems(profile)
+        name, _, llama_profile = profile.partition("/")
+        prof = recipe.profile(name)
+        if llama_profile and not prof.stand_in:
+            raise BuildError(f"MLC-LLM ({profile}): only a stand-in profile names a llama.cpp profile "
+                             f"after '/'; use {name}")
+        problems = recipe.problems(name)
         if problems:
             raise BuildError(f"cannot build MLC-LLM ({profile}): " + "; ".join(problems))
         if not prof.stand_in:
@@ -82,9 +91,36 @@ class MlcLlm:
                 "as frameworks[].binaries (it must hold mlc_chat_cli)")
         from melt.frameworks.llamacpp.driver import LlamaCpp
 
-        llama = LlamaCpp().build(prof.llamacpp_profile or "host", source=source, force=force,
-                                 on_output=on_output)
-        return self._stand_in(llama, profile)
+        if not llama_profile:  # built without a device (melt build): for this machine
+            llama_profile = prof.llamacpp_profile if prof.llamacpp_profile not in (None, "auto") else "host"
+        llama = LlamaCpp().build(llama_profile, source=source, force=force, on_output=on_output)
+        return self._stand_in(llama, name)
+
+    def device_profile(self, profile: str, kind: str, abi: str | None, build_profile: str = "auto") -> str:
+        """The profile to build for a device of ``kind`` whose CPU ABI is ``abi``.
+
+        A stand-in whose recipe says ``llamacpp_profile: auto`` gets the
+        llama.cpp build that device runs: ``build_profile`` (the device
+        config's) unless it is ``auto``, else the one llama.cpp's
+        ``auto_profile`` picks by ABI (``stand-in`` -> ``stand-in/arm64`` on
+        an arm64-v8a phone). Other profiles, and ``stand-in/PROFILE``, are
+        returned as they are. Raises :class:`BuildError` when no llama.cpp
+        profile for the ABI can be built here.
+        """
+        from melt.frameworks.llamacpp.driver import LlamaCpp
+        from melt.frameworks.mlc.recipe import load_recipe
+
+        if "/" in profile:
+            return profile
+        prof = load_recipe().profile(profile)
+        if not prof.stand_in:
+            return profile
+        llama = prof.llamacpp_profile or "auto"
+        if llama == "auto":
+            llama = build_profile
+        if llama == "auto":
+            llama = LlamaCpp().auto_profile(kind, abi) if abi or kind == "local" else "host"
+        return f"{profile}/{llama}"
 
     def _stand_in(self, llama: Build, profile: str) -> Build:
         from melt.store.paths import cache_dir
@@ -113,6 +149,8 @@ class MlcLlm:
             "stand_in_note": "not MLC-LLM: MLC's output format, rates from llama.cpp's llama-completion",
             "llama.cpp": llama.provenance,
         }
+        if llama.provenance.get("abi"):
+            provenance["abi"] = llama.provenance["abi"]
         return Build(dir=folder, bin_dir=bin_dir, binaries=binaries, provenance=provenance, cached=llama.cached)
 
     def prebuilt(self, folder: Path) -> Build:

@@ -36,7 +36,8 @@ class MlcProfile(_Frozen):
     device: str | None = Field(None, description="`mlc_llm compile --device` value")
     requires: tuple[Requirement, ...] = ()
     stand_in: bool = False
-    llamacpp_profile: str | None = Field(None, description="stand-in only: the llama.cpp build doing the work")
+    llamacpp_profile: str | None = Field(
+        None, description="stand-in only: the llama.cpp profile doing the work; auto: the device's")
 
 
 class MlcRecipe(_Frozen):
