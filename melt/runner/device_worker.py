@@ -251,11 +251,6 @@ class DeviceWorker:
         if isinstance(cached, MeltError):
             return cached
         try:
-            if self.spec.kind == "endpoint":  # a remote server: nothing to build or stage
-                from melt.runner.endpoint_executor import prepared_for
-
-                cached = self._prepared[key] = cached or prepared_for(self._open(), fw_ref.name)
-                return cached
             if cached is None:
                 cached = self._prepared[key] = self._build_and_stage(fw_ref, job)
             if job.model.name not in cached.models:
@@ -277,20 +272,6 @@ class DeviceWorker:
             build = self.builds.get(("prebuilt", fw_ref.name, str(folder)), lambda: framework.prebuilt(folder))
             return build, f"prebuilt ({build.bin_dir})"
         profile = fw_ref.profile or self.spec.build_profile
-        if self.spec.build_on == "device":  # compiled on the board itself, over SSH: its binaries stay there
-            from melt.frameworks.llamacpp.board_build import build_on_board, check_board_framework
-
-            check_board_framework(framework.name)
-            device, label = self._open(), f"{framework.name} ({profile}) on {self.spec.name}"
-            show = getattr(self.events, "build_output", None)
-
-            def on_board() -> Any:
-                self.events.stage(f"building {label}")
-                return build_on_board(device, profile, source=fw_ref.source, targets=names,
-                                      on_output=(lambda line: show(label, line)) if show else None)
-
-            key = ("board", self.spec.name, fw_ref.name, fw_ref.source, profile, tuple(names))
-            return self.builds.get(key, on_board), f"'{profile}' on {self.spec.name}"
         if profile == "auto":  # as for a real device: by its kind and CPU ABI
             pick = getattr(framework, "auto_profile", None)
             profile = pick(self.spec.kind, abi) if pick else "host"
@@ -324,13 +305,12 @@ class DeviceWorker:
         missing = [n for n in names if n not in build.binaries]
         if missing:
             raise BuildError(f"{framework.name}: no {', '.join(missing)} in {build.bin_dir}")
-        on_board = build.provenance.get("built_on") == "device"  # built there: nothing to check or push
-        if abi and not on_board:  # refuse code the device cannot run before pushing anything
+        if abi:  # refuse code the device cannot run before pushing anything
             check_binaries({n: build.binaries[n] for n in names}, abi, device=self.spec.name, build=label)
         self.events.stage(f"staging binaries and models on {self.spec.name}")
         key = Path(build.dir).name
         before = getattr(device, "bytes_pushed", 0)
-        staged = [] if on_board else [device.stage(build.binaries[n], category=f"bin/{key}") for n in names]
+        staged = [device.stage(build.binaries[n], category=f"bin/{key}") for n in names]
         bin_dir = str(Path(staged[0]).parent) if staged else str(build.bin_dir)
         models = {job.model.name: device.stage(self.models[job.model.name].path, category="models")}
         if self.on_staging is not None:
@@ -344,10 +324,6 @@ class DeviceWorker:
     def _measure(self, prepared: Prepared, job: Job, executor: Executor):
         """Run ``job`` once; returns (what ran, as a command line; its env; the execution)."""
         device = self._open()
-        if self.spec.kind == "endpoint":  # the streamed exchange against the remote server
-            from melt.runner.endpoint_executor import EndpointExecutor
-
-            return EndpointExecutor().measure(device, prepared.framework, job)
         kw: dict[str, Any] = {"bin_dir": prepared.bin_dir, "model_path": prepared.models[job.model.name]}
         inputs = self._stage_inputs(prepared, job)
         if inputs:
