@@ -33,6 +33,7 @@ def virtual() -> None:
       adb connect 127.0.0.1:PORT
       melt virtual start jetson --detach      prints 127.0.0.1:PORT (its sshd)
       melt devices trust virtual-jetson
+      melt virtual start ios --detach         prints 127.0.0.1:PORT (its services)
       melt virtual list
       melt virtual stop 127.0.0.1:PORT
     """
@@ -135,6 +136,51 @@ def jetson(port: int | None, config_path: str | None, detach: bool, state_dir: s
         click.echo(f"ssh on {address}    (Ctrl-C or `melt virtual stop {address}` to stop)", err=True)
 
     run_jetson(config, port=port, state_dir=folder, on_ready=ready)
+
+
+IPHONE_CONFIG = Path("device_configs/virtual-iphone.yaml")
+
+
+@start.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Loopback port of its services (default: the config's, 15556; 0 picks one).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help=f"Device config with a `virtual:` section (default: {IPHONE_CONFIG} when present).")
+@click.option("--detach", is_flag=True, help="Run in the background and return once it listens.")
+@state_dir_option
+def ios(port: int | None, config_path: str | None, detach: bool, state_dir: str | None) -> None:
+    """Start a virtual iPhone: melt's iPhone services on 127.0.0.1, its app on this machine's llama.cpp.
+
+    Prints the address a device config names as `ios: {virtual: ADDRESS}`.
+    Its app runs the cached host build's llama-bench and llama-completion
+    under the app contract; its thermal state and energy impact follow the
+    CPU the app uses (all simulated). Without --detach it runs until Ctrl-C
+    or `melt virtual stop ADDRESS`.
+    """
+    from melt.virtual.iphone_config import load_iphone_config
+
+    if config_path is None and IPHONE_CONFIG.is_file():
+        config_path = str(IPHONE_CONFIG)
+    config = load_iphone_config(config_path)
+    port = config.port if port is None else port
+    folder = _state_dir(state_dir)
+    if detach:
+        from melt.virtual.iphone import VirtualIphone
+
+        click.echo(VirtualIphone(config, port=port, state_dir=folder).start())
+        return
+
+    from melt.virtual.iphone import run_iphone
+
+    def ready(address: str) -> None:
+        click.echo(address)
+        click.echo(f"iPhone services on {address}    (Ctrl-C or `melt virtual stop {address}` to stop)",
+                   err=True)
+
+    try:
+        run_iphone(config, port=port, state_dir=folder, on_ready=ready)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
 
 
 @virtual.command(name="list")

@@ -76,6 +76,12 @@ class IosSpec(Spec):
     udid: str | None = Field(None, description="the phone's UDID; default: the only iPhone attached")
     bundle_id: NonEmptyStr = Field("org.melt.bench", description="bundle id of melt's benchmark host app")
     app: str | None = Field(None, description="the built app (.app folder or .ipa) to install before a run")
+    virtual: str | None = Field(
+        None, description="a virtual iPhone's loopback address (melt virtual start ios); unset: a real "
+                          "iPhone through pymobiledevice3")
+    max_thermal_state: Literal["nominal", "fair", "serious"] = Field(
+        "nominal", description="cool-down: wait before each job until iOS reports this thermal state "
+                               "or a cooler one (with the cooldown section's timeout and poll)")
 
 
 class JumpSpec(Spec):

@@ -3,16 +3,26 @@
 melt's benchmark host app (``frameworks/llama.cpp/ios/``) is the only thing
 that runs on the phone. Its contract, which :meth:`IosDevice.run_app` relies on:
 
-- launched with ``--melt-out DIR -- ARGS...``, it runs the benchmark with
-  ``ARGS`` (llama-bench's own arguments; paths relative to Documents),
-- writes ``DIR/stdout.txt`` and ``DIR/stderr.txt``, and ``DIR/exit_code``
-  last, inside its Documents folder, then exits.
+- launched with ``--melt-out DIR [--melt-tool NAME] -- ARGS...``, it runs
+  ``NAME`` (``llama-bench``, the default, or ``llama-completion``) with
+  ``ARGS`` (paths relative to Documents),
+- writes ``DIR/stdout.txt``, ``DIR/stderr.txt`` and ``DIR/thermal.txt``
+  (``start STATE`` and ``end STATE``: ProcessInfo's thermal state before and
+  after), and ``DIR/exit_code`` last, inside its Documents folder, then exits;
+- launched with ``--melt-out DIR --melt-thermal``, it writes only
+  ``DIR/thermal.txt`` (``now STATE``) and ``DIR/exit_code``.
 
-Files melt stages (models) go to ``Documents/melt/<category>/<name>``.
+Files melt stages (models) go to ``Documents/melt/<category>/<sha256
+prefix>-<name>``, each with a ``.done`` marker written after it: a file is
+sent once per content.
+
+What the phone hands back is not trusted: each output file is pulled only up
+to :data:`MAX_OUTPUT` bytes and a thermal state is one of iOS's four names.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,9 +33,15 @@ from melt.config.specs import DeviceSpec, IosSpec
 from melt.devices.base import Device
 from melt.errors import CommandTimeout, TransportError
 from melt.hashing import file_sha256
-from melt.transports.ios import IosTransport, Pymobiledevice3Services
+from melt.transports.ios import AppNotInstalled, IosServices, IosTransport, Pymobiledevice3Services
 
 ENERGY_NOTE = "iOS energy impact: the system's unitless estimate, not joules"
+#: iOS's thermal states (ProcessInfo.ThermalState), coolest first
+THERMAL_STATES = ("nominal", "fair", "serious", "critical")
+#: the largest output file melt pulls from the app (bytes)
+MAX_OUTPUT = 32 * 1024 * 1024
+#: the tools the benchmark app runs
+APP_TOOLS = ("llama-bench", "llama-completion")
 
 
 @dataclass
@@ -37,6 +53,7 @@ class AppRun:
     returncode: int
     duration_s: float
     samples: list[dict[str, Any]] = field(default_factory=list)  # process samples, with `t_s`
+    thermal: dict[str, str] = field(default_factory=dict)  # "start" / "end" -> thermal state
 
 
 class IosDevice(Device):
@@ -46,9 +63,16 @@ class IosDevice(Device):
 
     @classmethod
     def connect(cls, spec: DeviceSpec) -> "IosDevice":
-        """Open the iPhone named by ``spec.ios.udid`` (the only one attached when unset)."""
-        services = Pymobiledevice3Services()
+        """Open the iPhone named by ``spec.ios`` (a virtual one at ``ios.virtual``; else
+        ``ios.udid``, or the only one attached when unset)."""
         ios = spec.ios or IosSpec()
+        services: IosServices
+        if ios.virtual:
+            from melt.transports.ios_wire import LoopbackIosServices
+
+            services = LoopbackIosServices(ios.virtual)
+        else:
+            services = Pymobiledevice3Services()
         udid = ios.udid
         if udid is None:
             found = [d for d in services.list_devices() if d.get("udid")]
@@ -65,31 +89,60 @@ class IosDevice(Device):
         return {"platform": "ios", "udid": self.transport.udid, "model": info.get("product_type"),
                 "name": info.get("name"), "os": f"iOS {info.get('ios_version')}", "build": info.get("build"),
                 "bundle_id": self.transport.bundle_id, "energy": ENERGY_NOTE,
-                "simulated": self.simulated}
+                # a virtual iPhone says so itself, not only its config
+                "simulated": bool(self.simulated or info.get("simulated"))}
 
-    def stage(self, local: Path, *, category: str) -> str:
-        """Push ``local`` into the app's Documents unless a file of the same sha256 is recorded there."""
-        local = Path(local)
-        remote = f"{self.workdir()}/{category}/{local.name}"
-        digest = file_sha256(local)
-        marker = f"{remote}.sha256-{digest[:16]}"
-        if not (self.transport.exists(remote) and self.transport.exists(marker)):
-            self.transport.push(local, remote)
-            with tempfile.TemporaryDirectory() as tmp:
-                empty = Path(tmp) / "marker"
-                empty.write_bytes(b"")
-                self.transport.push(empty, marker)
-        return remote
+    def prepare_app(self) -> dict[str, Any]:
+        """Make sure melt's app is on the phone (installing ``ios.app`` when given); its provenance.
 
-    def run_app(self, args: list[str], *, out_dir: str, timeout_s: float = 600.0,
-                sample_every_s: float = 1.0) -> AppRun:
-        """Launch the benchmark app with ``args``; wait for its ``exit_code`` file; pull its output.
-
-        Raises :class:`CommandTimeout` (after stopping the app) past ``timeout_s``.
+        The framework runs inside the app: nothing is built or pushed for it.
+        Raises :class:`~melt.transports.ios.AppNotInstalled` when it is missing and no bundle is given.
         """
         t = self.transport
+        app = (self.spec.ios or IosSpec()).app
+        if app:
+            t.install(Path(app).expanduser())
+        if not t.services.app_installed(t.udid, t.bundle_id):
+            raise AppNotInstalled(f"app {t.bundle_id} is not installed on {self.name}: build it "
+                                  "(frameworks/llama.cpp/ios) and set ios.app, or install it with Xcode")
+        return {"app": t.bundle_id, "binaries": "inside the app", "tools": list(APP_TOOLS),
+                **({"app_bundle": str(app)} if app else {})}
+
+    def stage(self, local: Path, *, category: str) -> str:
+        """Push ``local`` into the app's Documents unless the same content is there already."""
+        local = Path(local)
+        digest = file_sha256(local)
+        remote = f"{self.workdir()}/{category}/{digest[:16]}-{local.name}"
+        done = f"{remote}.done"
+        if not self.transport.exists(done):
+            self.transport.push(local, remote)
+            with tempfile.TemporaryDirectory() as tmp:  # written last: a broken push is sent again
+                empty = Path(tmp) / "done"
+                empty.write_bytes(b"")
+                self.transport.push(empty, done)
+        return remote
+
+    def thermal_state(self, *, out_dir: str = "melt/out/thermal", timeout_s: float = 60.0) -> str | None:
+        """iOS's thermal state now (``nominal`` ... ``critical``), read by the app; ``None`` if unknown."""
+        run = self._launch(["--melt-out", out_dir, "--melt-thermal"], out_dir, timeout_s, None)
+        return run.thermal.get("now")
+
+    def run_app(self, args: list[str], *, out_dir: str, tool: str = "llama-bench", timeout_s: float = 600.0,
+                sample_every_s: float | None = 1.0) -> AppRun:
+        """Launch the benchmark app running ``tool`` with ``args``; wait for its ``exit_code``; pull its output.
+
+        ``sample_every_s=None`` takes no process samples. Raises
+        :class:`CommandTimeout` (after stopping the app) past ``timeout_s``.
+        """
+        if tool not in APP_TOOLS:
+            raise TransportError(f"the benchmark app runs {', '.join(APP_TOOLS)}, not {tool}")
+        argv = ["--melt-out", out_dir] + (["--melt-tool", tool] if tool != "llama-bench" else []) + ["--", *args]
+        return self._launch(argv, out_dir, timeout_s, sample_every_s)
+
+    def _launch(self, argv: list[str], out_dir: str, timeout_s: float, sample_every_s: float | None) -> AppRun:
+        t = self.transport
         started = time.monotonic()
-        process = t.start(["--melt-out", out_dir, "--", *args])
+        process = t.start(argv)
         samples: list[dict[str, Any]] = []
         done = f"{out_dir}/exit_code"
         while not t.exists(done):
@@ -97,25 +150,50 @@ class IosDevice(Device):
             if elapsed > timeout_s:
                 process.kill()
                 raise CommandTimeout(f"benchmark app still running after {timeout_s:g} s")
-            sample = t.services.process_sample(t.udid, process.pid)
+            sample = t.services.process_sample(t.udid, process.pid) if sample_every_s else None
             if sample:
                 samples.append({"t_s": round(elapsed, 3), **sample})
-            time.sleep(sample_every_s if sample is None else max(0.0, sample_every_s - 0.05))
+            period = sample_every_s or 0.2
+            time.sleep(period if sample is None else max(0.0, period - 0.05))
         duration = time.monotonic() - started
-        with tempfile.TemporaryDirectory() as tmp:
-            texts = {}
-            for name in ("stdout.txt", "stderr.txt", "exit_code"):
-                local = Path(tmp) / name
-                try:
-                    t.pull(f"{out_dir}/{name}", local)
-                    texts[name] = local.read_text(errors="replace")
-                except TransportError:
-                    texts[name] = ""
+        texts = {name: self._pull_text(f"{out_dir}/{name}")
+                 for name in ("stdout.txt", "stderr.txt", "exit_code", "thermal.txt")}
         try:
-            code = int(texts["exit_code"].strip())
+            code = int(texts["exit_code"].strip()[:12])
         except ValueError:
             code = -1
-        return AppRun(texts["stdout.txt"], texts["stderr.txt"], code, duration, samples)
+        return AppRun(texts["stdout.txt"], texts["stderr.txt"], code, duration, samples,
+                      parse_thermal(texts["thermal.txt"]))
+
+    def _pull_text(self, remote: str) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "f"
+            try:
+                self.transport.pull(remote, local)
+            except TransportError:
+                return ""
+            with open(local, "rb") as f:
+                data = f.read(MAX_OUTPUT + 1)
+        if len(data) > MAX_OUTPUT:
+            raise TransportError(f"{remote} from the app is over {MAX_OUTPUT} bytes")
+        return data.decode(errors="replace")
+
+    def execute_plain(self, invocation: Any) -> Any:
+        """Run an invocation through the app without samples (a warm-up): an
+        :class:`~melt.runner.execute.Execution`-shaped result."""
+        from melt.runner.ios_executor import run_invocation
+
+        return run_invocation(self, invocation, sample=False)
+
+
+def parse_thermal(text: str) -> dict[str, str]:
+    """``{"start": "nominal", "end": "fair"}`` from the app's ``thermal.txt``; unknown words are left out."""
+    out: dict[str, str] = {}
+    for line in text.splitlines()[:8]:
+        m = re.fullmatch(r"(start|end|now) (\w+)", line.strip())
+        if m and m.group(2) in THERMAL_STATES:
+            out[m.group(1)] = m.group(2)
+    return out
 
 
 def energy_impact_metrics(samples: list[dict[str, Any]]) -> dict[str, Any]:

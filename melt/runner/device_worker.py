@@ -191,7 +191,11 @@ class DeviceWorker:
 
     def _executor_for(self) -> Executor:
         if self._executor is None:
-            if self.spec.telemetry.enabled:
+            if self.spec.kind == "ios":  # no shell: melt's app runs the job, measured as iOS allows
+                from melt.runner.ios_executor import IosExecutor
+
+                self._executor = IosExecutor()
+            elif self.spec.telemetry.enabled:
                 from melt.runner.telemetry_executor import TelemetryExecutor
 
                 self._executor = TelemetryExecutor()
@@ -295,8 +299,13 @@ class DeviceWorker:
         from melt.frameworks.registry import get_framework
 
         device = self._open()
-        abi = device.abi()
         framework = get_framework(fw_ref.name)
+        prepare_app = getattr(device, "prepare_app", None)
+        if prepare_app is not None:  # the framework lives in the device's app (an iPhone): nothing to build
+            app = prepare_app()
+            models = {job.model.name: device.stage(self.models[job.model.name].path, category="models")}
+            return Prepared(framework, "", {"framework": framework.name, **app}, models)
+        abi = device.abi()
         kinds = sorted({w.kind for w in self.experiment.workloads})
         build, label = self._build(framework, fw_ref, abi,
                                    sorted({b for k in kinds for b in framework.binaries_for(k)}))

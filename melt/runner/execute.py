@@ -35,6 +35,9 @@ class PlainExecutor:
     """Runs the invocation directly through the device's transport, no telemetry."""
 
     def execute(self, device: Device, invocation: Any) -> Execution:
+        own = getattr(device, "execute_plain", None)
+        if own is not None:  # a device without a shell runs invocations its own way (an iPhone's app)
+            return own(invocation)
         if getattr(invocation, "client", None) is not None:  # a server and its host-side client
             from melt.runner.served import execute_plain
 

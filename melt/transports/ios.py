@@ -13,6 +13,11 @@ relative to the app's Documents folder.
 Energy: iOS exposes only the system's *energy impact* estimate per process
 (DVT's energy instrument), a unitless score. melt stores it as
 ``energy_impact`` and never as joules.
+
+A phone that is there but cannot run a job now raises an :class:`IosNotReady`
+(the app is not installed, the phone is locked, an iOS 17+ phone has no
+RemoteXPC tunnel): the job fails with that reason, and the next job asks again.
+Only a phone that went away is a :class:`TransportError`.
 """
 
 from __future__ import annotations
@@ -25,10 +30,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
-from melt.errors import CommandTimeout, DeviceUnavailableError, TransportError
+from melt.errors import CommandTimeout, DeviceUnavailableError, MeltError, TransportError
 from melt.transports.base import CommandResult
 
 INSTALL_HINT = "pymobiledevice3 is not installed: pip install 'melt[ios]' (or pip install pymobiledevice3)"
+#: pymobiledevice3's exceptions for a phone that refuses while locked
+LOCKED_ERRORS = frozenset({"PasswordRequiredError", "DeviceLockedError", "LockedError"})
+TUNNEL_HINT = "start one with `sudo pymobiledevice3 remote tunneld`"
+
+
+class IosNotReady(MeltError):
+    """The iPhone answers but cannot run the job now; ``reason`` says why (a job's failure reason)."""
+
+    reason = "not ready"
+
+    def __init__(self, detail: str):
+        self.detail = detail
+        super().__init__(f"{self.reason}: {detail}")
+
+
+class AppNotInstalled(IosNotReady):
+    reason = "app not installed"
+
+
+class DeviceLocked(IosNotReady):
+    reason = "device locked"
+
+
+class TunnelMissing(IosNotReady):
+    reason = "tunnel missing"
+
+
+#: the wire names of these errors (the virtual iPhone's loopback protocol uses them)
+NOT_READY = {cls.reason: cls for cls in (AppNotInstalled, DeviceLocked, TunnelMissing)}
+
+
+def needs_tunnel(ios_version: str | None) -> bool:
+    """Whether DVT (launch, process samples) needs a RemoteXPC tunnel: iOS 17 and later."""
+    try:
+        return int(str(ios_version).split(".")[0]) >= 17
+    except ValueError:
+        return False
 
 
 class IosServices(Protocol):
@@ -43,8 +85,22 @@ class IosServices(Protocol):
     def install(self, udid: str, app: Path) -> None:
         """Install an ``.app`` folder or ``.ipa`` file."""
 
+    def app_installed(self, udid: str, bundle_id: str) -> bool:
+        """Whether an app with ``bundle_id`` is installed."""
+
+    def app_installed(self, udid: str, bundle_id: str) -> bool:
+        from pymobiledevice3.services.installation_proxy import InstallationProxyService
+
+        async def go() -> bool:
+            service = InstallationProxyService(lockdown=await self._lockdown(udid))
+            return bool(await service.get_apps(bundle_identifiers=[bundle_id]))
+
+        return self._run(go())
+
     def launch(self, udid: str, bundle_id: str, args: Sequence[str], env: Mapping[str, str]) -> int:
-        """Start the app (killing a running instance); its pid."""
+        """Start the app (killing a running instance); its pid.
+
+        Raises :class:`AppNotInstalled`, :class:`DeviceLocked` or :class:`TunnelMissing`."""
 
     def is_running(self, udid: str, pid: int) -> bool:
         """Whether the process still runs."""
@@ -174,17 +230,41 @@ class Pymobiledevice3Services:
                     return pool.submit(asyncio.run, c).result()
         try:
             return run(coro)
-        except TransportError:
+        except (TransportError, IosNotReady):
             raise
         except (ConnectionError, OSError) as exc:
             raise DeviceUnavailableError(f"iPhone not reachable: {exc}") from None
         except Exception as exc:  # pymobiledevice3 raises many types; one line for the user
+            if type(exc).__name__ in LOCKED_ERRORS:
+                raise DeviceLocked(f"the iPhone is locked: unlock it and keep it unlocked ({exc})") from None
             raise TransportError(f"pymobiledevice3: {type(exc).__name__}: {exc}") from None
 
     async def _lockdown(self, udid: str) -> Any:
         from pymobiledevice3.lockdown import create_using_usbmux
 
         return await create_using_usbmux(serial=udid)
+
+    async def _dvt_service_provider(self, udid: str) -> Any:
+        """Lockdown up to iOS 16; from iOS 17 the RemoteXPC tunnel tunneld keeps for ``udid``."""
+        lockdown = await self._lockdown(udid)
+        version = lockdown.all_values.get("ProductVersion")
+        if not needs_tunnel(version):
+            return lockdown
+        try:
+            from pymobiledevice3.tunneld.api import get_tunneld_device_by_udid
+        except ImportError:  # older releases
+            from pymobiledevice3.tunneld import get_tunneld_device_by_udid  # type: ignore[no-redef]
+        try:
+            rsd = get_tunneld_device_by_udid(udid)
+            if hasattr(rsd, "__await__"):
+                rsd = await rsd
+        except (ConnectionError, OSError) as exc:
+            raise TunnelMissing(f"iOS {version} reaches DVT only through a RemoteXPC tunnel and tunneld "
+                                f"does not answer ({exc}): {TUNNEL_HINT}") from None
+        if rsd is None:
+            raise TunnelMissing(f"iOS {version} reaches DVT only through a RemoteXPC tunnel and tunneld "
+                                f"has none for {udid}: {TUNNEL_HINT}")
+        return rsd
 
     def list_devices(self) -> list[dict[str, Any]]:
         from pymobiledevice3.usbmux import list_devices
@@ -222,7 +302,7 @@ class Pymobiledevice3Services:
         from pymobiledevice3.services.dvt.instruments.process_control import ProcessControl
 
         async def go() -> int:
-            async with DvtProvider(await self._lockdown(udid)) as dvt:
+            async with DvtProvider(await self._dvt_service_provider(udid)) as dvt:
                 async with ProcessControl(dvt) as control:
                     return await control.launch(bundle_id, arguments=list(args), environment=dict(env))
 
@@ -233,7 +313,7 @@ class Pymobiledevice3Services:
         from pymobiledevice3.services.dvt.instruments.dvt_provider import DvtProvider
 
         async def go() -> bool:
-            async with DvtProvider(await self._lockdown(udid)) as dvt:
+            async with DvtProvider(await self._dvt_service_provider(udid)) as dvt:
                 async with DeviceInfo(dvt) as info:
                     return any(p.get("pid") == pid for p in await info.proclist())
 
@@ -244,7 +324,7 @@ class Pymobiledevice3Services:
         from pymobiledevice3.services.dvt.instruments.process_control import ProcessControl
 
         async def go() -> None:
-            async with DvtProvider(await self._lockdown(udid)) as dvt:
+            async with DvtProvider(await self._dvt_service_provider(udid)) as dvt:
                 async with ProcessControl(dvt) as control:
                     await control.kill(pid)
 
@@ -284,7 +364,7 @@ class Pymobiledevice3Services:
         from pymobiledevice3.services.dvt.instruments.energy_monitor import EnergyMonitor
 
         async def go() -> dict[str, Any] | None:
-            async with DvtProvider(await self._lockdown(udid)) as dvt:
+            async with DvtProvider(await self._dvt_service_provider(udid)) as dvt:
                 async with EnergyMonitor(dvt, [pid]) as monitor:
                     async for sample in monitor:
                         entry = (sample or {}).get(str(pid)) or (sample or {}).get(pid) or {}
@@ -294,7 +374,7 @@ class Pymobiledevice3Services:
 
         try:
             return self._run(go())
-        except TransportError:
+        except (TransportError, IosNotReady):
             return None  # not allowed on this OS version, or no developer image mounted
 
 

@@ -1,4 +1,4 @@
-"""``python -m melt.virtual serve``: run one virtual phone in this process.
+"""``python -m melt.virtual serve|jetson|iphone``: run one virtual device in this process.
 
 Prints the address to ``adb connect`` to (one line on stdout) once it
 listens, then stays quiet (logs go to the phone's ``phone.log``) until
@@ -32,9 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     j = sub.add_parser("jetson", help="run a virtual Jetson (a real sshd in front of it) until stopped")
     for a in ("--host", "--port", "--config", "--state-dir"):
         j.add_argument(a, default="127.0.0.1" if a == "--host" else None, type=int if a == "--port" else str)
+    i = sub.add_parser("iphone", help="run a virtual iPhone (its services on loopback) until stopped")
+    for a in ("--host", "--port", "--config", "--state-dir"):
+        i.add_argument(a, default="127.0.0.1" if a == "--host" else None, type=int if a == "--port" else str)
     args = parser.parse_args(argv)
     if args.command == "jetson":
         return _jetson(args)
+    if args.command == "iphone":
+        return _iphone(args)
     try:
         config = load_config(args.config)
     except MeltError as exc:
@@ -86,6 +91,24 @@ def _jetson(args: argparse.Namespace) -> int:
         return 2
     except OSError as exc:
         print(f"Error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _iphone(args: argparse.Namespace) -> int:
+    from melt.virtual.iphone import run_iphone
+    from melt.virtual.iphone_config import load_iphone_config
+
+    try:
+        config = load_iphone_config(args.config)
+        port = config.port if args.port is None else args.port
+        state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+        run_iphone(config, host=args.host, port=port, state_dir=state_dir, on_ready=_ready)
+    except MeltError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"Error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 

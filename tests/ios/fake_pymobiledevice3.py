@@ -44,6 +44,7 @@ class FakePhone:
     developer_image: bool = True  # DVT instruments are there
     sample_s: float = 0.3  # the energy monitor's sampling interval
     others: list[int] = field(default_factory=list)  # further processes every sample reports, first
+    tunnel: bool = True  # tunneld keeps a RemoteXPC tunnel to it (iOS 17+ reach DVT only so)
 
     @property
     def values(self) -> dict[str, Any]:
@@ -78,6 +79,10 @@ class FakeLibrary:
             if phone.locked:
                 raise RuntimeError("PasswordProtected")
             return types.SimpleNamespace(phone=phone, all_values=phone.values)
+
+        def get_tunneld_device_by_udid(udid: str) -> Any:
+            phone = lib._phone(udid)  # an RSD over the tunnel: the same phone, reached another way
+            return types.SimpleNamespace(phone=phone, udid=udid) if phone.tunnel else None
 
         class DvtProvider:
             def __init__(self, lockdown: Any):
@@ -122,6 +127,9 @@ class FakeLibrary:
             "pymobiledevice3": _package("pymobiledevice3"),
             "pymobiledevice3.usbmux": _module("pymobiledevice3.usbmux", list_devices=list_devices),
             "pymobiledevice3.lockdown": _module("pymobiledevice3.lockdown", create_using_usbmux=create_using_usbmux),
+            "pymobiledevice3.tunneld": _package("pymobiledevice3.tunneld"),
+            "pymobiledevice3.tunneld.api": _module("pymobiledevice3.tunneld.api",
+                                                   get_tunneld_device_by_udid=get_tunneld_device_by_udid),
             "pymobiledevice3.services": _package("pymobiledevice3.services"),
             "pymobiledevice3.services.dvt": _package("pymobiledevice3.services.dvt"),
             "pymobiledevice3.services.dvt.instruments": _package("pymobiledevice3.services.dvt.instruments"),
