@@ -121,6 +121,51 @@ class SshSpec(Spec):
         return v
 
 
+class EndpointSpec(Spec):
+    """An OpenAI-compatible server reached over HTTP(S): ``/v1/chat/completions``, streamed.
+
+    The API key is never in the config: ``api_key_env`` names the environment
+    variable that holds it, read when the device is opened.
+    """
+
+    base_url: NonEmptyStr = Field(description="the API's root, e.g. https://api.example.com/v1")
+    model: NonEmptyStr = Field(description="the model name the server expects in each request")
+    api_key_env: str | None = Field(
+        None, description="NAME of the environment variable holding the API key (sent as a bearer "
+                          "token; the key itself never goes into a file, a log or a result)")
+    timeout_s: PositiveFloat = Field(60.0, description="longest wait to connect, or for the next byte")
+    max_concurrency: PositiveInt = Field(4, description="requests in flight at once, at most")
+    verify_tls: bool = Field(True, description="check the server's certificate (https)")
+    ca_file: str | None = Field(None, description="CA bundle to check it against (default: the system's)")
+    retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        0, description="retries of a request refused with HTTP 429 or 5xx, or whose connection failed "
+                       "before any token (each counted in the job's `retries`)")
+    retry_backoff_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        1.0, description="wait before a retry, doubled each time (a Retry-After up to 60 s wins)")
+    max_response_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = Field(
+        16 << 20, description="the most melt reads of one response")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r} is not an http:// or https:// URL with a host")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("give the URL without credentials, query or fragment (the key goes in "
+                             "api_key_env)")
+        return v.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not (v.replace("_", "a").isalnum() and not v[0].isdigit()):
+            raise ValueError("must be the NAME of an environment variable, not a key")
+        return v
+
+
 class BatterySpec(Spec):
     """Fuel gauge files and their units (vendors differ)."""
 
@@ -246,7 +291,7 @@ class DeviceSpec(Spec):
     """One device: what it is and how melt reaches it."""
 
     name: NonEmptyStr
-    kind: Literal["local", "android", "linux", "jetson", "ios"]
+    kind: Literal["local", "android", "linux", "jetson", "ios", "endpoint"]
     description: str = ""
     workdir: str | None = Field(None, description="where binaries, models and job files go on the device")
     build_profile: str = Field(
@@ -258,6 +303,8 @@ class DeviceSpec(Spec):
     telemetry: TelemetrySpec = TelemetrySpec()
     cooldown: CooldownSpec | None = None
     state: StateSpec = StateSpec()
+    endpoint: EndpointSpec | None = Field(
+        None, description="kind endpoint: an OpenAI-compatible server the streamed workloads run against")
     min_battery_pct: float | None = Field(None, ge=0, le=100)
     virtual: dict[str, Any] | None = Field(
         None, description="present on melt's virtual devices: their model parameters (data is simulated)"
@@ -277,6 +324,12 @@ class FrameworkRef(Spec):
     profile: str | None = Field(None, description="build profile; default: the device's")
     binaries: str | None = Field(
         None, description="a folder of prebuilt binaries to use instead of building (relative to the experiment)"
+    @model_validator(mode="after")
+    def _endpoint(self) -> "DeviceSpec":
+        if (self.kind == "endpoint") != (self.endpoint is not None):
+            raise ValueError("kind endpoint needs an `endpoint:` section, and only it has one")
+        return self
+
     )
 
 

@@ -13,6 +13,7 @@ DEVICE_KINDS = {
     "linux": "melt.devices.linux:LinuxDevice",
     "jetson": "melt.devices.linux:LinuxDevice",
     "ios": "melt.devices.ios:IosDevice",
+    "endpoint": "melt.devices.endpoint:EndpointDevice",
 }
 
 

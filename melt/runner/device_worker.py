@@ -255,6 +255,11 @@ class DeviceWorker:
         if isinstance(cached, MeltError):
             return cached
         try:
+            if self.spec.kind == "endpoint":  # a remote server: nothing to build or stage
+                from melt.runner.endpoint_executor import prepared_for
+
+                cached = self._prepared[key] = cached or prepared_for(self._open(), fw_ref.name)
+                return cached
             if cached is None:
                 cached = self._prepared[key] = self._build_and_stage(fw_ref, job)
             if job.model.name not in cached.models:
@@ -348,6 +353,10 @@ class DeviceWorker:
         what = steps[0][1] if [p for p, _ in steps] == ["run"] else steps
         return command, dict(steps[0][1].env), executor.execute(device, what)
 
+        if self.spec.kind == "endpoint":  # the streamed exchange against the remote server
+            from melt.runner.endpoint_executor import EndpointExecutor
+
+            return EndpointExecutor().measure(device, prepared.framework, job)
     def _reference_provenance(self, job: Job) -> dict[str, Any] | None:
         """What a job's quality figures were measured against, and whether that is the original weights."""
         ref = job.params.get("reference")

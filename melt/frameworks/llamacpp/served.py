@@ -16,6 +16,10 @@ dict) that :mod:`melt.frameworks.llamacpp.stream_metrics` turns into metrics:
     completions back to back, cycling through MELT's sustained prompts, for
     ``duration_s`` seconds.
 
+:func:`run_endpoint_client` runs the same three against an OpenAI-compatible
+endpoint (``/chat/completions``, the endpoint's own chat template; a serve
+prompt is one user message), at most ``max_concurrency`` requests at once.
+
 The server is started with ``--port 0`` and says where it listens in its
 log; the client reaches it through ``transport.forward`` and waits for
 ``/health``. A server that exits, or stays silent past ``startup_timeout_s``,
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -107,35 +112,64 @@ def run_client(kind: str, params: Mapping[str, Any], live: LiveServer) -> dict[s
             rtts = client.round_trip_s(5)
         except (OSError, http.client.HTTPException) as exc:
             raise JobFailed(f"llama-server stopped answering: {exc or type(exc).__name__}") from None
-        transcript: dict[str, Any] = {
-            "kind": kind,
-            "device_port": port,
-            "ready_s": round(ready, 6),
-            "transport": {"name": getattr(live.transport, "name", "?"),
-                          "rtt_ms_min": round(1000 * min(rtts), 3),
-                          "rtt_ms_median": round(1000 * statistics.median(rtts), 3),
-                          "probes": len(rtts)},
-        }
-        if kind == "serve":
-            transcript["requests"] = _serve(client, params)
-        elif kind == "conversation":
-            transcript["conversations"] = _conversations(client, params)
-        elif kind == "sustained":
-            transcript["window_s"] = params["window_s"]
-            transcript["requests"] = _sustained(client, params)
-        else:
-            raise JobFailed(f"no client for workload kind {kind!r}")
-        transcript["end_s"] = round(client.now(), 6)
+        transcript: dict[str, Any] = {"kind": kind, "device_port": port, "ready_s": round(ready, 6),
+                                      "transport": _rtt(getattr(live.transport, "name", "?"), rtts)}
+        return _exchange(kind, client, params, transcript)
+
+
+def run_endpoint_client(kind: str, params: Mapping[str, Any], client: ServerClient) -> dict[str, Any]:
+    """The same exchange against an OpenAI-compatible endpoint (``client.for_url``): requests go
+    to ``/chat/completions``; the round trips of ``GET /models`` are the network's latency."""
+    try:
+        rtts = client.round_trip_s(5, path="/models")
+    except socket.timeout:
+        raise JobFailed(f"{client.label} did not answer /models within {client.stall_timeout_s:g} s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise JobFailed(f"{client.label} is not reachable: {exc or type(exc).__name__}") from None
+    transcript: dict[str, Any] = {"kind": kind, "ready_s": round(client.now(), 6),
+                                  "transport": _rtt("endpoint", rtts), "model": client.model}
+    transcript = _exchange(kind, client, params, transcript)
+    transcript["retries"] = client.retries_used
+    return transcript
+
+
+def _rtt(name: str, rtts: list[float]) -> dict[str, Any]:
+    return {"name": name, "rtt_ms_min": round(1000 * min(rtts), 3),
+            "rtt_ms_median": round(1000 * statistics.median(rtts), 3), "probes": len(rtts)}
+
+
+def _exchange(kind: str, client: ServerClient, params: Mapping[str, Any],
+              transcript: dict[str, Any]) -> dict[str, Any]:
+    if kind == "serve":
+        transcript["requests"] = _serve(client, params)
+    elif kind == "conversation":
+        transcript["conversations"] = _conversations(client, params)
+    elif kind == "sustained":
+        transcript["window_s"] = params["window_s"]
+        transcript["requests"] = _sustained(client, params)
+    else:
+        raise JobFailed(f"no client for workload kind {kind!r}")
+    transcript["end_s"] = round(client.now(), 6)
     return transcript
 
 
 def _stream(client: ServerClient, prompt: str, p: Mapping[str, Any]) -> StreamedCompletion:
+    if client.api == "openai":
+        return _turn(client, [{"role": "user", "content": prompt}], p)
     return client.stream(prompt, n_predict=p["n_predict"], ignore_eos=p["ignore_eos"],
                          temperature=p["temperature"], seed=p["seed"], cache_prompt=p["cache_prompt"])
 
 
+def _turn(client: ServerClient, messages: list[dict[str, str]], p: Mapping[str, Any]) -> StreamedCompletion:
+    """One chat turn: an endpoint applies its own template; melt's llama-server is asked for it."""
+    if client.api == "openai":
+        return client.chat_stream(messages, n_predict=p["n_predict"], ignore_eos=p["ignore_eos"],
+                                  temperature=p["temperature"], seed=p["seed"])
+    return _stream(client, client.apply_template(messages), p)
+
+
 def _serve(client: ServerClient, p: Mapping[str, Any]) -> list[dict[str, Any]]:
-    n, conc = p["requests"], p["concurrency"]
+    n, conc = p["requests"], min(p["concurrency"], client.max_concurrency or p["concurrency"])
     if conc == 1:
         return [dict(_stream(client, p["prompt"], p).as_dict(), slot=0) for _ in range(n)]
     with ThreadPoolExecutor(max_workers=conc) as pool:
@@ -157,8 +191,7 @@ def _conversations(client: ServerClient, p: Mapping[str, Any]) -> list[dict[str,
         turns = []
         for number, text in enumerate(user_turns):
             messages.append({"role": "user", "content": text})
-            prompt = client.apply_template(messages)
-            done = _stream(client, prompt, p)
+            done = _turn(client, messages, p)
             messages.append({"role": "assistant", "content": done.text})
             turns.append(dict(done.as_dict(), turn=number, user_chars=len(text)))
         out.append({"index": index, "turns": turns})
