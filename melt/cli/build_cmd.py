@@ -93,6 +93,9 @@ def build(framework_name: str, profile: str, source: str | None, force: bool, ta
             "provenance": prov,
         })
         return
+    if prov.get("stand_in"):  # MLC's stand-in: what it is, then the llama.cpp build doing its work
+        click.echo(f"{framework_name} {profile}: {prov.get('stand_in_note') or 'a stand-in'}")
+        prov = prov.get("llama.cpp") or {}
     how = "cached" if result.cached else f"built in {prov.get('build_seconds', 0):.0f} s"
     added = prov.get("added") or []
     if not result.cached and added:  # this call added binaries to an existing build

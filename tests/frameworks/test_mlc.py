@@ -116,3 +116,13 @@ def test_named_and_real_profiles_are_left_as_they_are():
 def test_only_a_stand_in_takes_a_llama_cpp_profile():
     with pytest.raises(BuildError, match=r"only a stand-in profile names a llama.cpp profile"):
         MlcLlm().build("cuda/arm64")
+
+
+def test_melt_build_of_the_stand_in_says_what_it_is_and_its_llama_cpp_build(llamacpp_build):
+    from tests.helpers import melt
+
+    out = melt("build", "--framework", "mlc-llm", "--profile", "stand-in/host")
+    assert out.returncode == 0, out.stderr
+    assert "not MLC-LLM" in out.stdout.splitlines()[0]
+    commit = llamacpp_build.provenance["llama_cpp_commit"]
+    assert f"  commit    {commit} " in out.stdout and "?" not in out.stdout, out.stdout
