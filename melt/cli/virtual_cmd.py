@@ -34,6 +34,8 @@ def virtual() -> None:
       melt virtual start jetson --detach      prints 127.0.0.1:PORT (its sshd)
       melt devices trust virtual-jetson
       melt virtual start ios --detach         prints 127.0.0.1:PORT (its services)
+      melt virtual start endpoint --detach    llama-server on 127.0.0.1:18080, with an API key
+      export MELT_LOOPBACK_KEY="$(melt virtual key 18080)"
       melt virtual list
       melt virtual stop 127.0.0.1:PORT
     """
@@ -136,6 +138,50 @@ def jetson(port: int | None, config_path: str | None, detach: bool, state_dir: s
         click.echo(f"ssh on {address}    (Ctrl-C or `melt virtual stop {address}` to stop)", err=True)
 
     run_jetson(config, port=port, state_dir=folder, on_ready=ready)
+
+
+@start.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=18080, show_default=True,
+              help="Loopback port (0 picks one).")
+@click.option("--model", default="gemma3-270m", show_default=True,
+              help="A catalogue model (melt model list) or a GGUF file.")
+@click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option("--slots", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Requests the server decodes at once.")
+@click.option("--detach", is_flag=True, help="Run in the background and return once it answers.")
+@state_dir_option
+def endpoint(port: int, model: str, threads: int, slots: int, detach: bool, state_dir: str | None) -> None:
+    """Start an OpenAI-compatible endpoint on 127.0.0.1: melt's llama-server build serving MODEL.
+
+    It takes a fresh API key, kept in a private file (never on a command
+    line); `melt virtual key PORT` prints it for the variable a device
+    config names (device_configs/loopback-endpoint.yaml: MELT_LOOPBACK_KEY).
+    It is a real server, not simulated. Without --detach it runs until
+    Ctrl-C; `melt virtual stop 127.0.0.1:PORT` stops it either way.
+    """
+    from melt.virtual.endpoint import free_port, main, start_detached
+
+    port = port or free_port()
+    folder = _state_dir(state_dir)
+    if detach:
+        address = start_detached(port, folder, model=model, threads=threads, ctx_size=4096, slots=slots)
+        click.echo(address)
+        click.echo(f'export MELT_LOOPBACK_KEY="$(melt virtual key {port})"    (its API key)', err=True)
+        return
+    code = main(["--port", str(port), "--state-dir", str(folder), "--model", model, "--threads", str(threads),
+                 "--slots", str(slots)])
+    if code:
+        raise click.ClickException("the loopback endpoint stopped with an error")
+
+
+@virtual.command()
+@click.argument("port", type=click.IntRange(1, 65535))
+@state_dir_option
+def key(port: int, state_dir: str | None) -> None:
+    """Print the API key of the loopback endpoint on PORT (for an environment variable)."""
+    from melt.virtual.endpoint import read_key
+
+    click.echo(read_key(_state_dir(state_dir), port))
 
 
 IPHONE_CONFIG = Path("device_configs/virtual-iphone.yaml")
