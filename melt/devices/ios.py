@@ -23,6 +23,7 @@ to :data:`MAX_OUTPUT` bytes and a thermal state is one of iOS's four names.
 from __future__ import annotations
 
 import re
+import secrets
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -122,8 +123,9 @@ class IosDevice(Device):
                 self.transport.push(empty, done)
         return remote
 
-    def thermal_state(self, *, out_dir: str = "melt/out/thermal", timeout_s: float = 60.0) -> str | None:
+    def thermal_state(self, *, timeout_s: float = 60.0) -> str | None:
         """iOS's thermal state now (``nominal`` ... ``critical``), read by the app; ``None`` if unknown."""
+        out_dir = f"melt/out/thermal-{secrets.token_hex(6)}"
         run = self._launch(["--melt-out", out_dir, "--melt-thermal"], out_dir, timeout_s, None)
         return run.thermal.get("now")
 
@@ -141,6 +143,8 @@ class IosDevice(Device):
 
     def _launch(self, argv: list[str], out_dir: str, timeout_s: float, sample_every_s: float | None) -> AppRun:
         t = self.transport
+        if t.exists(f"{out_dir}/exit_code"):  # an old run's files would be read as this one's
+            raise TransportError(f"{out_dir} in the app's Documents holds an earlier run: pick a new folder")
         started = time.monotonic()
         process = t.start(argv)
         samples: list[dict[str, Any]] = []
