@@ -71,6 +71,9 @@ def show(run_id: str, results_dir: Path | None, as_json: bool) -> None:
     One block per cell (device, framework, model, workload and the swept
     parameters), its metrics as rows, the median and each repetition as
     columns; failed jobs with their reasons. Fits 80 columns (a CI log).
+    Ends with the provenance of the first job that ran (else the first
+    job): only what its record holds, so a job that failed before its build
+    says `no build recorded`.
     """
     run = ResultsStore(results_path(results_dir)).open_run(run_id)
     data = run.as_dict()

@@ -4,7 +4,8 @@ A quick start's comments name its device: ``melt virtual start android``
 (the virtual phone as that command serves it: ``device_configs/
 virtual-phone.yaml``, ABI arm64-v8a, so the arm64 build under qemu-user on
 an x86-64 machine), ``melt virtual start jetson`` (the virtual Jetson behind
-a real sshd, trusted as the comments say), or none for ``devices: [local]``.
+a real sshd, trusted as the comments say), ``melt virtual start ios`` (the
+virtual iPhone and its app), or none for ``devices: [local]``.
 A kind melt has no virtual device for yet is skipped, saying so.
 
 Each quick start runs through ``melt run`` as shipped, its device config
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 QUICKSTARTS = sorted((ROOT / "experiments").glob("quickstart*.yaml"))
 #: the config file each virtual device is served from, and the device name quick starts give it
-VIRTUAL = {"android": "virtual-phone", "jetson": "virtual-jetson"}
+VIRTUAL = {"android": "virtual-phone", "jetson": "virtual-jetson", "ios": "virtual-iphone"}
 
 
 def named_device(path: Path) -> str:
@@ -81,6 +82,10 @@ def _phone_folder(request, folder: Path) -> None:
     """``folder/device_configs/virtual-phone.yaml`` pointed at the module's phone."""
     board = request.getfixturevalue("phone")
     adb = request.getfixturevalue("adb_server")
+    if host_abi() != "arm64-v8a":  # the phone's build, made (once, cached) outside the run's time limit
+        from melt.frameworks.llamacpp.build import build_llamacpp
+
+        build_llamacpp("arm64")
     doc = yaml.safe_load((ROOT / "device_configs" / "virtual-phone.yaml").read_text())
     doc["adb"] = {"connect": board.address, "server_port": adb.port, "reconnect_timeout_s": 5}
     doc["telemetry"]["idle_s"] = 0.5
@@ -97,7 +102,31 @@ def _jetson_folder(request, folder: Path) -> None:
     assert trusted.returncode == 0, trusted.stderr
 
 
-SETUP = {"android": _phone_folder, "jetson": _jetson_folder, "local": lambda request, folder: None}
+@pytest.fixture(scope="module")
+def iphone(tmp_path_factory):
+    """The virtual iPhone ``melt virtual start ios`` serves (its default config), on a free port."""
+    from melt.virtual.iphone import VirtualIphone
+
+    device = VirtualIphone(ROOT / "device_configs" / "virtual-iphone.yaml", port=0,
+                           state_dir=tmp_path_factory.mktemp("quickstart-iphone"))
+    device.start()
+    yield device
+    device.stop()
+
+
+def _iphone_folder(request, folder: Path) -> None:
+    """``folder/device_configs/virtual-iphone.yaml`` pointed at the module's iPhone."""
+    board = request.getfixturevalue("iphone")
+    doc = yaml.safe_load((ROOT / "device_configs" / "virtual-iphone.yaml").read_text())
+    doc["ios"]["virtual"] = board.address
+    doc["cooldown"] = {"timeout_s": 60, "poll_s": 0.5}
+    path = folder / "device_configs" / "virtual-iphone.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+
+
+SETUP = {"android": _phone_folder, "jetson": _jetson_folder, "ios": _iphone_folder,
+         "local": lambda request, folder: None}
 
 
 def shrunk(path: Path, folder: Path) -> tuple[Path, int]:
