@@ -2,7 +2,8 @@
 
 Sections: notices of labelled jobs (simulated, emulated, stand-in), the best
 configuration per criterion with the Pareto sets (:mod:`melt.report.best`), summary
-table (median and 95 % bootstrap CI per cell), comparison charts, speed against
+table (median and 95 % bootstrap CI per cell), comparison charts, on the device against
+offloaded to an endpoint (:mod:`melt.report.offload`), speed against
 quality per device (:mod:`melt.report.tradeoff`), sustained runs (tok/s and temperature over
 time, throttling shaded), conversations turn by turn, failed jobs with reasons, every job with its
 provenance and its downsampled trace (rendered when opened), and the shared
@@ -33,6 +34,7 @@ from melt.analysis.stats import cell_stats, summary_table
 from melt.labels import EMULATED, SIMULATED, STAND_IN, SYNTHETIC, count_labels, job_labels, parse_labels
 from melt.report.best import best_per_criterion
 from melt.report.figures import bar_chart, text, trace_data
+from melt.report.offload import NETWORK_COLUMNS, offload_views
 from melt.report.tradeoff import tradeoff_views
 from melt.report.workloads import sustained_charts, turn_tables
 from melt.store.runs import Run
@@ -272,6 +274,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     t1 = time.perf_counter()
     table, n_cells = _summary(jobs, multi_run, n_boot) if not jobs.empty else (pd.DataFrame(), 0)
     charts = _charts(table)
+    offload, network_rows = offload_views(table, jobs, (j for js in records.values() for j in js)) \
+        if n_cells else ([], [])
     tradeoffs, front_sentences = tradeoff_views(table) if n_cells else ([], [])
     summary_rows = _summary_rows(table) if n_cells else []
     best = best_per_criterion(table, tradeoffs) if n_cells else []
@@ -339,7 +343,8 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
                "jobs": len(records[r.run_id])} for r in runs],
         metric_labels=[label(m) for m in SUMMARY_METRICS],
         summary=summary_rows, multi_run=multi_run, charts=charts, best=best,
-        charts_json=_json({c["id"]: c["figure"] for c in (*charts, *sustained, *tradeoffs)}),
+        charts_json=_json({c["id"]: c["figure"] for c in (*charts, *sustained, *tradeoffs, *offload)}),
+        offload=offload, network_rows=network_rows, network_labels=[name for _, name in NETWORK_COLUMNS],
         tradeoffs=tradeoffs, front_sentences=front_sentences,
         sustained=sustained, turns=turns,
         failed=failed, jobs=job_rows, traces={k: _json(v) for k, v in traces.items()},
@@ -353,7 +358,7 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     timings["render_s"] = time.perf_counter() - t3
     return ReportInfo(path=output, size_bytes=output.stat().st_size, jobs=len(job_rows),
                       failed=len(failed), cells=n_cells,
-                      charts=len(charts) + len(sustained) + len(tradeoffs),
+                      charts=len(charts) + len(sustained) + len(tradeoffs) + len(offload),
                       traces=len(traces),
                       trace_samples=total_samples, trace_points=total_points,
                       seconds=time.perf_counter() - t0, plotly_js=js_path,
