@@ -63,6 +63,7 @@ class IphoneDevice:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._ticks: dict[int, tuple[float, int]] = {}  # pid -> (time, CPU ticks) at the last tick
         self._impact: dict[int, float] = {}
+        self._sampled: dict[int, tuple[float, int]] = {}  # pid -> (time, CPU ticks) at its last sample
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         for bundle_id in config.preinstalled:
@@ -102,25 +103,26 @@ class IphoneDevice:
         """Advance the model by ``dt`` seconds: apps' CPU -> heat and energy impact; controls."""
         self._controls()
         busy_total = 0.0
-        now = time.monotonic()
         with self._lock:
             for pid, proc in list(self.procs.items()):
                 if proc.poll() is not None:
-                    self._ticks.pop(pid, None)
-                    self._impact.pop(pid, None)
+                    for book in (self._ticks, self._sampled, self._impact):
+                        book.pop(pid, None)
                     continue
-                ticks = cpu_ticks(pid) + sum(cpu_ticks(c) for c in descendants(pid))
-                t0, before = self._ticks.get(pid, (now, ticks))
-                self._ticks[pid] = (now, ticks)
-                if now - t0 <= 0:
-                    continue
-                cores = (ticks - before) / CLK_TCK / (now - t0)
-                busy_total += cores
-                e = self.config.energy
-                self._impact[pid] = round(e.overhead + e.per_core * cores, 3)
+                busy_total += self._busy_cores(pid, self._ticks) or 0.0
             t = self.config.thermal
             self.heat = max(0.0, self.heat + dt * (t.heat_per_core_k_s * busy_total - self.heat / t.cool_tau_s))
         self._write_thermal()
+
+    def _busy_cores(self, pid: int, book: dict[int, tuple[float, int]]) -> float | None:
+        """Busy cores of app ``pid`` (its process tree) since ``book`` last saw it (None: too soon)."""
+        now = time.monotonic()
+        ticks = cpu_ticks(pid) + sum(cpu_ticks(c) for c in descendants(pid))
+        t0, before = book.get(pid, (now, ticks))
+        if now - t0 < 0.02:
+            return None
+        book[pid] = (now, ticks)
+        return (ticks - before) / CLK_TCK / (now - t0)
 
     def _write_thermal(self) -> None:
         path = self.root / "thermal_state"
@@ -237,6 +239,7 @@ class IphoneDevice:
                                     cwd=docs, env=app_env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             self.procs[proc.pid] = proc
+            self._ticks[proc.pid] = self._sampled[proc.pid] = (time.monotonic(), 0)  # no CPU used yet
             return proc.pid
 
     def is_running(self, udid: str, pid: int) -> bool:
@@ -312,10 +315,14 @@ class IphoneDevice:
         self._dvt()
         with self._lock:
             proc = self.procs.get(pid)
+            if proc is None or proc.poll() is not None:
+                return None
+            cores = self._busy_cores(pid, self._sampled)  # over the time since the last sample
+            if cores is not None:
+                e = self.config.energy
+                self._impact[pid] = round(e.overhead + e.per_core * cores, 3)
             impact = self._impact.get(pid)
-        if proc is None or proc.poll() is not None or impact is None:
-            return None
-        return {"energy_impact": impact}
+        return None if impact is None else {"energy_impact": impact}
 
 
 def _package_root() -> str:

@@ -1,14 +1,16 @@
-"""The iPhone path against a fake of the service layer (no iPhone is attached here).
+"""The iPhone path against the virtual iPhone and a fake of pymobiledevice3 (no iPhone is attached here).
 
 What is real: the app bundle's Info.plist, a launched process that writes its
 own files, llama.cpp's llama-bench doing the work, melt's parser reading it.
-What is fake: usbmux/lockdown/DVT/AFC, at two depths. ``fake_services.py``
-stands in for melt's service layer where a test is about the app's life
-(install, launch, files, timeouts). ``fake_pymobiledevice3.py`` stands in for
-the library under melt's own service layer and answers in raw form (a lockdown
-GetValue reply, DVT energy samples of every monitored process), so what melt
-reports is computed by melt. Each check compares melt's figures with the raw
-answer, never with a value the fake hands over already in melt's form.
+What is simulated, at two depths: the virtual iPhone
+(:class:`melt.virtual.iphone_device.IphoneDevice`, used here in this
+process) stands in for melt's service layer where a test is about the app's
+life (install, launch, files, timeouts); ``fake_pymobiledevice3.py`` stands in
+for the library under melt's own service layer and answers in raw form (a
+lockdown GetValue reply, DVT energy samples of every monitored process), so
+what melt reports is computed by melt. Each check compares melt's figures
+with the raw answer, never with a value the fake hands over already in
+melt's form.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import asyncio
 import json
 import os
 import plistlib
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -31,34 +32,41 @@ from click.testing import CliRunner
 from melt.config.specs import DeviceSpec
 from melt.devices.ios import ENERGY_NOTE, IosDevice, energy_impact_metrics
 from melt.errors import CommandTimeout, TransportError
-from melt.transports.ios import IosTransport, Pymobiledevice3Services, attached_iphones
+from melt.transports.ios import AppNotInstalled, IosTransport, Pymobiledevice3Services, attached_iphones
+from melt.virtual.iphone_config import VirtualIphoneConfig
+from melt.virtual.iphone_device import IphoneDevice
 from tests.ios.fake_pymobiledevice3 import FakeLibrary, FakePhone
-from tests.ios.fake_services import FakeIosServices
 
 DATA = Path(__file__).parent / "data"
 BUNDLE = "org.melt.bench"
 LOCKDOWN = DATA / "lockdown-getvalue.plist"  # an iPhone 14 Pro's lockdown GetValue reply
 
 
-def make_app(tmp_path: Path, script: Path, bundle_id: str = BUNDLE) -> Path:
+def make_app(tmp_path: Path, bundle_id: str = BUNDLE) -> Path:
+    """An app bundle as Xcode lays it out (the virtual iPhone reads its Info.plist and runs its own app)."""
     app = tmp_path / "MeltBench.app"
     app.mkdir()
-    shutil.copy(script, app / "MeltBench")
-    (app / "MeltBench").chmod(0o755)
+    (app / "MeltBench").write_bytes(b"\xcf\xfa\xed\xfe")  # a Mach-O header: nothing this machine runs
     (app / "Info.plist").write_bytes(plistlib.dumps(
         {"CFBundleIdentifier": bundle_id, "CFBundleExecutable": "MeltBench", "CFBundleName": "MeltBench"}))
     return app
 
 
+def virtual_phone(tmp_path: Path, tools: dict[str, Path]) -> tuple[IosDevice, IphoneDevice]:
+    services = IphoneDevice(VirtualIphoneConfig(preinstalled=[]), tmp_path / "phone", tools=tools)
+    services.start()
+    spec = DeviceSpec(name="iphone", kind="ios")
+    return IosDevice(spec, IosTransport(services, services.config.udid, BUNDLE)), services
+
+
 @pytest.fixture
 def phone(tmp_path: Path):
-    services = FakeIosServices(tmp_path / "phone")
-    spec = DeviceSpec(name="iphone", kind="ios")
-    device = IosDevice(spec, IosTransport(services, services.device["udid"], BUNDLE))
+    hang = tmp_path / "hang.sh"
+    hang.write_text("#!/bin/sh\nexec sleep 60\n")
+    hang.chmod(0o755)
+    device, services = virtual_phone(tmp_path, {"llama-bench": hang, "llama-completion": hang})
     yield device, services
-    for proc in services.procs.values():
-        if proc.poll() is None:
-            proc.kill()
+    services.stop()
 
 
 def test_no_shell_on_an_iphone(phone):
@@ -69,7 +77,7 @@ def test_no_shell_on_an_iphone(phone):
 
 def test_paths_stay_inside_documents(phone, tmp_path):
     device, services = phone
-    device.transport.install(make_app(tmp_path, DATA / "MeltBench.sh"))
+    device.transport.install(make_app(tmp_path))
     f = tmp_path / "x.txt"
     f.write_text("x")
     for bad in ("../escape", "/etc/passwd", "a/../../b", ""):
@@ -122,7 +130,7 @@ def test_energy_impact_without_developer_image_is_missing_not_zero(monkeypatch):
 
 def test_stage_sends_a_file_once(phone, tmp_path):
     device, services = phone
-    device.transport.install(make_app(tmp_path, DATA / "MeltBench.sh"))
+    device.transport.install(make_app(tmp_path))
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF" + bytes(1000))
     remote = device.stage(model, category="models")
@@ -137,15 +145,13 @@ def test_stage_sends_a_file_once(phone, tmp_path):
 
 def test_launch_needs_an_installed_app(phone):
     device, _ = phone
-    with pytest.raises(TransportError, match="not installed"):
+    with pytest.raises(AppNotInstalled, match="not installed"):
         device.run_app(["-h"], out_dir="melt/out/1", timeout_s=5)
 
 
 def test_a_hung_app_times_out_and_is_stopped(phone, tmp_path):
-    device, services = phone
-    hang = tmp_path / "hang.sh"
-    hang.write_text("#!/bin/sh\nexec sleep 60\n")
-    device.transport.install(make_app(tmp_path, hang))
+    device, services = phone  # its llama-bench hangs
+    device.transport.install(make_app(tmp_path))
     with pytest.raises(CommandTimeout):
         device.run_app([], out_dir="melt/out/1", timeout_s=1.0, sample_every_s=0.2)
     assert len(services.procs) == 1  # it was launched, and then stopped
@@ -154,7 +160,7 @@ def test_a_hung_app_times_out_and_is_stopped(phone, tmp_path):
 
 def test_a_detached_phone_is_unavailable(phone):
     device, services = phone
-    services.attached = False
+    device.transport.udid = "00008030-000B2C3D4E5F6071"  # another phone, not attached
     with pytest.raises(TransportError, match="no iPhone"):
         device.properties()
 
@@ -214,21 +220,19 @@ def test_iphones_listed_from_inside_an_event_loop(monkeypatch):
 
 
 @pytest.mark.slow
-def test_benchmark_app_runs_llama_bench_and_melt_reads_it(phone, tmp_path, llamacpp_build, tiny_model):
+def test_benchmark_app_runs_llama_bench_and_melt_reads_it(tmp_path, llamacpp_build, tiny_model):
     """The whole iPhone flow: install, stage the model, launch with llama-bench's
     arguments, wait for the app's files, pull them, parse them."""
     from melt.frameworks.llamacpp.driver import LlamaCpp
 
-    device, services = phone
-    app = tmp_path / "MeltBench.sh"  # the app contract, with this machine's llama-bench inside
-    app.write_text((DATA / "MeltBench.sh").read_text().replace(
-        '"$MELT_TEST_LLAMA_BENCH"', shlex.quote(str(llamacpp_build.binaries["llama-bench"]))))
-    device.transport.install(make_app(tmp_path, app))
+    tools = {n: Path(llamacpp_build.binaries[n]) for n in ("llama-bench", "llama-completion")}
+    device, services = virtual_phone(tmp_path, tools)  # the app runs this machine's llama-bench
+    device.transport.install(make_app(tmp_path))
     model = device.stage(tiny_model, category="models")
     driver = LlamaCpp()
     params = {"n_prompt": 16, "n_gen": 8, "repetitions": 2, "threads": 1}
     argv = list(driver.invocation("bench", params, bin_dir="", model_path=model).argv[1:])
-    run = device.run_app(argv, out_dir="melt/out/job1", timeout_s=120, sample_every_s=0.1)
+    run = device.run_app(argv, out_dir="melt/out/job1", timeout_s=120, sample_every_s=0.02)  # a run of ~0.1 s
     assert run.returncode == 0, run.stderr[-500:]
     metrics = driver.parse_metrics("bench", params, run.stdout, run.stderr, run.returncode)
     # what llama-bench printed inside the app: one test object per line, each with
@@ -246,7 +250,7 @@ def test_benchmark_app_runs_llama_bench_and_melt_reads_it(phone, tmp_path, llama
     assert times and times == sorted(times) and times[-1] <= run.duration_s
     energy = energy_impact_metrics(run.samples)
     assert energy["energy_impact_note"] == ENERGY_NOTE and not any(k.endswith("_j") for k in energy)
-    assert ("launch", ["--melt-out", "melt/out/job1", "--", *argv]) in services.calls
+    services.stop()
 
 
 def test_ios_app_build_says_what_is_missing_here(tmp_path):
