@@ -86,7 +86,8 @@ def read_chunk(payload: bytes | str) -> Chunk:
         raise ChunkError("choices is not a list of objects")
     content, finish = "", None
     for choice in choices[:1]:  # one answer per request (n = 1)
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta")
+        delta = {} if delta is None else delta
         if not isinstance(delta, dict):
             raise ChunkError("delta is not an object")
         text = delta.get("content")
