@@ -77,6 +77,25 @@ class EndpointDevice(Device):
                                     max_response_bytes=ep.max_response_bytes, retries=ep.retries,
                                     retry_backoff_s=ep.retry_backoff_s, max_concurrency=ep.max_concurrency)
 
+    def health(self) -> dict[str, Any]:
+        """Whether it answers ``GET /models`` with this key: ``{"answers": True, "rtt_ms": ...}``.
+
+        Raises :class:`MeltError` (the key scrubbed) when it does not.
+        """
+        import http.client
+
+        from melt.errors import JobFailed
+        from melt.runner.endpoint_executor import scrub
+
+        try:
+            rtts = self.client(stall_timeout_s=10.0).round_trip_s(1, path="/models")
+        except JobFailed as exc:
+            raise MeltError(scrub(exc.reason, self._api_key)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise MeltError(scrub(f"{self.name} does not answer: {exc or type(exc).__name__}",
+                                  self._api_key)) from None
+        return {"answers": True, "rtt_ms": round(1000 * rtts[0], 3)}
+
     def workdir(self) -> str:
         raise MeltError(f"{self.name} is a remote endpoint: it has no working folder")
 

@@ -100,3 +100,18 @@ def test_garbage_gives_a_chunk_or_a_chunk_error(value):
 def test_retry_after_is_bounded():
     assert retry_after_s("2") == 2.0 and retry_after_s("9999") == 60.0
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") is None and retry_after_s("-1") is None
+
+
+def test_health_says_whether_it_answers(monkeypatch):
+    from melt.devices.registry import open_device
+    from melt.errors import MeltError
+    from tests.endpoint.parts import ScriptedServer, free_port
+
+    monkeypatch.setenv("MY_KEY", "sk-secret-value-42")
+    server = ScriptedServer(lambda h, n: None)
+    try:
+        assert open_device(spec(base_url=server.base_url)).health()["answers"] is True
+    finally:
+        server.close()
+    with pytest.raises(MeltError, match="does not answer"):
+        open_device(spec(base_url=f"http://127.0.0.1:{free_port()}/v1")).health()
