@@ -43,6 +43,7 @@ models/gemma3-270m-q2_k.gguf: $(VENV)/.installed
 
 PHONE := 127.0.0.1:15555
 JETSON := 127.0.0.1:15022
+IPHONE := 127.0.0.1:15556
 # The demo's virtual phone reports this machine's ABI and runs the host build
 # natively, which keeps `make demo` to one llama.cpp build. PHONE_ABI=arm64-v8a
 # gives it a phone's ABI: the arm64 cross build (a few more minutes, cached)
@@ -73,7 +74,13 @@ demo: venv deps
 	$(MELT) run experiments/quickstart-jetson.yaml || { $(MELT) virtual stop $(JETSON); exit 1; }
 	$(MELT) virtual stop $(JETSON)
 	$(MELT) results show latest
-	$(MELT) report $$($(MELT) results list --json | $(PY) -c 'import json,sys; print(" ".join(r["run_id"] for r in json.load(sys.stdin)[-3:]))') -o results/report.html
+	@# and on melt's virtual iPhone, through melt's app (its results are simulated)
+	$(MELT) virtual stop $(IPHONE) >/dev/null 2>&1 || true
+	$(MELT) virtual start ios --port 15556 --detach
+	$(MELT) run experiments/quickstart-ios.yaml || { $(MELT) virtual stop $(IPHONE); exit 1; }
+	$(MELT) virtual stop $(IPHONE)
+	$(MELT) results show latest
+	$(MELT) report $$($(MELT) results list --json | $(PY) -c 'import json,sys; print(" ".join(r["run_id"] for r in json.load(sys.stdin)[-4:]))') -o results/report.html
 	@echo
 	@echo "Results are in ./results/ (melt results list); the report: results/report.html"
 

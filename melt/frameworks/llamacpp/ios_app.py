@@ -33,14 +33,15 @@ def build_ios_app(llama_dir: Path, team_id: str, *, out: Path | None = None,
     """Configure and build the app; returns the signed ``MeltBench.app`` folder.
 
     Raises :class:`BuildError` for a missing toolchain, a llama.cpp tree
-    without llama-bench, an empty team id, or a failed build (with its last line).
+    without llama-bench or llama-completion, an empty team id, or a failed build (with its last line).
     """
     problems = missing_toolchain()
     if problems:
         raise BuildError("the iPhone benchmark app needs " + ", ".join(problems))
     llama_dir = Path(llama_dir)
-    if not (llama_dir / "tools" / "llama-bench" / "llama-bench.cpp").is_file():
-        raise BuildError(f"not a llama.cpp source tree (no tools/llama-bench): {llama_dir}")
+    for tool in ("llama-bench/llama-bench.cpp", "completion/completion.cpp"):
+        if not (llama_dir / "tools" / tool).is_file():
+            raise BuildError(f"not a llama.cpp source tree (no tools/{tool}): {llama_dir}")
     if not team_id.strip():
         raise BuildError("an Apple development team id is needed to sign the app")
     src = recipe_dir() / "ios"
