@@ -45,6 +45,7 @@ class FakePhone:
     sample_s: float = 0.3  # the energy monitor's sampling interval
     others: list[int] = field(default_factory=list)  # further processes every sample reports, first
     tunnel: bool = True  # tunneld keeps a RemoteXPC tunnel to it (iOS 17+ reach DVT only so)
+    screen_locked: bool = False  # paired, but DVT refuses to launch an app until it is unlocked
 
     @property
     def values(self) -> dict[str, Any]:
@@ -96,6 +97,24 @@ class FakeLibrary:
             async def __aexit__(self, *exc: Any) -> None:
                 return None
 
+        class PasswordRequiredError(Exception):
+            """pymobiledevice3.exceptions' name for a phone that wants its passcode first."""
+
+        class ProcessControl:
+            def __init__(self, dvt: DvtProvider):
+                self.phone = dvt.phone
+
+            async def __aenter__(self) -> "ProcessControl":
+                return self
+
+            async def __aexit__(self, *exc: Any) -> None:
+                return None
+
+            async def launch(self, bundle_id: str, arguments: list[str], environment: dict[str, str]) -> int:
+                if self.phone.screen_locked:
+                    raise PasswordRequiredError("device is locked")
+                return 4242
+
         class EnergyMonitor:
             def __init__(self, dvt: DvtProvider, pids: list[int]):
                 self.phone, self.pids = dvt.phone, [*dvt.phone.others, *pids]
@@ -135,6 +154,10 @@ class FakeLibrary:
             "pymobiledevice3.services.dvt.instruments": _package("pymobiledevice3.services.dvt.instruments"),
             "pymobiledevice3.services.dvt.instruments.dvt_provider": _module(
                 "pymobiledevice3.services.dvt.instruments.dvt_provider", DvtProvider=DvtProvider),
+            "pymobiledevice3.exceptions": _module("pymobiledevice3.exceptions",
+                                                  PasswordRequiredError=PasswordRequiredError),
+            "pymobiledevice3.services.dvt.instruments.process_control": _module(
+                "pymobiledevice3.services.dvt.instruments.process_control", ProcessControl=ProcessControl),
             "pymobiledevice3.services.dvt.instruments.energy_monitor": _module(
                 "pymobiledevice3.services.dvt.instruments.energy_monitor", EnergyMonitor=EnergyMonitor),
         }

@@ -263,3 +263,24 @@ def test_ios_app_build_says_what_is_missing_here(tmp_path):
         pytest.skip("this machine may really build it")
     with pytest.raises(BuildError, match="macOS with Xcode"):
         build_ios_app(tmp_path, "TEAM")
+
+
+def test_pymobiledevice3_launch_needs_the_tunnel_from_ios_17(monkeypatch):
+    from melt.transports.ios import TUNNEL_HINT, TunnelMissing
+
+    udid = plistlib.loads(LOCKDOWN.read_bytes())["Value"]["UniqueDeviceID"]  # an iOS 17.5.1 phone
+    FakeLibrary([FakePhone(LOCKDOWN, tunnel=False)]).install(monkeypatch)
+    with pytest.raises(TunnelMissing, match="^tunnel missing: iOS 17.5.1") as err:
+        Pymobiledevice3Services().launch(udid, BUNDLE, ["--melt-out", "melt/out/1"], {})
+    assert TUNNEL_HINT in str(err.value)
+    FakeLibrary([FakePhone(LOCKDOWN, tunnel=True)]).install(monkeypatch)
+    assert Pymobiledevice3Services().launch(udid, BUNDLE, [], {}) == 4242  # through the tunnel
+
+
+def test_pymobiledevice3_on_a_locked_phone_is_device_locked(monkeypatch):
+    from melt.transports.ios import DeviceLocked
+
+    udid = plistlib.loads(LOCKDOWN.read_bytes())["Value"]["UniqueDeviceID"]
+    FakeLibrary([FakePhone(LOCKDOWN, screen_locked=True)]).install(monkeypatch)
+    with pytest.raises(DeviceLocked, match="^device locked: the iPhone is locked"):
+        Pymobiledevice3Services().launch(udid, BUNDLE, [], {})

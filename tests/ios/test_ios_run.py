@@ -204,3 +204,23 @@ def test_cooldown_that_never_comes_fails_the_job(here):
         assert code == 3 and records[0]["reason"].startswith("cool-down failed: still critical")
     finally:
         phone.stop()
+
+
+def test_melt_virtual_start_ios_detaches_lists_and_stops(tmp_path):
+    state = tmp_path / "state"
+    config = str(REPO / "device_configs" / "virtual-iphone.yaml")
+    started = CliRunner().invoke(cli, ["virtual", "start", "ios", "--detach", "--port", "0", "--config", config,
+                                       "--state-dir", str(state)])
+    assert started.exit_code == 0, started.output
+    address = started.output.strip().splitlines()[-1]
+    try:
+        listed = json.loads(CliRunner().invoke(cli, ["virtual", "list", "--json", "--state-dir", str(state)]).output)
+        assert [(p["address"], p["kind"]) for p in listed] == [(address, "ios")]
+        from melt.transports.ios_wire import LoopbackIosServices
+
+        info = LoopbackIosServices(address).list_devices()
+        assert info[0]["simulated"] is True and info[0]["ios_version"] == "17.5.1"
+    finally:
+        stopped = CliRunner().invoke(cli, ["virtual", "stop", address, "--state-dir", str(state)])
+    assert stopped.exit_code == 0 and f"stopped {address}" in stopped.output
+    assert json.loads(CliRunner().invoke(cli, ["virtual", "list", "--json", "--state-dir", str(state)]).output) == []
