@@ -192,11 +192,11 @@ class Scripted(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
-        for e in events:
+        for i, e in enumerate(events):
+            if gap_s and i:
+                time.sleep(gap_s)  # between events: the last one ends the answer
             self.wfile.write(e)
             self.wfile.flush()
-            if gap_s:
-                time.sleep(gap_s)
         self.close_connection = True
 
 
