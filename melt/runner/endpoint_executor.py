@@ -90,6 +90,8 @@ class EndpointExecutor:
             raise JobFailed(scrub(exc.reason, device.api_key) + retries) from None
         except MeltError as exc:  # a stream over its bound, ...
             raise JobFailed(scrub(str(exc), device.api_key)) from None
+        except Exception as exc:  # noqa: BLE001 - a bug: its message may hold what a server sent
+            raise RuntimeError(scrub(f"{type(exc).__name__}: {exc}", device.api_key)) from None
         duration = time.monotonic() - t0
         metrics, missing, notes = endpoint_metrics(transcript)
         missing.update(absent_metrics(transcript.get("kind", job.kind)))

@@ -152,3 +152,18 @@ def test_a_non_served_workload_is_refused_on_an_endpoint(tmp_path, key):
                                workloads=[{"name": "b", "kind": "bench", "n_prompt": 8, "n_gen": 4}])
     (job,) = jobs
     assert job["status"] == "failed" and "remote endpoint" in job["reason"] and "bench" in job["reason"]
+
+
+def test_an_internal_error_keeps_the_key_out_of_its_reason_and_traceback(tmp_path, key, monkeypatch):
+    import melt.frameworks.llamacpp.served as served
+
+    def broken(kind, params, client):
+        raise ValueError(f"unexpected header Authorization: Bearer {KEY}")
+
+    monkeypatch.setattr(served, "run_endpoint_client", broken)
+    jobs, _ = run_against(tmp_path, lambda h, n: h.stream(good_stream(3)))
+    (job,) = jobs
+    assert job["status"] == "failed" and "internal error" in job["reason"] and "***" in job["reason"]
+    tracebacks = list((tmp_path / "results").rglob("melt-traceback.txt"))
+    assert tracebacks and "ValueError" in tracebacks[0].read_text()
+    assert_key_nowhere(tmp_path / "results", job["reason"])
