@@ -84,6 +84,11 @@ _EXACT: dict[str, int] = {
     "delta_p_rms": LOWER_IS_BETTER,
     "ppl_ratio": LOWER_IS_BETTER,  # quantized / reference: 1 is no loss
     "same_top_p": HIGHER_IS_BETTER,  # % of tokens whose top choice matches the reference
+    "energy_impact_mean": LOWER_IS_BETTER,  # iOS's unitless energy-impact score
+    "energy_impact_max": LOWER_IS_BETTER,
+    "energy_impact_samples": NO_DIRECTION,
+    "thermal_level_start": NO_DIRECTION,  # iOS's thermal state where the job started
+    "thermal_level_end": LOWER_IS_BETTER,
 }
 
 # (prefix or suffix, direction), first match wins.
@@ -130,6 +135,8 @@ _LABELS: dict[str, str] = {
     "delta_p_rms": "RMS Δp",
     "ppl_ratio": "PPL ratio",
     "scored_tokens": "scored tokens",
+    "energy_impact_mean": "energy impact (unitless)",
+    "energy_impact_max": "max energy impact (unitless)",
 }
 
 

@@ -224,3 +224,12 @@ def test_melt_virtual_start_ios_detaches_lists_and_stops(tmp_path):
         stopped = CliRunner().invoke(cli, ["virtual", "stop", address, "--state-dir", str(state)])
     assert stopped.exit_code == 0 and f"stopped {address}" in stopped.output
     assert json.loads(CliRunner().invoke(cli, ["virtual", "list", "--json", "--state-dir", str(state)]).output) == []
+
+
+def test_energy_impact_is_judged_as_a_unitless_lower_is_better_score():
+    from melt.analysis.metrics import direction, is_known_metric, label
+
+    assert direction("energy_impact_mean") == direction("energy_impact_max") == -1
+    assert direction("energy_impact_samples") == direction("thermal_level_start") == 0
+    assert "unitless" in label("energy_impact_mean") and "J" not in label("energy_impact_mean")
+    assert is_known_metric("energy_impact_mean")  # melt compare --metric accepts it
