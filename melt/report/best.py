@@ -14,12 +14,12 @@ import pandas as pd
 
 from melt.analysis.metrics import QUALITY_METRICS, direction, format_value, label
 from melt.labels import parse_labels
+from melt.report.tradeoff import HOST_REFERENCE, QUALITY_AXES, quality_reference
 
-#: (criterion, metrics tried in order); the first metric some cell has is the one judged
+#: (criterion, metric): judged over every cell that has the metric
 CRITERIA = (
-    ("Fastest", ("decode_tps",)),
-    ("Least energy per token", ("energy_per_token_decode_j",)),
-    ("Best quality", ("kld_mean", "perplexity")),
+    ("Fastest", "decode_tps"),
+    ("Least energy per token", "energy_per_token_decode_j"),
 )
 
 #: At most this many cells are named as not told apart from a winner.
@@ -62,9 +62,43 @@ def _entry(row: pd.Series, metric: str) -> dict[str, Any]:
             "value": format_value(metric, float(row[metric])), "interval": _interval_text(row, metric)}
 
 
+def _judge(criterion: str, metric_label: str, table: pd.DataFrame, metric: str) -> dict[str, Any] | None:
+    if metric not in table.columns or table[metric].isna().all():
+        return None
+    have = table.dropna(subset=[metric])
+    ordered = have.iloc[(have[metric].astype(float).to_numpy() * -direction(metric)).argsort(kind="stable")]
+    best = ordered.iloc[0]
+    lo, hi = interval(best, metric)
+    close = []
+    for _, r in ordered.iloc[1:].iterrows():
+        lo2, hi2 = interval(r, metric)
+        if lo2 <= hi and lo <= hi2:
+            close.append(r)
+    return {"criterion": criterion, "metric": metric_label, "best": _entry(best, metric),
+            "close": [_entry(r, metric) for r in close[:MAX_CLOSE]], "more": max(0, len(close) - MAX_CLOSE)}
+
+
+def _quality_groups(table: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    """Quality cells by the reference they were measured against, which is what makes them
+    comparable. Left out: ``host`` references (the same file on this machine's build checks
+    the device's build, not a variant's loss) and a reference measured against itself."""
+    cells = table[table["kind"] == "quality"] if "kind" in table.columns else table
+    groups: dict[str | None, list[Any]] = {}
+    for idx, r in cells.iterrows():
+        ref = quality_reference(r)
+        if ref == HOST_REFERENCE or (ref is not None and ref == str(r.get("model"))):
+            continue
+        groups.setdefault(ref, []).append(idx)
+    return [(ref, cells.loc[idx]) for ref, idx in groups.items()]
+
+
 def best_per_criterion(table: pd.DataFrame, tradeoffs: Sequence[dict[str, Any]] = ()
                        ) -> list[dict[str, Any]]:
     """One row per criterion some cell can answer, then one per Pareto front.
+
+    *Best quality* is judged per reference (one row for each model the
+    quality cells were measured against; see :func:`_quality_groups`), by
+    KLD mean, else perplexity.
 
     Each row: ``criterion``, ``metric`` (its label), ``best`` (``name``,
     ``labels``, ``anchor``, ``value``, ``interval``) and ``close``: the cells
@@ -73,24 +107,12 @@ def best_per_criterion(table: pd.DataFrame, tradeoffs: Sequence[dict[str, Any]] 
     ``front`` (the variants on it) instead of ``best``. ``tradeoffs`` are the
     charts of :func:`melt.report.tradeoff.tradeoff_views`.
     """
-    rows: list[dict[str, Any]] = []
-    for criterion, metrics in CRITERIA:
-        metric = next((m for m in metrics if m in table.columns and table[m].notna().any()), None)
-        if metric is None:
-            continue
-        have = table.dropna(subset=[metric])
-        sign = direction(metric)
-        ordered = have.iloc[(have[metric].astype(float).to_numpy() * -sign).argsort(kind="stable")]
-        best = ordered.iloc[0]
-        lo, hi = interval(best, metric)
-        close = []
-        for _, r in ordered.iloc[1:].iterrows():
-            lo2, hi2 = interval(r, metric)
-            if lo2 <= hi and lo <= hi2:
-                close.append(r)
-        rows.append({"criterion": criterion, "metric": label(metric), "best": _entry(best, metric),
-                     "close": [_entry(r, metric) for r in close[:MAX_CLOSE]],
-                     "more": max(0, len(close) - MAX_CLOSE)})
+    rows = [_judge(criterion, label(metric), table, metric) for criterion, metric in CRITERIA]
+    for ref, cells in _quality_groups(table):
+        metric = next((m for m in QUALITY_AXES if m in cells.columns and cells[m].notna().any()), None)
+        if metric is not None:
+            rows.append(_judge("Best quality", label(metric) + (f" from {ref}" if ref else ""), cells, metric))
+    rows = [r for r in rows if r is not None]
     for chart in tradeoffs:
         rows.append({"criterion": "Pareto set", "metric": chart["title"], "front": list(chart["front"]),
                      "close": [], "more": 0})

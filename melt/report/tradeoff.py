@@ -2,15 +2,19 @@
 
 A *variant* is one framework, model and quantization on one device. Its
 speed comes from its bench/generate cells (the median of the repetitions and
-its bootstrap 95 % interval), its quality from its ``quality`` cell
-(``kld_mean`` when every variant of the device has one, else ``perplexity``,
-with the evaluation's own ``_u95``). A variant is on the front when no other
+its bootstrap 95 % interval), its quality from its ``quality`` cell against
+the device's common reference (a model before ``host``: the same file on this
+machine's build scores every variant near 0), ``kld_mean`` when at least two
+variants have one (the others are left out and named), else ``perplexity``,
+with the evaluation's own ``_u95``. A variant is on the front when no other
 variant of the device is at least as good on both axes and better on one.
 Strings reaching a figure go through :func:`melt.report.figures.text`.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Any, Sequence
 
 import pandas as pd
@@ -42,6 +46,29 @@ def pareto_front(points: Sequence[tuple[float, float]], directions: tuple[int, i
     return out
 
 
+#: A quality job's ``reference`` that is the same model file on this machine's build: it checks
+#: the device's build, not how much a variant loses, so it ranks below any model reference.
+HOST_REFERENCE = "host"
+
+
+def quality_reference(row: pd.Series | dict[str, Any]) -> str | None:
+    """The ``reference`` parameter of a quality cell (``host``, a model's name) or None."""
+    params = row.get("params")
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            return None
+    ref = params.get("reference") if isinstance(params, dict) else None
+    return None if ref is None else str(ref)
+
+
+def common_reference(quality_rows: pd.DataFrame) -> str | None:
+    """The reference that most quality cells were measured against, a model before ``host``."""
+    refs = Counter(quality_reference(r) for _, r in quality_rows.iterrows())
+    return max(refs, key=lambda ref: (ref != HOST_REFERENCE, refs[ref], str(ref))) if refs else None
+
+
 def _variant(row: pd.Series) -> str:
     parts = [row.get("model"), row.get("quantization")]
     return " ".join(str(p) for p in parts if p and p == p)
@@ -59,7 +86,9 @@ def _first(rows: pd.DataFrame, metric: str) -> pd.Series | None:
 def variant_points(table: pd.DataFrame) -> list[dict[str, Any]]:
     """One entry per (run, device) with at least two variants that have speed and quality.
 
-    Each entry: ``device``, ``run_label``, ``quality`` (the axis metric),
+    Each entry: ``device``, ``run_label``, ``quality`` (the axis metric), ``reference``
+    (what every variant's quality was measured against: :func:`common_reference`),
+    ``left_out`` (variants without that axis' metric against it),
     ``variants`` (``name``, the quality value and ``u95``, and per speed axis
     its median, ``ci_low``, ``ci_high``). ``table`` is the report's summary
     table (one row per cell).
@@ -73,6 +102,9 @@ def variant_points(table: pd.DataFrame) -> list[dict[str, Any]]:
         speed_rows = dev_rows[dev_rows["kind"] != "quality"]
         if quality_rows.empty or speed_rows.empty:
             continue
+        # every point of a chart is measured against one reference
+        ref = common_reference(quality_rows)
+        quality_rows = quality_rows[[quality_reference(r) == ref for _, r in quality_rows.iterrows()]]
         variants = []
         for vkey, q in quality_rows.groupby(keys[2:], sort=True, dropna=False):
             match = speed_rows
@@ -87,16 +119,21 @@ def variant_points(table: pd.DataFrame) -> list[dict[str, Any]]:
                                               "ci_high": float(r[f"{metric}_ci_high"])}
             if entry["speed"]:
                 variants.append(entry)
+        # the first axis at least two variants have; a variant without it (a reference with
+        # another tokenizer has no KLD) is left out of the chart and named under it
         axis = next((m for m in QUALITY_AXES
-                     if variants and all(_first(v["quality_rows"], m) is not None for v in variants)), None)
-        if axis is None or len(variants) < 2:
+                     if sum(_first(v["quality_rows"], m) is not None for v in variants) >= 2), None)
+        if axis is None:
             continue
+        left_out = [v["name"] for v in variants if _first(v["quality_rows"], axis) is None]
+        variants = [v for v in variants if _first(v["quality_rows"], axis) is not None]
         for v in variants:
             r = _first(v.pop("quality_rows"), axis)
             u = r.get(f"{axis}_u95") if r is not None else None
             v["quality"] = float(r[axis])
             v["u95"] = float(u) if u is not None and u == u else None
-        out.append({"device": device, "run_label": run_label, "quality": axis, "variants": variants})
+        out.append({"device": device, "run_label": run_label, "quality": axis, "reference": ref,
+                    "variants": variants, "left_out": left_out})
     return out
 
 
@@ -113,20 +150,23 @@ def tradeoff_views(table: pd.DataFrame) -> tuple[list[dict[str, Any]], list[str]
             on = pareto_front([(v["speed"][metric]["median"], v["quality"]) for v in have],
                               (direction(metric), direction(qm)))
             front = [v["name"] for v, f in zip(have, on) if f]
-            title = f"{label(metric)} against {label(qm)} on {where}"
+            versus = f"{label(qm)} from {group['reference']}" if group["reference"] else label(qm)
+            title = f"{label(metric)} against {versus} on {where}"
             ident = f"tradeoff-{part}-{len(charts)}"
             charts.append({"id": ident, "title": title, "front": front,
-                           "figure": _figure(have, on, metric, qm, where)})
+                           "figure": _figure(have, on, metric, qm, where, group["reference"])})
             better = "faster" if direction(metric) > 0 else "more frugal"
-            sentences.append(f"{where}, {label(metric)} against {label(qm)}: "
+            sentences.append(f"{where}, {label(metric)} against {versus}: "
                              f"{', '.join(front)} {'is' if len(front) == 1 else 'are'} on the front "
                              f"(no other variant is both {better} and closer to the reference"
-                             f"{'' if qm.startswith('kld') else ' text'}).")
+                             f"{'' if qm.startswith('kld') else ' text'})"
+                             + (f"; left out, without a {label(qm)} against {group['reference']}: "
+                                f"{', '.join(group['left_out'])}" if group["left_out"] else "") + ".")
     return charts, sentences
 
 
 def _figure(variants: list[dict[str, Any]], on: list[bool], metric: str, qm: str,
-            where: str) -> dict[str, Any]:
+            where: str, reference: str | None) -> dict[str, Any]:
     # a point's name is written towards the middle of the chart, so the edges do not cut it
     middle = (min(v["quality"] for v in variants) + max(v["quality"] for v in variants)) / 2
 
@@ -156,7 +196,8 @@ def _figure(variants: list[dict[str, Any]], on: list[bool], metric: str, qm: str
     unit = "J/token" if metric.endswith("_j") else "tokens/s"
     return {"data": data, "layout": {
         "title": {"text": f"{text(label(metric))} against {text(label(qm))}"
-                          f"<br><sub>{text(shorten(where, 80))}</sub>"},
+                          f"<br><sub>{text(shorten(where, 60))}"
+                          f"{' · reference ' + text(shorten(reference, 40)) if reference else ''}</sub>"},
         "height": 420, "margin": {"l": 60, "r": 20, "t": 60, "b": 40},
         "xaxis": {"title": {"text": f"{label(qm)} (lower is closer to the reference)"}},
         "yaxis": {"title": {"text": f"{label(metric)} ({unit})"}},

@@ -51,24 +51,48 @@ def test_no_criterion_without_its_metric():
     assert best_per_criterion(pd.DataFrame([{"run_id": "r", "cell_id": "c", "decode_tps": float("nan")}])) == []
 
 
+def test_no_best_quality_from_a_host_reference_or_the_reference_itself():
+    def q(model: str, ref: str, kld: float) -> dict:
+        return {**row(model, float("nan"), float("nan"), float("nan")), "kind": "quality",
+                "params": {"reference": ref}, "kld_mean": kld, "kld_mean_ci_low": kld, "kld_mean_ci_high": kld}
+    table = pd.DataFrame([q("src", "host", 0.0), q("a", "host", 0.0), q("src", "src", 0.0),
+                          q("a", "src", 0.03), q("b", "src", 0.01), q("c", "other", 0.2)])
+    quality = [r for r in best_per_criterion(table) if r["criterion"] == "Best quality"]
+    assert [(r["metric"], r["best"]["name"].split(" · ")[2]) for r in quality] == [
+        ("KLD mean from src", "b"), ("KLD mean from other", "c")]
+
+
+#: (model, quantization, decode tok/s, W while decoding, KLD against the Q4_K_M source)
+LADDER = (("gemma3-270m-q8_0", "Q8_0", 30.0, 4.2, 0.004), ("gemma3-270m-q4_k_m", "Q4_K_M", 42.0, 4.0, 0.0),
+          ("gemma3-270m-q2_k", "Q2_K", 45.0, 3.0, 0.40))
+
+
 def test_the_report_leads_with_the_best_per_criterion(tmp_path):
-    ladder = (("Q8_0", 30.0, 4.2, 0.004), ("Q4_K_M", 42.0, 4.0, 0.03), ("Q2_K", 45.0, 3.0, 0.40))
     cells = []
-    for quant, tps, power, kld in ladder:
-        bench = syn.Cell(device="virtual-phone", model="gemma-3-270m", quantization=quant, decode_tps=tps,
+    for model, quant, tps, power, kld in LADDER:
+        bench = syn.Cell(device="virtual-phone", model=model, quantization=quant, decode_tps=tps,
                          power_w=power)
-        cells += [bench, syn.renamed(bench, workload="quality", kind="quality", kld_mean=kld,
-                                     params={"quality_reference": "source", "n_ctx": 128, "chunks": 4})]
+        cells += [bench,
+                  syn.renamed(bench, workload="vs-source", kind="quality", kld_mean=kld,
+                              params={"reference": "gemma3-270m-q4_k_m", "ctx": 128, "chunks": 4}),
+                  syn.renamed(bench, workload="vs-host", kind="quality", kld_mean=0.0,
+                              params={"reference": "host", "ctx": 128, "chunks": 4})]
     run = syn.make_run(ResultsStore(tmp_path / "results"), cells, repetitions=3, noise=0.002, seed=5)
     html = build_report([run], tmp_path / "r.html").path.read_text(encoding="utf-8")
     assert html.index('id="best"') < html.index('id="summary"')
     body = re.search(r'<table id="best-table">.*?</table>', html, re.S).group(0)
-    rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr data-criterion="([^"]+)">(.*?)</tr>', body, re.S)}
-    assert set(rows) == {"Fastest", "Least energy per token", "Best quality", "Pareto set"}
-    assert "gemma-3-270m Q2_K · bench" in rows["Fastest"]  # 45 tok/s
-    assert "gemma-3-270m Q2_K · bench" in rows["Least energy per token"]  # 3 W / 45 tok/s
-    assert "gemma-3-270m Q8_0 · quality" in rows["Best quality"]  # KLD 0.004
-    assert "evaluation&#39;s ±" in rows["Best quality"]
-    assert all('<span class="sim">simulated</span>' in r for c, r in rows.items() if c != "Pareto set")
-    # the front of speed against KLD: each variant is faster or closer than the others
-    assert "gemma-3-270m Q8_0" in rows["Pareto set"] and "gemma-3-270m Q2_K" in rows["Pareto set"]
+    rows = [(m.group(1), m.group(2)) for m in re.finditer(r'<tr data-criterion="([^"]+)">(.*?)</tr>', body, re.S)]
+    by = dict(rows)
+    assert [c for c, _ in rows] == ["Fastest", "Least energy per token", "Best quality", "Pareto set", "Pareto set"]
+    assert "gemma3-270m-q2_k Q2_K · bench" in by["Fastest"]  # 45 tok/s
+    assert "gemma3-270m-q2_k Q2_K · bench" in by["Least energy per token"]  # 3 W / 45 tok/s
+    # against the source, not against the same file on the host (0 for every variant)
+    assert "KLD mean from gemma3-270m-q4_k_m" in by["Best quality"]
+    assert "gemma3-270m-q8_0 Q8_0 · vs-source" in by["Best quality"]  # KLD 0.004
+    assert "evaluation&#39;s ±" in by["Best quality"] and "vs-host" not in by["Best quality"]
+    assert all('<span class="sim">simulated</span>' in r for c, r in rows if c != "Pareto set")
+    # the source itself (KLD 0) is faster than Q8_0: Q8_0 is off both fronts
+    front = [r for c, r in rows if c == "Pareto set"]
+    assert all("gemma3-270m-q2_k Q2_K" in r and "gemma3-270m-q4_k_m Q4_K_M" in r and "q8_0" not in r
+               for r in front)
+    assert all("from gemma3-270m-q4_k_m on virtual-phone" in r for r in front)

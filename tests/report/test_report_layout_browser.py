@@ -38,7 +38,7 @@ def demo_cells() -> list[syn.Cell]:
             out += [bench, gen]
             if device == "virtual-phone":
                 out.append(syn.renamed(bench, workload="quality", kind="quality", kld_mean=kld,
-                                       params={"quality_reference": "source", "n_ctx": 128, "chunks": 4}))
+                                       params={"reference": "gemma-3-270m-q4_k_m", "ctx": 128, "chunks": 4}))
     out.append(syn.Cell(device="virtual-phone", model=LONG_MODEL, quantization="Q4_K_M", decode_tps=25.0,
                         prefill_tps=300.0))
     return out

@@ -114,3 +114,31 @@ def test_the_tradeoff_chart_draws_in_chromium(browser_context, report):
     assert chart.locator("g.scatterlayer path.js-line").count() >= 1
     assert chart.locator("g.legend").count() == 1 and not errors
     page.close()
+
+
+def test_the_chart_uses_one_model_reference_and_names_who_has_no_kld(tmp_path):
+    """Against ``host`` every variant scores KLD 0 (it checks the build): the model reference wins,
+    and a variant with another tokenizer (perplexity only) is left out and named."""
+    cells = []
+    for quant, tps, _, kld in VARIANTS[:3]:
+        bench = syn.Cell(device="pixel-8", model="gemma-3-270m", quantization=quant, decode_tps=tps)
+        cells += [bench,
+                  syn.renamed(bench, workload="vs-source", kind="quality", kld_mean=kld,
+                              params={"reference": "gemma-3-270m-f16", "ctx": 128, "chunks": 4}),
+                  syn.renamed(bench, workload="vs-host", kind="quality", kld_mean=0.0,
+                              params={"reference": "host", "ctx": 128, "chunks": 4})]
+    other = syn.Cell(device="pixel-8", model="smollm2-135m", quantization="Q4_1", decode_tps=40.0)
+    cells += [other, syn.renamed(other, workload="vs-source", kind="quality", kld_mean=None,
+                                 params={"reference": "gemma-3-270m-f16", "ctx": 128, "chunks": 4})]
+    run = syn.make_run(ResultsStore(tmp_path / "results"), cells, repetitions=2, noise=0.002, seed=4)
+    html = build_report([run], tmp_path / "r.html").path.read_text(encoding="utf-8")
+    figs = json.loads(re.search(r'<script type="application/json" id="melt-figures">(.*?)</script>',
+                                html, re.S).group(1))
+    fig = figs["tradeoff-speed-0"]
+    points = {n.split()[-1]: x for t in fig["data"] if t["name"] != "Pareto front"
+              for n, x in zip(t["text"], t["x"])}
+    assert points == pytest.approx({q: k for q, _, _, k in VARIANTS[:3]}, rel=0.05)  # not the host's zeros
+    assert "reference gemma-3-270m-f16" in fig["layout"]["title"]["text"]
+    sentence = re.search(r'<p class="front-sentence">(.*?)</p>', html, re.S).group(1)
+    assert "KLD mean from gemma-3-270m-f16" in sentence
+    assert "left out, without a KLD mean against gemma-3-270m-f16: smollm2-135m Q4_1" in sentence
