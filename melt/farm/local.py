@@ -174,8 +174,8 @@ def virtual_devices(configs: Path, virtual_state: Path | None = None) -> list[st
     """Names of the device configs in ``configs`` whose virtual device runs now.
 
     A config matches a running virtual device (``melt virtual list``) when it
-    has a ``virtual:`` section and its address (``adb.connect``, or
-    ``ssh.host:ssh.port``) is that device's.
+    has a ``virtual:`` section and its address (``adb.connect``,
+    ``ssh.host:ssh.port`` or ``ios.virtual``) is that device's.
     """
     from melt.config.loader import read_yaml, validate
     from melt.config.specs import DeviceSpec
@@ -190,6 +190,8 @@ def virtual_devices(configs: Path, virtual_state: Path | None = None) -> list[st
         except MeltError:
             continue
         address = spec.adb.connect if spec.adb else f"{spec.ssh.host}:{spec.ssh.port}" if spec.ssh else None
+        if spec.ios is not None and spec.ios.virtual:
+            address = spec.ios.virtual
         if spec.virtual is not None and address in running and spec.name == path.stem:
             names.append(spec.name)
     return names

@@ -233,3 +233,15 @@ def test_energy_impact_is_judged_as_a_unitless_lower_is_better_score():
     assert direction("energy_impact_samples") == direction("thermal_level_start") == 0
     assert "unitless" in label("energy_impact_mean") and "J" not in label("energy_impact_mean")
     assert is_known_metric("energy_impact_mean")  # melt compare --metric accepts it
+
+
+def test_melt_farm_up_finds_a_running_virtual_iphone(here):
+    """`melt farm up` starts a worker per running virtual device: the iPhone is one of them."""
+    from melt.farm.local import virtual_devices
+
+    phone = start_iphone(here)
+    try:
+        assert virtual_devices(here / "device_configs", here / "state") == ["virtual-iphone"]
+    finally:
+        phone.stop()
+    assert virtual_devices(here / "device_configs", here / "state") == []
