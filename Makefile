@@ -6,12 +6,13 @@ VENV   ?= .venv
 MELT   := $(VENV)/bin/melt
 PY     := $(VENV)/bin/python
 
-.PHONY: demo demo-quality test bench deps venv clean help
+.PHONY: demo demo-quality demo-offload test bench deps venv clean help
 
 help:
 	@echo "make demo   run Gemma 3 270M on this machine and on the virtual phone (about 10 min)"
 	@echo "            (PHONE_ABI=arm64-v8a: the phone runs the arm64 build under qemu-user)"
 	@echo "make demo-quality   speed, energy and quality of Gemma at Q8_0, Q4_K_M and Q2_K on the virtual phone"
+	@echo "make demo-offload   Gemma on the virtual phone against the same model behind a loopback OpenAI-compatible endpoint"
 	@echo "make test   run the tests (installs what they need)"
 	@echo "make bench  benchmarks of melt itself (figures: docs/benchmarks.md)"
 
@@ -94,6 +95,23 @@ demo-quality: venv deps models/gemma3-270m-q8_0.gguf models/gemma3-270m-q2_k.ggu
 	-@adb disconnect $(PHONE) >/dev/null 2>&1
 	$(MELT) results show latest
 	$(MELT) report latest -o results/quality-report.html
+
+# optional, after `make demo`: on the phone or offloaded (docs/endpoints.md). The endpoint is
+# melt's llama-server build on loopback with a fresh API key, read into the variable its config names.
+ENDPOINT := 127.0.0.1:18080
+demo-offload: venv deps
+	$(MELT) build
+	$(MELT) virtual stop $(PHONE) >/dev/null 2>&1 || true
+	$(MELT) virtual stop $(ENDPOINT) >/dev/null 2>&1 || true
+	$(MELT) virtual start android --port 15555 --abi $(PHONE_ABI) --detach
+	$(MELT) virtual start endpoint --port 18080 --detach || { $(MELT) virtual stop $(PHONE); exit 1; }
+	MELT_LOOPBACK_KEY="$$($(MELT) virtual key 18080)" $(MELT) run experiments/offload.yaml \
+		|| { $(MELT) virtual stop $(PHONE); $(MELT) virtual stop $(ENDPOINT); exit 1; }
+	$(MELT) virtual stop $(ENDPOINT)
+	$(MELT) virtual stop $(PHONE)
+	-@adb disconnect $(PHONE) >/dev/null 2>&1
+	$(MELT) results show latest
+	$(MELT) report latest -o results/offload-report.html
 
 test: $(VENV)/.installed-test deps
 	$(VENV)/bin/pytest -q
