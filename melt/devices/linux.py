@@ -4,24 +4,32 @@ The same runner, sampler and results as a phone: only the transport differs.
 Files are staged content-addressed like on a phone: a manifest in the work
 dir maps each staged path to the sha256 and size pushed there, and a file
 whose entry matches (and whose size on the board still agrees) is not sent
-again. On a Jetson the power mode (``nvpmodel -q``) and whether
+again. :meth:`LinuxDevice.stream` runs a long command (a build) in the
+background and hands its output over line by line while it runs. On a Jetson the power mode (``nvpmodel -q``) and whether
 ``jetson_clocks`` pins the clocks are part of the device's properties.
 """
 
 from __future__ import annotations
 
 import shlex
+import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from melt.config.specs import DeviceSpec
 from melt.devices.base import Device
 from melt.devices.digest import MISMATCH, check_script, mismatch_reason
-from melt.errors import DeviceUnavailableError, DigestMismatchError, RemoteCommandError
+from melt.errors import CommandTimeout, DeviceUnavailableError, DigestMismatchError, RemoteCommandError
 from melt.runner.models import sha256_file
 from melt.transports.ssh import SshTransport
 
 MANIFEST = ".melt-manifest"
+#: bytes of a streamed command's log read per poll, and the longest line handed on
+_STREAM_CHUNK = 1 << 20
+_STREAM_LINE = 2000
+_STREAM_TAIL = 200
 
 #: one shell call: the sections :meth:`LinuxDevice.properties` reads
 _PROBE = r"""
@@ -50,6 +58,15 @@ def _sections(text: str) -> dict[str, str]:
         elif current:
             out[current].append(line)
     return {k: "\n".join(v).strip() for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """How a streamed command ended: its exit status and the last lines it printed."""
+
+    returncode: int
+    tail: tuple[str, ...]
+    duration_s: float
 
 
 class LinuxDevice(Device):
@@ -190,3 +207,87 @@ class LinuxDevice(Device):
     @property
     def bytes_pushed(self) -> int:
         return self.transport.bytes_pushed
+
+    # ------------------------------------------------------------ streaming
+
+    def stream(self, script: str, *, log: str, on_line: Callable[[str], None] | None = None,
+               timeout_s: float = 3600.0, poll_s: float = 0.5) -> Streamed:
+        """Run ``script`` on the board with its output appended to ``log``, line by line to ``on_line``.
+
+        The command runs in its own session (``setsid``), so a dropped
+        connection does not stop it; its stdout and stderr go to the board
+        file ``log``, which is read every ``poll_s`` s (at most 1 MiB a read;
+        lines cut at 2000 characters). Past ``timeout_s`` s (or when this call
+        is interrupted) its process group is killed and ``CommandTimeout``
+        raised. Returns its exit status and its last 200 lines.
+        """
+        q = shlex.quote
+        status = f"{log}.{uuid.uuid4().hex[:12]}.status"
+        # a subshell, so an `exit` in the script still leaves the status to be written
+        inner = f"( {script}\n) >>{q(log)} 2>&1 </dev/null; echo $? >{q(status)}"
+        parent = log.rsplit("/", 1)[0] or "/"
+        r = self.transport.shell(
+            f"mkdir -p {q(parent)} && rm -f {q(status)} && "
+            f"setsid sh -c {q(inner)} </dev/null >/dev/null 2>&1 & echo $!", timeout=30)
+        try:
+            pid = int(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise RemoteCommandError(r) from None
+        started = time.monotonic()
+        offset, pending, tail = 0, "", []
+        say = on_line or (lambda line: None)
+
+        def hand_on(lines: list[str]) -> None:
+            nonlocal tail
+            for line in lines:
+                line = line.rstrip("\r")[:_STREAM_LINE]
+                tail = (tail + [line])[-_STREAM_TAIL:]
+                say(line)
+
+        code: int | None = None
+        try:
+            while True:
+                # the status first: once it is there, the log holds all the command printed
+                poll = self.transport.shell(
+                    f"s=$(cat {q(status)} 2>/dev/null); z=$(wc -c < {q(log)} 2>/dev/null || echo 0); "
+                    f"n=$((z - {offset})); [ $n -gt {_STREAM_CHUNK} ] && n={_STREAM_CHUNK}; [ $n -lt 0 ] && n=0; "
+                    f"echo \"@${{s:-run}} $n\"; tail -c +{offset + 1} {q(log)} 2>/dev/null | head -c $n",
+                    timeout=60)
+                head, _, chunk = poll.stdout.partition("\n")
+                fields = head.lstrip("@").split()
+                if len(fields) != 2 or not fields[1].isdigit():
+                    raise RemoteCommandError(poll)
+                offset += int(fields[1])
+                lines = (pending + chunk).split("\n")
+                pending = lines.pop()
+                if len(pending) > _STREAM_LINE:  # a line without an end: hand on what came
+                    lines.append(pending)
+                    pending = ""
+                hand_on(lines)
+                if fields[0].lstrip("-").isdigit():
+                    code = int(fields[0])
+                    if int(fields[1]) < _STREAM_CHUNK:
+                        break  # it ended, and everything it printed is read
+                    continue
+                if time.monotonic() - started > timeout_s:
+                    raise CommandTimeout(f"timed out after {timeout_s:g} s on {self.transport.address}: "
+                                         f"{script[:200]}")
+                time.sleep(poll_s)
+        except BaseException:
+            if code is None:
+                self._kill_group(pid)
+            raise
+        self.transport.shell(f"rm -f {q(status)}", check=False, timeout=30)
+        if pending:
+            hand_on([pending])
+        return Streamed(code, tuple(tail), round(time.monotonic() - started, 3))
+
+    def _kill_group(self, pid: int) -> None:
+        """SIGKILL a streamed command's session (best effort: the board may be gone)."""
+        from melt.errors import TransportError
+
+        try:
+            self.transport.shell(f"kill -KILL -- -{int(pid)} 2>/dev/null || kill -KILL {int(pid)} 2>/dev/null",
+                                 check=False, timeout=15)
+        except (TransportError, CommandTimeout):
+            pass
