@@ -297,6 +297,9 @@ class DeviceSpec(Spec):
     build_profile: str = Field(
         "auto", description="llama.cpp build profile whose binaries run here; auto: chosen by the "
                             "device's kind and CPU ABI (ro.product.cpu.abi on a phone)")
+    build_on: Literal["host", "device"] = Field(
+        "host", description="where llama.cpp is compiled: host (here, then pushed) or device (on the "
+                            "board itself over SSH, with its own compiler and CUDA; kind linux or jetson)")
     adb: AdbSpec | None = None
     ssh: SshSpec | None = None
     ios: IosSpec | None = Field(None, description="kind ios: the iPhone and melt's app on it")
@@ -309,6 +312,13 @@ class DeviceSpec(Spec):
     virtual: dict[str, Any] | None = Field(
         None, description="present on melt's virtual devices: their model parameters (data is simulated)"
     )
+
+    @model_validator(mode="after")
+    def _build_on_board(self) -> "DeviceSpec":
+        if self.build_on == "device" and self.kind not in ("linux", "jetson"):
+            raise ValueError(f"build_on: device needs a board reached over SSH (kind linux or jetson), "
+                             f"not kind {self.kind}")
+        return self
 
     @property
     def simulated(self) -> bool:

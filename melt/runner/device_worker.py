@@ -281,6 +281,20 @@ class DeviceWorker:
             build = self.builds.get(("prebuilt", fw_ref.name, str(folder)), lambda: framework.prebuilt(folder))
             return build, f"prebuilt ({build.bin_dir})"
         profile = fw_ref.profile or self.spec.build_profile
+        if self.spec.build_on == "device":  # compiled on the board itself, over SSH: its binaries stay there
+            from melt.frameworks.llamacpp.board_build import build_on_board, check_board_framework
+
+            check_board_framework(framework.name)
+            device, label = self._open(), f"{framework.name} ({profile}) on {self.spec.name}"
+            show = getattr(self.events, "build_output", None)
+
+            def on_board() -> Any:
+                self.events.stage(f"building {label}")
+                return build_on_board(device, profile, source=fw_ref.source, targets=names,
+                                      on_output=(lambda line: show(label, line)) if show else None)
+
+            key = ("board", self.spec.name, fw_ref.name, fw_ref.source, profile, tuple(names))
+            return self.builds.get(key, on_board), f"'{profile}' on {self.spec.name}"
         if profile == "auto":  # as for a real device: by its kind and CPU ABI
             pick = getattr(framework, "auto_profile", None)
             profile = pick(self.spec.kind, abi) if pick else "host"
@@ -319,12 +333,13 @@ class DeviceWorker:
         missing = [n for n in names if n not in build.binaries]
         if missing:
             raise BuildError(f"{framework.name}: no {', '.join(missing)} in {build.bin_dir}")
-        if abi:  # refuse code the device cannot run before pushing anything
+        on_board = build.provenance.get("built_on") == "device"  # built there: nothing to check or push
+        if abi and not on_board:  # refuse code the device cannot run before pushing anything
             check_binaries({n: build.binaries[n] for n in names}, abi, device=self.spec.name, build=label)
         self.events.stage(f"staging binaries and models on {self.spec.name}")
         key = Path(build.dir).name
         before = getattr(device, "bytes_pushed", 0)
-        staged = [device.stage(build.binaries[n], category=f"bin/{key}") for n in names]
+        staged = [] if on_board else [device.stage(build.binaries[n], category=f"bin/{key}") for n in names]
         bin_dir = str(Path(staged[0]).parent) if staged else str(build.bin_dir)
         models = {job.model.name: device.stage(self.models[job.model.name].path, category="models")}
         if self.on_staging is not None:
