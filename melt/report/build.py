@@ -113,10 +113,17 @@ def _params(value: Any) -> dict[str, Any]:
 def _workload_short(table: pd.DataFrame) -> list[str]:
     """A workload named with only the parameters that differ between its cells: ``bench (n_gen=32)``."""
     params = [_params(p) for p in table["params"]]
+    values: dict[Any, dict[str, set[str]]] = {}  # workload -> parameter -> the values its cells hold
+    for w, p in zip(table["workload"], params):
+        for k, v in p.items():
+            values.setdefault(w, {}).setdefault(k, set()).add(json.dumps(v, sort_keys=True, default=str))
+    counts = pd.Series(list(table["workload"])).value_counts().to_dict()
+    held = {w: {k: sum(1 for w2, p in zip(table["workload"], params) if w2 == w and k in p) for k in ks}
+            for w, ks in values.items()}
     out = []
     for w, p in zip(table["workload"], params):
-        same = [q for w2, q in zip(table["workload"], params) if w2 == w]
-        differ = {k: v for k, v in p.items() if any(q.get(k) != v for q in same)}
+        # a parameter tells cells apart when it takes two values, or some cells lack it
+        differ = {k: v for k, v in p.items() if len(values[w][k]) > 1 or held[w][k] < counts[w]}
         out.append(f"{w} ({params_text(differ)})" if differ else str(w))
     return out
 
