@@ -245,3 +245,17 @@ def test_melt_farm_up_finds_a_running_virtual_iphone(here):
     finally:
         phone.stop()
     assert virtual_devices(here / "device_configs", here / "state") == []
+
+
+def test_a_workload_the_app_cannot_run_fails_with_why(here):
+    phone = start_iphone(here)
+    try:
+        exp = tiny_experiment(here)
+        doc = yaml.safe_load(exp.read_text())
+        doc["workloads"] = [{"name": "chat", "kind": "serve", "requests": 1}]
+        exp.write_text(yaml.safe_dump(doc))
+        code, records = run(here, exp)
+        assert code == 3 and records[0]["status"] == "failed"
+        assert "runs llama-bench and llama-completion only" in records[0]["reason"], records[0]["reason"]
+    finally:
+        phone.stop()
