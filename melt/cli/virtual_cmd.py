@@ -210,6 +210,11 @@ def ios(port: int | None, config_path: str | None, detach: bool, state_dir: str 
     config = load_iphone_config(config_path)
     port = config.port if port is None else port
     folder = _state_dir(state_dir)
+    from melt.frameworks.llamacpp.build import host_build
+
+    # its app runs this machine's build: made here, in the foreground, the first time
+    click.echo("llama.cpp host build for the iPhone's app: "
+               f"{host_build(targets=['llama-bench', 'llama-completion']).bin_dir}", err=True)
     if detach:
         from melt.virtual.iphone import VirtualIphone
 

@@ -125,6 +125,7 @@ def run_iphone(config: VirtualIphoneConfig, *, host: str = "127.0.0.1", port: in
     logging.getLogger("melt.virtual").addHandler(handler)
     logging.getLogger("melt.virtual").setLevel(logging.INFO)
     server.device = IphoneDevice(config, folder / "root")
+    server.device.tools()  # the app's llama.cpp build, found (or built) before the phone says it is up
     server.device.start()
     address = f"{host}:{port}"
     record = PhoneRecord(address=address, port=port, pid=os.getpid(), started_at=time.time(),
