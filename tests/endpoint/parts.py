@@ -24,7 +24,8 @@ def free_port() -> int:
 class LlamaServer:
     """melt's cached llama-server build serving ``model`` on loopback with ``--api-key``."""
 
-    def __init__(self, binary: Path, model: Path, key: str, log: Path, *, slots: int = 2):
+    def __init__(self, binary: Path, model: Path, key: str, log: Path, *, slots: int = 2,
+                 extra: tuple[str, ...] = ()):
         self.port = free_port()
         self.key = key
         self.log = log
@@ -32,7 +33,7 @@ class LlamaServer:
         self.proc = subprocess.Popen(
             [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
              "--api-key", key, "-c", str(2048 * slots), "-np", str(slots), "-t", "2", "--no-webui",
-             "--alias", "gemma"],
+             "--alias", "gemma", *extra],
             stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._out)
         self._wait()
 
