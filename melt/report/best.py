@@ -14,7 +14,7 @@ import pandas as pd
 
 from melt.analysis.metrics import QUALITY_METRICS, direction, format_value, label
 from melt.labels import parse_labels
-from melt.report.tradeoff import HOST_REFERENCE, QUALITY_AXES, quality_reference
+from melt.report.tradeoff import HOST_REFERENCE, quality_reference
 
 #: (criterion, metric): judged over every cell that has the metric
 CRITERIA = (
@@ -98,7 +98,8 @@ def best_per_criterion(table: pd.DataFrame, tradeoffs: Sequence[dict[str, Any]] 
 
     *Best quality* is judged per reference (one row for each model the
     quality cells were measured against; see :func:`_quality_groups`), by
-    KLD mean, else perplexity.
+    KLD mean. Perplexity alone never picks a best: across tokenizers it is
+    not comparable, and a cell does not say which tokenizer it used.
 
     Each row: ``criterion``, ``metric`` (its label), ``best`` (``name``,
     ``labels``, ``anchor``, ``value``, ``interval``) and ``close``: the cells
@@ -109,9 +110,10 @@ def best_per_criterion(table: pd.DataFrame, tradeoffs: Sequence[dict[str, Any]] 
     """
     rows = [_judge(criterion, label(metric), table, metric) for criterion, metric in CRITERIA]
     for ref, cells in _quality_groups(table):
-        metric = next((m for m in QUALITY_AXES if m in cells.columns and cells[m].notna().any()), None)
-        if metric is not None:
-            rows.append(_judge("Best quality", label(metric) + (f" from {ref}" if ref else ""), cells, metric))
+        # by KLD only: it exists only between one vocabulary's distributions, whereas perplexities
+        # of models with different tokenizers are not comparable and nothing here tells them apart
+        if ref is not None and "kld_mean" in cells.columns and cells["kld_mean"].notna().any():
+            rows.append(_judge("Best quality", label("kld_mean") + f" from {ref}", cells, "kld_mean"))
     rows = [r for r in rows if r is not None]
     for chart in tradeoffs:
         rows.append({"criterion": "Pareto set", "metric": chart["title"], "front": list(chart["front"]),

@@ -62,6 +62,17 @@ def test_no_best_quality_from_a_host_reference_or_the_reference_itself():
         ("KLD mean from src", "b"), ("KLD mean from other", "c")]
 
 
+def test_perplexity_alone_never_picks_a_best_quality():
+    # a SmolLM2 and a Gemma scored on one text without a reference: their perplexities come from
+    # two tokenizers, and a lower one says nothing about which model is better
+    def ppl(model: str, value: float, ref=None) -> dict:
+        return {**row(model, float("nan"), float("nan"), float("nan")), "kind": "quality",
+                "params": {"reference": ref} if ref else {}, "perplexity": value,
+                "perplexity_ci_low": value, "perplexity_ci_high": value}
+    table = pd.DataFrame([ppl("gemma", 2.2), ppl("smollm2", 3.7), ppl("smollm2", 3.7, ref="gemma")])
+    assert [r for r in best_per_criterion(table) if r["criterion"] == "Best quality"] == []
+
+
 #: (model, quantization, decode tok/s, W while decoding, KLD against the Q4_K_M source)
 LADDER = (("gemma3-270m-q8_0", "Q8_0", 30.0, 4.2, 0.004), ("gemma3-270m-q4_k_m", "Q4_K_M", 42.0, 4.0, 0.0),
           ("gemma3-270m-q2_k", "Q2_K", 45.0, 3.0, 0.40))
