@@ -303,11 +303,11 @@ class DeviceSpec(Spec):
     adb: AdbSpec | None = None
     ssh: SshSpec | None = None
     ios: IosSpec | None = Field(None, description="kind ios: the iPhone and melt's app on it")
+    endpoint: EndpointSpec | None = Field(
+        None, description="kind endpoint: an OpenAI-compatible server the streamed workloads run against")
     telemetry: TelemetrySpec = TelemetrySpec()
     cooldown: CooldownSpec | None = None
     state: StateSpec = StateSpec()
-    endpoint: EndpointSpec | None = Field(
-        None, description="kind endpoint: an OpenAI-compatible server the streamed workloads run against")
     min_battery_pct: float | None = Field(None, ge=0, le=100)
     virtual: dict[str, Any] | None = Field(
         None, description="present on melt's virtual devices: their model parameters (data is simulated)"
@@ -324,6 +324,12 @@ class DeviceSpec(Spec):
     def simulated(self) -> bool:
         return self.virtual is not None
 
+    @model_validator(mode="after")
+    def _endpoint(self) -> "DeviceSpec":
+        if (self.kind == "endpoint") != (self.endpoint is not None):
+            raise ValueError("kind endpoint needs an `endpoint:` section, and only it has one")
+        return self
+
 
 # ------------------------------------------------------------------ experiments
 
@@ -334,12 +340,6 @@ class FrameworkRef(Spec):
     profile: str | None = Field(None, description="build profile; default: the device's")
     binaries: str | None = Field(
         None, description="a folder of prebuilt binaries to use instead of building (relative to the experiment)"
-    @model_validator(mode="after")
-    def _endpoint(self) -> "DeviceSpec":
-        if (self.kind == "endpoint") != (self.endpoint is not None):
-            raise ValueError("kind endpoint needs an `endpoint:` section, and only it has one")
-        return self
-
     )
 
 

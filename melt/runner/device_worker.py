@@ -353,6 +353,10 @@ class DeviceWorker:
     def _measure(self, prepared: Prepared, job: Job, executor: Executor):
         """Run ``job`` once; returns (what ran, as a command line; its env; the execution)."""
         device = self._open()
+        if self.spec.kind == "endpoint":  # the streamed exchange against the remote server
+            from melt.runner.endpoint_executor import EndpointExecutor
+
+            return EndpointExecutor().measure(device, prepared.framework, job)
         kw: dict[str, Any] = {"bin_dir": prepared.bin_dir, "model_path": prepared.models[job.model.name]}
         inputs = self._stage_inputs(prepared, job)
         if inputs:
@@ -368,10 +372,6 @@ class DeviceWorker:
         what = steps[0][1] if [p for p, _ in steps] == ["run"] else steps
         return command, dict(steps[0][1].env), executor.execute(device, what)
 
-        if self.spec.kind == "endpoint":  # the streamed exchange against the remote server
-            from melt.runner.endpoint_executor import EndpointExecutor
-
-            return EndpointExecutor().measure(device, prepared.framework, job)
     def _reference_provenance(self, job: Job) -> dict[str, Any] | None:
         """What a job's quality figures were measured against, and whether that is the original weights."""
         ref = job.params.get("reference")
