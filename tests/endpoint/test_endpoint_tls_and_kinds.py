@@ -94,3 +94,34 @@ def test_a_sustained_run_gives_its_throughput_series(tmp_path, key):
     assert len(job["series"]) >= 4 and all(w["tps"] >= 0 for w in job["series"])
     assert job["metrics"]["decode_tps_peak"] > 0
     assert job["metrics_missing"]["time_to_first_throttle_s"] == "remote endpoint"
+
+
+def test_a_radio_model_plugs_in_where_the_radio_energy_is_absent(tmp_path, key):
+    from melt.config.loader import load_device
+    from melt.config.specs import FrameworkRef, ModelRef
+    from melt.devices.registry import open_device
+    from melt.frameworks.registry import get_framework
+    from melt.runner.endpoint_executor import EndpointExecutor
+    from melt.runner.matrix import Job
+
+    class PerChunk:  # a made-up model: 1 mJ per chunk received
+        name = "per-chunk test model"
+
+        def energy_j(self, transcript):
+            return 0.001 * sum(len(r["token_times_s"]) for r in transcript["requests"])
+
+    server = ScriptedServer(lambda h, n: h.stream(good_stream(4)))
+    try:
+        device = open_device(load_device(str(endpoint_config(tmp_path, "ep", server.base_url))))
+        job = Job("ep", FrameworkRef(), ModelRef(name="m", tiny_seed=0), "0" * 64, "stream", "serve",
+                  {"requests": 2, "n_predict": 4}, 0)
+        framework = get_framework("llama.cpp")
+        _, _, without = EndpointExecutor().measure(device, framework, job)
+        _, _, with_radio = EndpointExecutor(radio=PerChunk()).measure(device, framework, job)
+    finally:
+        server.close()
+    assert "energy_radio_j" not in without.metrics and "not modelled" in \
+        without.provenance["metrics_missing"]["energy_radio_j"]
+    assert with_radio.metrics["energy_radio_j"] == pytest.approx(0.008)
+    assert with_radio.provenance["endpoint"]["radio_model"] == "per-chunk test model"
+    assert "energy_radio_j" not in with_radio.provenance["metrics_missing"]
