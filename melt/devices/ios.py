@@ -22,6 +22,7 @@ to :data:`MAX_OUTPUT` bytes and a thermal state is one of iOS's four names.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import tempfile
@@ -155,10 +156,11 @@ class IosDevice(Device):
                 process.kill()
                 raise CommandTimeout(f"benchmark app still running after {timeout_s:g} s")
             sample = t.services.process_sample(t.udid, process.pid) if sample_every_s else None
-            if sample:
-                samples.append({"t_s": round(elapsed, 3), **sample})
-            period = sample_every_s or 0.2
-            time.sleep(period if sample is None else max(0.0, period - 0.05))
+            if sample:  # in ms, rounded down: a sample's time is never past the run's end
+                samples.append({"t_s": math.floor(elapsed * 1000) / 1000, **sample})
+            # a sample may itself take a while (DVT's instrument samples over an interval): sleep the rest
+            busy = time.monotonic() - started - elapsed
+            time.sleep(max(0.0, (sample_every_s or 0.2) - busy))
         duration = time.monotonic() - started
         texts = {name: self._pull_text(f"{out_dir}/{name}")
                  for name in ("stdout.txt", "stderr.txt", "exit_code", "thermal.txt")}

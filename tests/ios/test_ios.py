@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import plistlib
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -225,8 +226,10 @@ def test_benchmark_app_runs_llama_bench_and_melt_reads_it(tmp_path, llamacpp_bui
     arguments, wait for the app's files, pull them, parse them."""
     from melt.frameworks.llamacpp.driver import LlamaCpp
 
-    tools = {n: Path(llamacpp_build.binaries[n]) for n in ("llama-bench", "llama-completion")}
-    device, services = virtual_phone(tmp_path, tools)  # the app runs this machine's llama-bench
+    bench = tmp_path / "llama-bench"  # this machine's llama-bench, after 0.3 s (an app's start on a
+    bench.write_text(f"#!/bin/sh\nsleep 0.3\nexec {shlex.quote(str(llamacpp_build.binaries['llama-bench']))} \"$@\"\n")
+    bench.chmod(0o755)  # phone), so that even a loaded test machine samples it while it runs
+    device, services = virtual_phone(tmp_path, {"llama-bench": bench, "llama-completion": bench})
     device.transport.install(make_app(tmp_path))
     model = device.stage(tiny_model, category="models")
     driver = LlamaCpp()
