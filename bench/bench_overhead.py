@@ -95,6 +95,24 @@ def job_of(results: Path, run_id: str) -> dict:
     return json.loads(next(jobs.glob("*/result.json")).read_text())
 
 
+def bare_shell(job: dict) -> list[str]:
+    """``adb shell`` arguments that run the very command a stored job ran, with its environment."""
+    env = job["provenance"]["env"]
+    return ["shell", " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
+            + job["provenance"]["command"]]
+
+
+def verdict(bare_s: list[float], melt_s: list[float]) -> bool:
+    """Print the totals against the target (melt <= 1.10 x bare + 3 s per run); whether it is met."""
+    b, m, runs = sum(bare_s), sum(melt_s), len(melt_s)
+    allowed = 1.10 * b + 3.0 * runs
+    print(f"\ntotal: bare {b:.2f} s, melt {m:.2f} s: {m / b:.2f}x bare, "
+          f"{(m - b) / runs:+.2f} s per run (median {statistics.median(melt_s):.2f} s vs "
+          f"{statistics.median(bare_s):.2f} s)")
+    print(f"target: melt <= 1.10 x bare + 3 s per run = {allowed:.2f} s: {'met' if m <= allowed else 'NOT met'}")
+    return m <= allowed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="measured runs of each")
@@ -134,9 +152,7 @@ def main() -> int:
         job = job_of(results, first)
         if job["status"] != "ok":
             raise SystemExit(f"the job failed: {job['reason']}")
-        env = job["provenance"]["env"]
-        bare = ["shell", " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
-                + job["provenance"]["command"]]
+        bare = bare_shell(job)
         print(f"bare command: adb {' '.join(bare)}")
 
         melt_s, bare_s, phases = [], [], []
@@ -158,19 +174,13 @@ def main() -> int:
               "phases / idle baseline")
         for i, (b, m, ph) in enumerate(zip(bare_s, melt_s, phases), 1):
             print(f"{i:>4} {b:8.2f} {m:8.2f} {m / b:6.2f} {ph[3] or 0:6.2f} {ph[2] or 0:6.2f}  {ph[0]} / {ph[1]}")
-        b, m = sum(bare_s), sum(melt_s)
-        allowed = 1.10 * b + 3.0 * args.runs
-        print(f"\ntotal: bare {b:.2f} s, melt {m:.2f} s: {m / b:.2f}x bare, "
-              f"{(m - b) / args.runs:+.2f} s per run (median {statistics.median(melt_s):.2f} s vs "
-              f"{statistics.median(bare_s):.2f} s)")
-        print(f"target: melt <= 1.10 x bare + 3 s per run = {allowed:.2f} s: "
-              f"{'met' if m <= allowed else 'NOT met'}")
+        met = verdict(bare_s, melt_s)
 
         if args.profile:
             melt_run(experiment, results, profile=args.profile)
             print(f"\nprofile of one melt run ({args.profile}), by cumulative time:")
             pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(25)
-        return 0 if m <= allowed else 2
+        return 0 if met else 2
 
 
 if __name__ == "__main__":

@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import shlex
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from _common import machine, run  # bench/ is on sys.path when a bench runs
-from bench_overhead import PHONE_CONFIG, device_yaml, job_of, melt_run
+from bench_overhead import PHONE_CONFIG, bare_shell, device_yaml, job_of, melt_run, verdict
 
 from melt.devices.abi import host_abi
 from melt.virtual.config import load_config
@@ -95,9 +93,7 @@ def main() -> int:
         if job["status"] != "ok":
             raise SystemExit(f"the job failed: {job['reason']}")
         print(f"first run (base logits if not cached, staging): {first_s:.2f} s")
-        env = job["provenance"]["env"]
-        bare = ["shell", " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
-                + job["provenance"]["command"]]
+        bare = bare_shell(job)
         print(f"bare command: adb {' '.join(bare)}")
 
         melt_s, bare_s, rows = [], [], []
@@ -123,14 +119,7 @@ def main() -> int:
                   f"{r[0]:9.4f} {r[1]:9.4f} {r[2] if r[2] is not None else float('nan'):9.6f}")
         same = all(abs(r[0] - r[1]) <= 5e-5 * r[0] for r in rows)
         print(f"perplexity of the bare call equals melt's: {'yes' if same else 'NO'}")
-        b, m = sum(bare_s), sum(melt_s)
-        allowed = 1.10 * b + 3.0 * args.runs
-        print(f"\ntotal: bare {b:.2f} s, melt {m:.2f} s: {m / b:.2f}x bare, "
-              f"{(m - b) / args.runs:+.2f} s per run (median {statistics.median(melt_s):.2f} s vs "
-              f"{statistics.median(bare_s):.2f} s)")
-        print(f"target: melt <= 1.10 x bare + 3 s per run = {allowed:.2f} s: "
-              f"{'met' if m <= allowed else 'NOT met'}")
-        return 0 if m <= allowed and same else 2
+        return 0 if verdict(bare_s, melt_s) and same else 2
 
 
 if __name__ == "__main__":
