@@ -48,7 +48,8 @@ true
 """
 
 
-def _sections(text: str) -> dict[str, str]:
+def probe_sections(text: str) -> dict[str, str]:
+    """A probe script's output split at its ``@name`` lines: {name: what followed, stripped}."""
     out: dict[str, list[str]] = {}
     current = None
     for line in text.splitlines():
@@ -111,7 +112,7 @@ class LinuxDevice(Device):
     def probe(self) -> dict[str, str]:
         """The board's identity sections (cached for the life of this object)."""
         if self._probe is None:
-            self._probe = _sections(self.transport.shell(_PROBE, timeout=30, check=False).stdout)
+            self._probe = probe_sections(self.transport.shell(_PROBE, timeout=30, check=False).stdout)
         return self._probe
 
     def workdir(self) -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from melt import __version__ as melt_version
+from melt.devices.linux import probe_sections
 from melt.errors import BuildError
 from melt.frameworks.base import Build, OutputCallback
 from melt.frameworks.cache import cache_root, file_lock
@@ -256,7 +257,7 @@ def _provenance(device: Any, prof: Profile, tree: SourceTree, flags: dict[str, s
         "echo @nvcc; nvcc --version 2>/dev/null | grep -i release\n"
         "echo @cmake; cmake --version 2>/dev/null | head -n 1\n"
         "echo @uname; uname -sm\n", check=False, timeout=60)
-    sections = _sections(r.stdout)
+    sections = probe_sections(r.stdout)
     cxx = _cmake_vars(sections.get("cxx", ""), "CXX")
     cuda_vars = _cmake_vars(sections.get("cuda", ""), "CUDA")
     nvcc = sections.get("nvcc", "").strip()[:200] or None
@@ -331,18 +332,6 @@ def _publish(device: Any, paths: _Paths, have: list[str], todo: list[str], info:
         check=False, timeout=120)
     if r.returncode != 0:
         raise BuildError(f"could not publish the build on {device.spec.name}: {(r.stderr or r.stdout).strip()[-300:]}")
-
-
-def _sections(text: str) -> dict[str, str]:
-    out: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("@") and line[1:].strip().isidentifier():
-            current = line[1:].strip()
-            out[current] = []
-        elif current:
-            out[current].append(line)
-    return {k: "\n".join(v) for k, v in out.items()}
 
 
 def _cmake_vars(text: str, lang: str) -> dict[str, str | None]:
