@@ -66,7 +66,8 @@ class EndpointDevice(Device):
         return self._api_key
 
     def client(self, *, stall_timeout_s: float | None = None) -> Any:
-        """A streaming client of this endpoint (:class:`~melt.frameworks.llamacpp.server_client.ServerClient`)."""
+        """A streaming client of this endpoint
+        (:class:`~melt.frameworks.llamacpp.server_client.ServerClient`)."""
         from melt.frameworks.llamacpp.server_client import ServerClient
 
         ep = self.spec.endpoint

@@ -27,7 +27,8 @@ def api_key() -> str:
 
 
 @pytest.fixture(scope="module")
-def llama_server(llama_server_binary, gemma_model, api_key, tmp_path_factory) -> Iterator[LlamaServer]:  # noqa: F811
+def llama_server(llama_server_binary, gemma_model, api_key,  # noqa: F811
+                 tmp_path_factory) -> Iterator[LlamaServer]:
     server = LlamaServer(llama_server_binary, gemma_model, api_key,
                          tmp_path_factory.mktemp("llama-server") / "server.log")
     yield server

@@ -71,7 +71,8 @@ def test_a_chunk_of_llama_server_and_one_of_a_cloud_api():
 
 @pytest.mark.parametrize("payload", [b"", b"nope", b"[1]", b'{"error": "x"}', b'{"choices": 3}',
                                      b'{"choices": [{"delta": []}]}', b'{"choices": [{"finish_reason": 1}]}',
-                                     b'{"usage": {"completion_tokens": -1}}', b'{"usage": {"prompt_tokens": 1e99}}',
+                                     b'{"usage": {"completion_tokens": -1}}',
+                                     b'{"usage": {"prompt_tokens": 1e99}}',
                                      b"[" * 100000])
 def test_what_is_not_a_chunk_is_refused(payload):
     with pytest.raises(ChunkError):
