@@ -4,7 +4,9 @@
 :class:`~melt.frameworks.base.Invocation` or a list of ``(phase, Invocation)``
 (``[("prefill", ...), ("decode", ...)]``: separate timed windows in one
 runner script). Around the job it optionally waits for the device to cool
-down and checks the battery, takes a health snapshot before and after, and
+down and checks the battery, takes a health snapshot before and after (the
+previous job's after stands as the next one's before when it is a few seconds
+old and the device did not wait to cool: ``health.before_taken``), and
 measures the host/device clock offset. It returns the inference output plus:
 
 - ``metrics``: the telemetry metrics of docs/results-format.md (energy per
@@ -24,6 +26,7 @@ energies (:mod:`melt.telemetry.charging`).
 
 from __future__ import annotations
 
+import copy
 import shlex
 import time
 from typing import Any, Sequence
@@ -60,6 +63,10 @@ from melt.telemetry.uncertainty import sampled_energy_bound
 OFFSET_MAX_AGE_S = 120.0
 #: Without host-side instruments the offset is provenance only: this many round trips.
 PROVENANCE_PROBES = 3
+#: A job's "before" health snapshot is the previous job's "after" when that one was taken on the
+#: same device at most this long ago (s) and the device has not waited to cool since: nothing but
+#: melt's own bookkeeping ran in between, and a shell call per job is saved.
+HEALTH_REUSE_S = 5.0
 
 
 def as_steps(invocation: Any) -> list[Step]:
@@ -92,6 +99,7 @@ class TelemetryExecutor:
         self._offsets: dict[int, tuple[float, Any]] = {}
         self._baselines = BaselineStore(cache_dir() / "baselines") if baselines is None else baselines
         self._rest_caps: dict[int, dict[str, float]] = {}
+        self._last_after: dict[int, tuple[float, dict[str, Any]]] = {}  # device -> (monotonic s, snapshot)
 
     def session(self, device: Device) -> TelemetrySession:
         """The (cached) telemetry session of ``device``."""
@@ -121,6 +129,7 @@ class TelemetryExecutor:
                 return PlainExecutor().execute(device, invocation)
             raise JobFailed("phased invocations need telemetry enabled on the device")
         provenance: dict[str, Any] = {}
+        previous = self._last_after.pop(id(device), None)  # used once: a job that fails leaves none
         if self.cooldown:
             if device.spec.cooldown is not None:
                 result = wait_for_cooldown(device, device.spec.cooldown)
@@ -137,8 +146,15 @@ class TelemetryExecutor:
         key = BaselineStore.key(device.name, device.properties(), device.spec.state.model_dump(mode="json"))
         baseline = self._baselines.get(key) if idle_s > 0 and tel.idle_reuse else None
         if self.health or baseline is not None:
-            provenance.setdefault("health", {})["before"] = health_snapshot(
-                device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir)
+            health = provenance.setdefault("health", {})
+            age = reusable_age(previous, time.monotonic(), provenance.get("cooldown"))
+            if previous is not None and age is not None:
+                health["before"] = copy.deepcopy(previous[1])
+                health["before_taken"] = {"by": "the previous job's runner, after its steps",
+                                          "age_s": round(age, 3)}
+            else:
+                health["before"] = health_snapshot(device.transport, thermal_dir=tel.thermal_dir,
+                                                   battery_dir=battery_dir)
         conditions = conditions_from_health(provenance.get("health", {}).get("before"), tel.skin_zone)
         reuse, why = False, "telemetry.idle_reuse is off: a baseline before every job"
         if idle_s > 0 and tel.idle_reuse:
@@ -160,6 +176,7 @@ class TelemetryExecutor:
         if self.health:  # the runner took the snapshot after the steps, or it is taken now
             provenance["health"]["after"] = (parse_health(out.after) if out.after is not None else health_snapshot(
                 device.transport, thermal_dir=tel.thermal_dir, battery_dir=battery_dir))
+            self._last_after[id(device)] = (time.monotonic(), copy.deepcopy(provenance["health"]["after"]))
         execution = self._execution(device, session, out, offset, inst_traces, provenance,
                                     baseline if reuse else None)
         now = time.time()
@@ -332,6 +349,21 @@ class TelemetryExecutor:
         files = {"trace.parquet": to_parquet_bytes(frame)}
         return Execution(stdout, stderr, rc, max(0.0, window[1] - window[0]),
                          metrics=clean_numbers(metrics), files=files, provenance=provenance)
+
+
+def reusable_age(previous: tuple[float, dict[str, Any]] | None, now_s: float,
+                 cooldown: dict[str, Any] | None) -> float | None:
+    """How old (s) the previous job's after snapshot is, when it may stand as this job's before;
+    ``None`` when it may not: there is none, it is older than :data:`HEALTH_REUSE_S`, the clock went
+    back, or the device waited to cool since (``cooldown``: this job's cool-down provenance)."""
+    if previous is None:
+        return None
+    age = now_s - previous[0]
+    if not 0 <= age <= HEALTH_REUSE_S:
+        return None
+    if cooldown and (cooldown.get("polls", 1) > 1 or not cooldown.get("ok", True)):
+        return None
+    return age
 
 
 def gauge_info(tel: Any, plan: Any, instrument: bool, frame: pd.DataFrame | None = None) -> GaugeInfo:
