@@ -48,7 +48,7 @@ def test_the_worker_hands_the_builds_lines_to_the_display() -> None:
                              job_started=lambda job, warmup: None,
                              build_output=lambda label, line: seen.append((label, line)))
     worker = DeviceWorker.__new__(DeviceWorker)  # only what _build reads
-    worker.events, worker.builds, worker.spec = events, BuildCache(), SimpleNamespace(build_profile="host")
+    worker.events, worker.builds, worker.spec = events, BuildCache(), SimpleNamespace(build_profile="host", build_on="host")
     framework = FakeFramework()
     worker._build(framework, SimpleNamespace(binaries=None, profile="host", source=None, name="fake"),
                   "x86_64", ["llama-bench"])
