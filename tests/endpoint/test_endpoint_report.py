@@ -14,11 +14,16 @@ import yaml
 from melt.report import build_report
 from melt.runner.engine import run_experiment
 from tests.endpoint.parts import endpoint_config, experiment
-from tests.report.conftest import browser_context  # noqa: F401
+from tests.report.conftest import chromium_context
 from tests.report.test_report_layout_browser import CHART_BOXES
 
 SERVE = {"name": "stream", "kind": "serve", "prompt": "Name three colours.", "requests": 2, "n_predict": 8,
          "ignore_eos": True, "threads": 2}
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    yield from chromium_context(tmp_path_factory)  # closed with this module: see chromium_context
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +74,7 @@ def test_no_offload_section_without_an_endpoint_cell(tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.parametrize("size", [(1366, 768), (1920, 1080)], ids=lambda s: f"{s[0]}x{s[1]}")
-def test_the_offload_section_holds_its_layout(browser_context, report, size):  # noqa: F811
+def test_the_offload_section_holds_its_layout(browser_context, report, size):
     page = browser_context.new_page()
     page.set_viewport_size({"width": size[0], "height": size[1]})
     errors: list[str] = []

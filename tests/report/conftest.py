@@ -13,8 +13,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
-@pytest.fixture(scope="session")
-def browser_context(tmp_path_factory):
+def chromium_context(tmp_path_factory):
+    """A fresh Chromium profile driven by Playwright's sync API, closed when the generator ends.
+
+    Playwright's sync API holds an event loop on this thread while it is open:
+    a fixture built on it must end with the tests that use it (the package's
+    or module's, never the session's), or a later ``asyncio.run`` fails.
+    """
     need(CHROMIUM is not None, "chromium (apt-get install chromium)")
     try:
         from playwright import sync_api
@@ -29,3 +34,8 @@ def browser_context(tmp_path_factory):
             yield ctx
         finally:
             ctx.close()
+
+
+@pytest.fixture(scope="package")
+def browser_context(tmp_path_factory):
+    yield from chromium_context(tmp_path_factory)
