@@ -19,24 +19,29 @@ from melt.analysis.metrics import (DEFAULT_COMPARED, DEFAULT_FLOOR, QUALITY_METR
 from melt.analysis.regress import ALPHA, Comparison, check_metric_names, compare_frames, quality_keyed
 from melt.analysis.steps import detect_steps
 from melt.errors import ResultsError
-from melt.labels import EMULATED, SIMULATED, parse_labels
+from melt.labels import SIMULATED, parse_labels
+from melt.store.index import row_labels
 from melt.store.runs import ResultsStore
 
-_JOB_SQL = (
-    "SELECT j.run_id, r.created_at, j.job_id, j.cell_id, j.status, j.reason, j.device, j.framework, "
-    "j.model, j.workload, j.kind, j.params, j.repetition, j.simulated, j.execution, j.labels "
-    "FROM jobs j JOIN runs r ON r.run_id = j.run_id"
-)
+_JOB_COLUMNS = ("j.run_id, r.created_at, j.job_id, j.cell_id, j.status, j.reason, j.device, j.framework, "
+                "j.model, j.workload, j.kind, j.params, j.repetition, j.simulated, j.execution, j.labels")
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
 
 
 def index_jobs(store: ResultsStore, *, cell_ids: Sequence[str] | None = None,
                metrics: Sequence[str] | None = None, device: str | None = None,
                framework: str | None = None, model: str | None = None,
-               workload: str | None = None, ok_only: bool = True) -> pd.DataFrame:
+               workload: str | None = None, ok_only: bool = True,
+               before: tuple[str, str] | None = None, last_n: int | None = None) -> pd.DataFrame:
     """Jobs from the index as a jobs-frame (identity, ``created_at`` of the run, one column per metric).
 
     Filters combine with AND; ``metrics`` limits the metric columns read.
+    ``before``: ``(created_at, run_id)`` of a run: only jobs of runs created
+    before it, that run left out. ``last_n``: per cell, only the jobs of its
+    ``last_n`` most recent runs (as :func:`last_runs` keeps them), chosen in
+    SQL. The selection uses the index's ``jobs_cell_status`` and
+    ``jobs_device_status`` indexes, and the metrics are read by primary key
+    for the selected jobs only (:mod:`melt.store.index`).
     """
     where, args = [], []
     for col, val in (("device", device), ("framework", framework), ("model", model),
@@ -46,31 +51,47 @@ def index_jobs(store: ResultsStore, *, cell_ids: Sequence[str] | None = None,
             args.append(val)
     if ok_only:
         where.append("j.status = 'ok'")
+    if before is not None:
+        where.append("r.created_at < ? AND j.run_id != ?")
+        args += [before[0], before[1]]
     chunks: list[list[str] | None] = [None]
     if cell_ids is not None:
         ids = list(dict.fromkeys(cell_ids))
         chunks = [ids[i:i + _CHUNK] for i in range(0, len(ids), _CHUNK)] or [[]]
     rows: list[dict[str, Any]] = []
+    mrows: list[tuple] = []
     for chunk in chunks:
         clause = list(where)
         chunk_args = list(args)
         if chunk is not None:
             clause.append(f"j.cell_id IN ({','.join('?' * len(chunk))})")
             chunk_args += chunk
-        sql = _JOB_SQL + (" WHERE " + " AND ".join(clause) if clause else "")
-        rows += [dict(r) for r in store.index.query(sql, tuple(chunk_args))]
+        selected = ("SELECT " + _JOB_COLUMNS + " FROM jobs j JOIN runs r ON r.run_id = j.run_id"
+                    + (" WHERE " + " AND ".join(clause) if clause else ""))
+        if last_n:
+            # a cell's runs, newest first; the selection keeps its jobs of the first last_n
+            selected = (
+                "WITH sel AS (" + selected + "), "
+                "cell_runs AS (SELECT cell_id, run_id, created_at, ROW_NUMBER() OVER (PARTITION BY cell_id "
+                "ORDER BY created_at DESC, run_id DESC) AS k FROM (SELECT DISTINCT cell_id, run_id, "
+                "created_at FROM sel)) "
+                "SELECT sel.* FROM sel JOIN cell_runs c ON c.cell_id = sel.cell_id AND c.run_id = sel.run_id "
+                f"WHERE c.k <= {int(last_n)}")
+        found = [dict(r) for r in store.index.query(selected, tuple(chunk_args))]
+        rows += found
+        if found:
+            msql = ("SELECT m.run_id, m.job_id, m.name, m.value FROM (" + selected + ") s "
+                    "JOIN metrics m ON m.run_id = s.run_id AND m.job_id = s.job_id")
+            margs = list(chunk_args)
+            if metrics:
+                msql += f" WHERE m.name IN ({','.join('?' * len(metrics))})"
+                margs += list(metrics)
+            mrows += [tuple(r) for r in store.index.query(msql, tuple(margs))]
     if not rows:
         return pd.DataFrame(columns=["run_id", "created_at", "job_id", "cell_id", "status"])
     jobs = pd.DataFrame(rows)
-    jobs["labels"] = [_index_labels(r) for r in rows]
+    jobs["labels"] = [row_labels(r.get("labels"), r.get("simulated"), r.get("execution")) for r in rows]
     jobs["simulated"] = [SIMULATED in parse_labels(t) for t in jobs["labels"]]
-    keys = set(zip(jobs["run_id"], jobs["job_id"]))
-    msql = "SELECT run_id, job_id, name, value FROM metrics"
-    margs: tuple = ()
-    if metrics:
-        msql += f" WHERE name IN ({','.join('?' * len(metrics))})"
-        margs = tuple(metrics)
-    mrows = [tuple(r) for r in store.index.query(msql, margs) if (r[0], r[1]) in keys]
     if mrows:
         long = pd.DataFrame(mrows, columns=["run_id", "job_id", "name", "value"])
         wide = long.pivot_table(index=["run_id", "job_id"], columns="name", values="value",
@@ -78,17 +99,6 @@ def index_jobs(store: ResultsStore, *, cell_ids: Sequence[str] | None = None,
         wide.columns.name = None
         jobs = jobs.merge(wide, on=["run_id", "job_id"], how="left")
     return jobs.sort_values(["created_at", "run_id", "job_id"], kind="stable").reset_index(drop=True)
-
-
-def _index_labels(row: dict[str, Any]) -> str:
-    """A job's labels from its index row; rows indexed before the column existed have
-    ``simulated`` and ``execution`` only (``melt results reindex`` fills it in)."""
-    if isinstance(row.get("labels"), str):
-        return row["labels"]
-    old = [SIMULATED] if row.get("simulated") else []
-    if str(row.get("execution") or "").endswith("(emulated)"):
-        old.append(EMULATED)
-    return ",".join(old)
 
 
 def last_runs(jobs: pd.DataFrame, last_n: int) -> pd.DataFrame:
@@ -141,11 +151,9 @@ def compare_history(store: ResultsStore, current_ref: str, last_n: int, *,
     if names:  # the history frame holds only the asked metrics: check against the run's own
         check_metric_names(names, jc)
     asked = list(metrics) + [uncertainty_column(m) for m in metrics if m in QUALITY_METRICS]
-    hist = index_jobs(store, cell_ids=cells, metrics=asked)  # a quality figure comes with its ±
-    if not hist.empty:
-        created = cur.manifest.get("created_at") or ""
-        hist = hist[(hist["run_id"] != cur.run_id) & (hist["created_at"] < created)]
-        hist = last_runs(hist, last_n)
+    # a quality figure comes with its ±; the last runs are chosen in SQL, before anything is read
+    hist = index_jobs(store, cell_ids=cells, metrics=asked,
+                      before=(cur.manifest.get("created_at") or "", cur.run_id), last_n=last_n)
     n_runs = hist["run_id"].nunique() if not hist.empty else 0
     return compare_frames(hist, jc, metrics=metrics, floors=floors, default_floor=default_floor,
                           alpha=alpha, test="welch", current_cells_only=True,

@@ -32,23 +32,8 @@ def list_runs(results_dir: Path | None, as_json: bool) -> None:
     UTC creation time); --json has every field. `labels` are every label
     among the run's jobs (simulated, synthetic, emulated, stand-in).
     """
-    from melt.labels import job_labels, labels_text
-
     store = ResultsStore(results_path(results_dir))
-    rows = []
-    for run in store.runs():
-        jobs = run.journal()
-        found = {name for job in run.jobs() for name in job_labels(job)}
-        rows.append({
-            "run_id": run.run_id,
-            "experiment": (run.manifest.get("experiment") or {}).get("name"),
-            "created_at": run.manifest.get("created_at"),
-            "status": run.manifest.get("status"),
-            "jobs_ok": sum(1 for e in jobs.values() if e.get("status") == "ok"),
-            "jobs_total": run.manifest.get("total_jobs"),
-            "labels": [w for w in labels_text(found, ",").split(",") if w],
-            "path": str(run.dir),
-        })
+    rows = store.run_summaries()
     _say_unreadable(store)
     if as_json:
         echo_json(rows)

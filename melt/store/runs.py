@@ -18,6 +18,7 @@ line is ignored, so a crash at any moment leaves a loadable run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -29,7 +30,7 @@ from typing import Any, Iterable
 from melt import __version__
 from melt.errors import ResultsError, UnsafePathError
 from melt.store.atomic import append_line, atomic_write_bytes, atomic_write_json, read_json_lines
-from melt.store.index import Index, remove_index
+from melt.store.index import RUN_ROW_VERSION, Index, remove_index
 from melt.store.paths import job_file, job_folder
 from melt.store.schema import JOB_FIELDS, SCHEMA_VERSION, upgrade_manifest
 
@@ -162,23 +163,102 @@ class ResultsStore:
 
     def run_ids(self) -> list[str]:
         """Run ids on disk, oldest first (by creation time, then id)."""
+        return [run_id for run_id, _ in self._listing()]
+
+    def _listing(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """``(run id, index row or None)`` of every run folder on disk, oldest first.
+
+        The creation time comes from the index (:meth:`Index.run_rows`), so the
+        manifests are not read; a folder the index does not hold, or holds in an
+        older row shape, is read from its files and indexed now. A damaged or
+        busy index is not used: every manifest is read, as before it existed.
+        """
         if not self.root.is_dir():
             return []
+        names = [p.name for p in self.root.iterdir() if (p / "manifest.json").is_file()]
+        rows: dict[str, dict[str, Any]] = {}
+        try:
+            rows = self.index.run_rows()
+        except ResultsError:
+            pass
+        else:
+            stale = [n for n in names if n not in rows or rows[n].get("row_version") != RUN_ROW_VERSION]
+            if stale:
+                self._index_folders(stale)
+                with contextlib.suppress(ResultsError):
+                    rows = self.index.run_rows()
 
-        def created(p: Path) -> tuple[str, str]:
+        def created(name: str) -> tuple[str, str]:
+            if name in rows and rows[name].get("row_version") == RUN_ROW_VERSION:
+                return (rows[name].get("created_at") or "", name)
             try:
-                return (json.loads((p / "manifest.json").read_text(encoding="utf-8")).get("created_at") or "", p.name)
+                return (json.loads((self.root / name / "manifest.json").read_text(encoding="utf-8"))
+                        .get("created_at") or "", name)
             except (OSError, ValueError):
-                return ("", p.name)
+                return ("", name)
 
-        return [p.name for p in sorted((p for p in self.root.iterdir() if (p / "manifest.json").is_file()), key=created)]
+        keys = {n: created(n) for n in names}
+        return [(n, rows.get(n) if rows.get(n, {}).get("row_version") == RUN_ROW_VERSION else None)
+                for n in sorted(names, key=keys.__getitem__)]
+
+    def _index_folders(self, names: list[str]) -> None:
+        """Index run folders the index lacks (copied in, or written before it had a field):
+        each run's manifest, and the records of its jobs the index lacks or holds without
+        their labels. An unreadable folder is skipped here (:meth:`runs` reports it)."""
+        for name in names:
+            try:
+                run = self._open_folder(self.root / name)
+                known = {r["job_id"] for r in self.index.query(
+                    "SELECT job_id FROM jobs WHERE run_id = ? AND labels IS NOT NULL", (run.run_id,))}
+                self.index.add_run(run.manifest, run.dir)
+                for job_id in run.journal():
+                    if job_id not in known and (job := run.job_record(job_id)) is not None:
+                        self.index.add_job(run.run_id, job)
+            except (ResultsError, UnsafePathError, KeyError, TypeError):
+                continue
+
+    def run_summaries(self) -> list[dict[str, Any]]:
+        """One row per run, oldest first, for ``melt results list``: ``run_id``,
+        ``experiment``, ``created_at``, ``status``, ``jobs_ok``, ``jobs_total``, ``labels``
+        (every label among its jobs), ``path``.
+
+        Read from the index in one query; a run the index lacks is indexed from
+        its files first. With a damaged index each run's files are read.
+        Unreadable runs are in :attr:`unreadable` afterwards.
+        """
+        from melt.labels import job_labels, labels_text
+
+        out = []
+        self.unreadable = []
+        for run_id, row in self._listing():
+            if row is None:  # no usable index: the folder is the truth
+                try:
+                    run = self.open_run(run_id)
+                except ResultsError as exc:
+                    self.unreadable.append((run_id, str(exc)))
+                    continue
+                journal = run.journal()
+                row = {"experiment": (run.manifest.get("experiment") or {}).get("name"),
+                       "created_at": run.manifest.get("created_at"), "status": run.manifest.get("status"),
+                       "jobs_ok": sum(1 for e in journal.values() if e.get("status") == "ok"),
+                       "total_jobs": run.manifest.get("total_jobs"),
+                       "labels": {name for job in run.jobs() for name in job_labels(job)}}
+            out.append({
+                "run_id": run_id, "experiment": row["experiment"], "created_at": row["created_at"],
+                "status": row["status"], "jobs_ok": int(row["jobs_ok"] or 0), "jobs_total": row["total_jobs"],
+                "labels": [w for w in labels_text(row["labels"], ",").split(",") if w],
+                "path": str(self.root / run_id),
+            })
+        return out
 
     def resolve(self, ref: str) -> str:
         """A run id from ``ref``: an id, a unique prefix, ``latest``, or a run folder path."""
-        ids = self.run_ids()
         p = Path(ref)
         if (p / "manifest.json").is_file():
             return p.resolve().name if p.resolve().parent == self.root.resolve() else str(p)
+        if p.name == ref and ref not in ("", ".", "..", "latest") and (self.root / ref / "manifest.json").is_file():
+            return ref  # a whole id: the folders need not be listed
+        ids = self.run_ids()
         if ref == "latest" and ids:
             return ids[-1]
         if ref in ids:
@@ -192,7 +272,9 @@ class ResultsStore:
 
     def open_run(self, ref: str) -> Run:
         run_id = self.resolve(ref)
-        run_dir = Path(run_id) if os.sep in run_id else self.root / run_id
+        return self._open_folder(Path(run_id) if os.sep in run_id else self.root / run_id)
+
+    def _open_folder(self, run_dir: Path) -> Run:
         source = str(run_dir / "manifest.json")
         try:
             manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
