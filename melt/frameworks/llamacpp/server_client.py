@@ -33,7 +33,7 @@ import ssl
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from melt.errors import JobFailed, OutputTooLargeError
@@ -245,24 +245,7 @@ class ServerClient:
                                      tls_ms=None if tls_s is None else round(1000 * tls_s, 3),
                                      first_byte_s=round(first_byte, 6))
             parts: list[str] = []
-            total = 0
-            while True:
-                line = resp.readline(MAX_EVENT_LINE_BYTES + 1)
-                if not line:
-                    break
-                total += len(line)
-                if len(line) > MAX_EVENT_LINE_BYTES:
-                    raise OutputTooLargeError("a line of llama-server's /completion stream",
-                                              MAX_EVENT_LINE_BYTES)
-                if total > self.max_response_bytes:
-                    raise OutputTooLargeError("llama-server's /completion stream", self.max_response_bytes)
-                at = self.now()
-                line = line.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    break
+            for at, payload in self._events(resp, "llama-server's /completion stream"):
                 event = json.loads(payload)
                 if "error" in event:
                     raise JobFailed(f"llama-server stream error: {_error_text(payload)}")
@@ -293,6 +276,27 @@ class ServerClient:
             if conn is not None:
                 conn.close()
 
+    def _events(self, resp: http.client.HTTPResponse, what: str) -> Iterator[tuple[float, bytes]]:
+        """(arrival time, payload) of each ``data:`` line of a server-sent event stream, up to
+        ``[DONE]`` or the end; a line or a stream over its bound raises :class:`OutputTooLargeError`."""
+        total = 0
+        while True:
+            line = resp.readline(MAX_EVENT_LINE_BYTES + 1)
+            if not line:
+                return
+            total += len(line)
+            if len(line) > MAX_EVENT_LINE_BYTES:
+                raise OutputTooLargeError(f"a line of {what}", MAX_EVENT_LINE_BYTES)
+            if total > self.max_response_bytes:
+                raise OutputTooLargeError(what, self.max_response_bytes)
+            at = self.now()
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                return
+            yield at, payload
 
     # ------------------------------------------------------- OpenAI-compatible
 
@@ -360,24 +364,8 @@ class ServerClient:
                                      tls_ms=None if tls_s is None else round(1000 * tls_s, 3),
                                      first_byte_s=round(first_byte, 6))
             parts: list[str] = []
-            total = 0
             finished = False
-            while True:
-                line = resp.readline(MAX_EVENT_LINE_BYTES + 1)
-                if not line:
-                    break
-                total += len(line)
-                if len(line) > MAX_EVENT_LINE_BYTES:
-                    raise OutputTooLargeError(f"a line of {who}'s stream", MAX_EVENT_LINE_BYTES)
-                if total > self.max_response_bytes:
-                    raise OutputTooLargeError(f"{who}'s stream", self.max_response_bytes)
-                at = self.now()
-                line = line.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    break
+            for at, payload in self._events(resp, f"{who}'s stream"):
                 chunk = read_chunk(payload)
                 if chunk.content:
                     out.token_times_s.append(at)
