@@ -417,8 +417,13 @@ def main() -> int:
             print(f"{label}: starting {len(groups)} worker host(s) for {len(devices)} phone(s)", flush=True)
             with worker_hosts(url, groups, configs, models, logs, args.interval) as hosts:
                 # one job per phone first: binaries and the model staged, so the run measures jobs only
-                run_experiment(experiment(f"warm-{label}", devices, 1), results_dir=tmp / "results",
-                               pool=FarmPool(url))
+                warm = run_experiment(experiment(f"warm-{label}", devices, 1), results_dir=tmp / "results",
+                                      pool=FarmPool(url)).jobs()
+                failed = [j for j in warm if j["status"] != "ok"]
+                if failed:
+                    print(f"{label}: warm-up failed on {failed[0]['device']}: {failed[0].get('reason')}",
+                          file=sys.stderr)
+                    return 1
                 r = measure(label, experiment(label, devices, args.jobs_per_phone), tmp / "results", url, hosts,
                             parts, args.idle_window_s)
             rows.append(r)
