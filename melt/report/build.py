@@ -14,6 +14,8 @@ embedded as HTML-safe JSON.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import time
 from dataclasses import dataclass, field
@@ -47,6 +49,14 @@ MIN_POINTS, MAX_POINTS = 32, 4000
 
 _SHARED_PROVENANCE = ("framework_build", "device", "model", "host")
 
+#: A table body or the charts' data larger than this (characters) is embedded gzip-compressed
+#: (base64) and unpacked by the page as it opens: the job rows of 10,000 jobs shrink ~15 times.
+PACK_CHARS = 1_000_000
+#: With ``traces="auto"``, traces whose data would pass this many characters in the page are
+#: written beside it instead (``<report stem>-data/traces-N.js``), loaded when one is opened.
+TRACE_INLINE_CHARS = 4_000_000
+TRACES_PER_FILE = 250
+
 
 @dataclass
 class ReportInfo:
@@ -68,11 +78,49 @@ class ReportInfo:
     timings: dict[str, float] = field(default_factory=dict)
     perfetto_dir: Path | None = None  # where the jobs' Perfetto traces were written, when asked
     perfetto_traces: int = 0
+    traces_dir: Path | None = None  # where the trace files were written, when not in the page
+    traces_bytes: int = 0  # of the trace files beside the page
 
 
 def _json(obj: Any) -> Markup:
     """HTML-safe JSON for a ``<script type="application/json">`` block (NaN is refused)."""
     return htmlsafe_json_dumps(obj, dumps=partial(json.dumps, allow_nan=False, separators=(",", ":")))
+
+
+def _pack(text: str, ident: str, packs: list[dict[str, str]], limit: int) -> dict[str, Any]:
+    """``text`` as it goes into the page: whole, or (longer than ``limit``) gzip-compressed in
+    ``packs`` under ``ident``, for the page to unpack (base64 holds no markup)."""
+    if len(text) <= limit:
+        return {"html": Markup(text), "packed": None}
+    packs.append({"id": ident, "data": base64.b64encode(gzip.compress(text.encode("utf-8"), 6, mtime=0))
+                  .decode("ascii")})
+    return {"html": Markup(""), "packed": ident}
+
+
+def _write_trace_files(traces: dict[str, Markup], rows: list[dict[str, Any]], folder: Path) -> int:
+    """Write the traces as scripts of :data:`TRACES_PER_FILE` each in ``folder``, point each
+    job's row at its file, and return the bytes written. Older trace files there are removed."""
+    from urllib.parse import quote
+
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("traces-*.js"):
+        old.unlink()
+    keys = list(traces)
+    where: dict[str, str] = {}
+    size = 0
+    for n, start in enumerate(range(0, len(keys), TRACES_PER_FILE)):
+        name = f"traces-{n}.js"
+        part = keys[start:start + TRACES_PER_FILE]
+        body = "".join(f'm["{k}"]={traces[k]};\n' for k in part)  # keys are t<number>
+        path = folder / name
+        path.write_text("(function(){var m=window.meltTraces=window.meltTraces||{};\n" + body + "})();\n",
+                        encoding="utf-8")
+        size += path.stat().st_size
+        where.update((k, f"{quote(folder.name)}/{name}") for k in part)
+    for row in rows:
+        if row.get("trace") in where:
+            row["trace_src"] = where[row["trace"]]
+    return size
 
 
 def _device_label(device: Any, labels: Any) -> str:
@@ -252,7 +300,7 @@ def _perfetto_link(row: dict[str, Any], run: Run, folder: Path | None) -> None:
 
 def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None = None,
                  plotly_js: str = "inline", trace_values: int = TRACE_VALUES,
-                 n_boot: int = 1000, perfetto: bool = False) -> ReportInfo:
+                 n_boot: int = 1000, perfetto: bool = False, traces: str = "auto") -> ReportInfo:
     """Write the HTML report of ``runs`` to ``output`` and return what was written.
 
     ``plotly_js`` is ``"inline"`` (one file that works offline) or
@@ -263,11 +311,20 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     ``perfetto``: write each drawn job's full telemetry as a Chrome/Perfetto
     trace in ``<report stem>-traces/`` beside the report and link it from the
     job's trace (:mod:`melt.analysis.perfetto`); without it, the trace shows
-    the command that exports it. Raises ``ValueError`` for an unknown
-    ``plotly_js`` mode, ``OSError`` when a file cannot be written.
+    the command that exports it. ``traces``: ``"inline"`` keeps every trace
+    in the page (drawn from it when opened), ``"beside"`` writes them to
+    ``<report stem>-data/traces-N.js`` next to it (loaded when one is
+    opened, still offline), ``"auto"`` keeps them in the page up to
+    :data:`TRACE_INLINE_CHARS`. Tables and chart data over
+    :data:`PACK_CHARS` are embedded compressed. Raises ``ValueError`` for an
+    unknown ``plotly_js`` or ``traces`` mode, ``OSError`` when a file cannot
+    be written.
     """
     if plotly_js not in ("inline", "beside"):
         raise ValueError("plotly_js must be 'inline' or 'beside'")
+    if traces not in ("inline", "beside", "auto"):
+        raise ValueError("traces must be 'inline', 'beside' or 'auto'")
+    trace_mode = traces
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     runs = list(runs)
@@ -297,7 +354,7 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     perfetto_dir = output.parent / f"{output.stem}-traces" if perfetto else None
     if perfetto_dir is not None:
         perfetto_dir.mkdir(exist_ok=True)
-    traces: dict[str, Any] = {}
+    traces: dict[str, Any] = {}  # the parameter named the mode, kept in trace_mode
     total_samples = total_points = 0
     for i, row in enumerate(with_trace):
         frame = read_trace(run_by_id[row["run_id"]], row["job_id"])
@@ -340,6 +397,19 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
     stand_in_measured = sum(1 for r in job_rows if STAND_IN in r["labels"] and SIMULATED not in r["labels"])
     sustained = sustained_charts(job_rows)
     turns = turn_tables(job_rows)
+    encoded = {k: _json(v) for k, v in traces.items()}
+    traces_dir, traces_bytes = None, 0
+    if trace_mode == "beside" or (trace_mode == "auto" and sum(map(len, encoded.values())) > TRACE_INLINE_CHARS):
+        traces_dir = output.parent / f"{output.stem}-data"
+        traces_bytes = _write_trace_files(encoded, job_rows, traces_dir)
+        encoded = {}
+    rows = env.get_template("rows.html.j2").module
+    packs: list[dict[str, str]] = []
+    summary_body = _pack(str(rows.summary_rows(summary_rows, multi_run)), "summary", packs, PACK_CHARS)
+    jobs_body = _pack(str(rows.job_rows(job_rows, [label(m) for m in SUMMARY_METRICS])), "jobs", packs,
+                      PACK_CHARS)
+    charts_json = _json({c["id"]: c["figure"] for c in (*charts, *sustained, *tradeoffs, *offload)})
+    figures = _pack(str(charts_json), "figures", packs, PACK_CHARS)
     html_text = env.get_template("report.html.j2").render(
         title=title or ("melt report: " + ", ".join(r.run_id for r in runs[:3])
                         + (" …" if len(runs) > 3 else "")),
@@ -350,11 +420,12 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
                "jobs": len(records[r.run_id])} for r in runs],
         metric_labels=[label(m) for m in SUMMARY_METRICS],
         summary=summary_rows, multi_run=multi_run, charts=charts, best=best,
-        charts_json=_json({c["id"]: c["figure"] for c in (*charts, *sustained, *tradeoffs, *offload)}),
+        charts_json=figures["html"] if not figures["packed"] else "", figures_packed=figures["packed"],
+        summary_body=summary_body, jobs_body=jobs_body, packed=packs,
         offload=offload, network_rows=network_rows, network_labels=[name for _, name in NETWORK_COLUMNS],
         tradeoffs=tradeoffs, front_sentences=front_sentences,
         sustained=sustained, turns=turns,
-        failed=failed, jobs=job_rows, traces={k: _json(v) for k, v in traces.items()},
+        failed=failed, jobs=job_rows, traces=encoded,
         provenance=list(book.blocks.values()), labelled=labelled,
         virtual=simulated - labelled.get(SYNTHETIC, 0), stand_in_measured=stand_in_measured,
         total_jobs=len(job_rows),
@@ -371,4 +442,5 @@ def build_report(runs: Iterable[Run], output: Path | str, *, title: str | None =
                       seconds=time.perf_counter() - t0, plotly_js=js_path,
                       simulated_jobs=simulated, labelled_jobs=labelled, timings=timings,
                       perfetto_dir=perfetto_dir,
-                      perfetto_traces=sum(1 for r in job_rows if r.get("perfetto")))
+                      perfetto_traces=sum(1 for r in job_rows if r.get("perfetto")),
+                      traces_dir=traces_dir, traces_bytes=traces_bytes)

@@ -37,6 +37,10 @@ LEGEND_BELOW = {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.18, "yanc
                 "font": {"size": 11}}
 
 
+#: Most series a bar chart names in its legend; with more, each bar is named on hover only.
+MAX_LEGEND_SERIES = 60
+
+
 def shorten(name: str, limit: int = LEGEND_CHARS) -> str:
     """``name`` cut in the middle to at most ``limit`` characters: ``gemma-3-270m-i…-Q4_K_M``.
 
@@ -139,14 +143,17 @@ def bar_chart(table: pd.DataFrame, metric: str, x_key: str, series_keys: Sequenc
             "hovertemplate": (f"%{{x}}<br>%{{customdata[2]}}<br>{label(metric)}: %{{y:.4g}} {unit}"
                               "<br>95% interval [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra></extra>"),
         })
-    subtitle = f"<br><sub>{text(shorten(' · '.join(shared), 90))}</sub>" if shared else ""
+    notes = [text(shorten(" · ".join(shared), 90))] if shared else []
+    if len(data) > MAX_LEGEND_SERIES:  # a legend this long says nothing and takes seconds to lay out
+        notes.append(f"{len(data)} series: hover a bar for its name")
+    subtitle = f"<br><sub>{' · '.join(notes)}</sub>" if notes else ""
     layout = {
         "title": {"text": text(title) + subtitle}, "barmode": "group", "height": 420,
-        "margin": {"l": 60, "r": 20, "t": 60 if shared else 50, "b": 40},
+        "margin": {"l": 60, "r": 20, "t": 60 if notes else 50, "b": 40},
         "yaxis": {"title": {"text": f"{label(metric)} ({unit})" if unit else label(metric)}},
         "xaxis": {"type": "category", "automargin": True, "tickvals": list(categories),
                   "ticktext": list(categories.values())},
-        "legend": dict(LEGEND_BELOW), "showlegend": len(data) > 1,
+        "legend": dict(LEGEND_BELOW), "showlegend": 1 < len(data) <= MAX_LEGEND_SERIES,
     }
     return {"data": data, "layout": layout}
 
