@@ -26,6 +26,7 @@ from melt.store.runs import ResultsStore
 _JOB_COLUMNS = ("j.run_id, r.created_at, j.job_id, j.cell_id, j.status, j.reason, j.device, j.framework, "
                 "j.model, j.workload, j.kind, j.params, j.repetition, j.simulated, j.execution, j.labels")
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
+_RUN_CHUNK = 400  # run ids beside a chunk of cell ids stay under it
 
 
 def index_jobs(store: ResultsStore, *, cell_ids: Sequence[str] | None = None,
@@ -39,9 +40,9 @@ def index_jobs(store: ResultsStore, *, cell_ids: Sequence[str] | None = None,
     ``before``: ``(created_at, run_id)`` of a run: only jobs of runs created
     before it, that run left out. ``last_n``: per cell, only the jobs of its
     ``last_n`` most recent runs (as :func:`last_runs` keeps them), chosen in
-    SQL. The selection uses the index's ``jobs_cell_status`` and
-    ``jobs_device_status`` indexes, and the metrics are read by primary key
-    for the selected jobs only (:mod:`melt.store.index`).
+    SQL from the ``jobs_cell_status`` index before any job row is read. The
+    other filters use ``jobs_device_status``; the metrics are read by primary
+    key for the selected jobs only (:mod:`melt.store.index`).
     """
     where, args = [], []
     for col, val in (("device", device), ("framework", framework), ("model", model),
@@ -66,27 +67,39 @@ def index_jobs(store: ResultsStore, *, cell_ids: Sequence[str] | None = None,
         if chunk is not None:
             clause.append(f"j.cell_id IN ({','.join('?' * len(chunk))})")
             chunk_args += chunk
-        selected = ("SELECT " + _JOB_COLUMNS + " FROM jobs j JOIN runs r ON r.run_id = j.run_id"
-                    + (" WHERE " + " AND ".join(clause) if clause else ""))
-        if last_n:
-            # a cell's runs, newest first; the selection keeps its jobs of the first last_n
-            selected = (
-                "WITH sel AS (" + selected + "), "
-                "cell_runs AS (SELECT cell_id, run_id, created_at, ROW_NUMBER() OVER (PARTITION BY cell_id "
-                "ORDER BY created_at DESC, run_id DESC) AS k FROM (SELECT DISTINCT cell_id, run_id, "
-                "created_at FROM sel)) "
-                "SELECT sel.* FROM sel JOIN cell_runs c ON c.cell_id = sel.cell_id AND c.run_id = sel.run_id "
-                f"WHERE c.k <= {int(last_n)}")
-        found = [dict(r) for r in store.index.query(selected, tuple(chunk_args))]
-        rows += found
-        if found:
-            msql = ("SELECT m.run_id, m.job_id, m.name, m.value FROM (" + selected + ") s "
-                    "JOIN metrics m ON m.run_id = s.run_id AND m.job_id = s.job_id")
-            margs = list(chunk_args)
+        base = " FROM jobs j JOIN runs r ON r.run_id = j.run_id" + (" WHERE " + " AND ".join(clause) if clause else "")
+        if not last_n:
+            found = [dict(r) for r in store.index.query("SELECT " + _JOB_COLUMNS + base, tuple(chunk_args))]
+            rows += found
+            if found:
+                msql = ("SELECT m.run_id, m.job_id, m.name, m.value FROM (SELECT j.run_id, j.job_id" + base
+                        + ") s JOIN metrics m ON m.run_id = s.run_id AND m.job_id = s.job_id")
+                margs = list(chunk_args)
+                if metrics:
+                    msql += f" WHERE m.name IN ({','.join('?' * len(metrics))})"
+                    margs += list(metrics)
+                mrows += [tuple(r) for r in store.index.query(msql, tuple(margs))]
+            continue
+        # first the (cell, run) pairs to keep, read from the indexes alone (no job row is read) ...
+        pairs_sql = ("SELECT cell_id, run_id FROM (SELECT cell_id, run_id, ROW_NUMBER() OVER (PARTITION BY "
+                     "cell_id ORDER BY created_at DESC, run_id DESC) AS k FROM (SELECT DISTINCT j.cell_id, "
+                     "j.run_id, r.created_at" + base + ")) WHERE k <= ?")
+        pairs = {(r[0], r[1]) for r in store.index.query(pairs_sql, (*chunk_args, int(last_n)))}
+        run_ids = sorted({run for _, run in pairs})
+        # ... then the jobs and metrics of those runs, by their primary keys
+        for i in range(0, len(run_ids), _RUN_CHUNK):
+            part = run_ids[i:i + _RUN_CHUNK]
+            marks = ",".join("?" * len(part))
+            found = [dict(r) for r in store.index.query(
+                "SELECT " + _JOB_COLUMNS + base + (" AND " if clause else " WHERE ") + f"j.run_id IN ({marks})",
+                (*chunk_args, *part)) if (r["cell_id"], r["run_id"]) in pairs]
+            rows += found
+            keys = {(r["run_id"], r["job_id"]) for r in found}
+            msql = f"SELECT run_id, job_id, name, value FROM metrics WHERE run_id IN ({marks})"
             if metrics:
-                msql += f" WHERE m.name IN ({','.join('?' * len(metrics))})"
-                margs += list(metrics)
-            mrows += [tuple(r) for r in store.index.query(msql, tuple(margs))]
+                msql += f" AND name IN ({','.join('?' * len(metrics))})"
+            mrows += [tuple(r) for r in store.index.query(msql, (*part, *(metrics or ())))
+                      if (r[0], r[1]) in keys]
     if not rows:
         return pd.DataFrame(columns=["run_id", "created_at", "job_id", "cell_id", "status"])
     jobs = pd.DataFrame(rows)

@@ -19,7 +19,6 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from melt.analysis.frames import quantization_of
 from melt.analysis.metrics import format_value, label
 from melt.cli.common import hanging
 from melt.labels import job_labels
@@ -74,6 +73,8 @@ def cell_label(job: dict, swept: dict[str, list[str]]) -> str:
     Only the swept parameters are shown; the quantization only when the
     model's name does not already say it.
     """
+    from melt.analysis.frames import quantization_of  # here: listing runs needs no pandas
+
     tags = job_labels(job)
     device = str(job.get("device")) + (f" ({', '.join(tags)})" if tags else "")
     model = str(job.get("model"))
