@@ -2,10 +2,10 @@
 
 The board builds the host profile with the real cmake and g++, inside its
 sandbox, through the real sshd. Its $HOME (the work dir with the staged
-source and the finished build) is kept under melt's cache between sessions,
-as a real board keeps its disk, so only the first session on a machine pays
+source and the finished build) is kept under melt's cache between test runs,
+as a real board keeps its disk, so only the first test run on a machine pays
 for the compile (llama-bench only, a few minutes on two cores). Every
-session still checks that a build is found on the board with the board's
+test run still checks that a build is found on the board with the board's
 provenance, that a second run compiles nothing (the board's cmake logs
 every call it gets), and that a broken profile fails at CMake's configure
 step with the tail of its log.
@@ -57,7 +57,7 @@ def board(melt_config: Path) -> Iterator[VirtualJetson]:
     need(_sshd_usable(), "/usr/sbin/sshd (openssh-server) and a working bubblewrap")
     kept = cache_root() / "test-boards" / "virtual-jetson-build"
     with file_lock(kept.parent / f".{kept.name}.lock"):
-        for left in sorted(kept.glob("phone-*")):  # left by a session that was killed
+        for left in sorted(kept.glob("phone-*")):  # left by a test run that was killed
             if (left / "root" / "home").is_dir() and not (kept / "home").exists():
                 os.rename(left / "root" / "home", kept / "home")
             shutil.rmtree(left, ignore_errors=True)
@@ -136,7 +136,7 @@ def test_board_builds_once_then_reuses_and_every_job_carries_its_provenance(
         assert any("--target llama-bench" in c for c in calls_first)
         # the build's lines reached the display while it ran (ninja's [N/M] steps)
         assert any(line.startswith("[") and "/" in line for _, line in first_events.lines)
-    else:  # (a) built in an earlier session and found on the board: nothing ran
+    else:  # (a) built in an earlier test run and found on the board: nothing ran
         assert calls_first == []
         assert any("cached build on virtual-jetson" in line for _, line in first_events.lines)
     assert all(label == "llama.cpp (host) on virtual-jetson" for label, _ in first_events.lines)
