@@ -110,9 +110,11 @@ def test_quickstart_refused_until_trusted_then_rail_energy_per_phase(jetson, gem
             assert u95 <= allowed_u95(true, durations[phase], windows, model["noise_w"]), (phase, u95)
             # the input rail is the board's power: one estimator, so one interval for both names
             assert m[f"rail_vdd_in_energy_{phase}_j_u95"] == pytest.approx(u95)
-            # the CPU rail carries part of it, with an interval of its own
+            # the CPU rail carries part of it, with an interval of its own: its noise is estimated
+            # from its own idle readings, so on a short phase the interval can come out as wide as
+            # the input rail's, but not wider than the same sensors' physics allow twice over
             cpu, cpu_u95 = m[f"rail_vdd_cpu_gpu_cv_energy_{phase}_j"], m[f"rail_vdd_cpu_gpu_cv_energy_{phase}_j_u95"]
-            assert 0 < cpu < value and 0 < cpu_u95 < u95
+            assert 0 < cpu < value and 0 < cpu_u95 < 2 * u95, (phase, cpu, value, cpu_u95, u95)
         assert m["energy_decode_j_net"] < m["energy_decode_j"]
         assert m["decode_tps"] > 0 and m["temp_max_c"] > 20
 
